@@ -1,0 +1,321 @@
+"""The mlfn.yaml schema: every key, its type and its default, in one place.
+
+Layers (ko style, building new values rather than mutating): defaults, then the file,
+then `MLFN_*` environment variables, then flags (`Config.override`). Unknown keys and
+wrong types are ConfigErrors that name the key and the file.
+
+Pipeline steps are kept as plain data (a list of `{step_name: {params}}` mappings, or a
+bare step name); the function runtime (`mlfn_runtime.pipeline`) owns their meaning and
+validates them (`mlfn_runtime.pipeline.validate_steps`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from mlfn.errors import ConfigError
+
+CONFIG_FILE = "mlfn.yaml"
+
+QUANTIZE_MODES = ("none", "dynamic", "float16", "int8", "int16x8")
+RUNTIME_TARGETS = ("litert", "tflite-runtime")
+TARGETS = ("local", "openwhisk", "knative")
+
+
+@dataclass
+class ModelConfig:
+    """The trained model to serve."""
+
+    path: str = "model.keras"  # .keras, .h5, SavedModel dir, .tflite, or s3://bucket/key
+    signature: str = "serving_default"  # SavedModel signature to convert
+    name: Optional[str] = None  # model name on /v2/models/{name}, /v1/models/{name}; default: function name
+
+
+@dataclass
+class QuantizeConfig:
+    """How the TFLite converter shrinks the model."""
+
+    mode: str = "dynamic"  # none | dynamic | float16 | int8 | int16x8
+    target: str = "litert"  # litert | tflite-runtime (2.14-compatible op versions)
+    representative_data: Optional[str] = None  # .npy/.npz or a folder of images (int8, int16x8)
+    representative_samples: int = 100
+    input_type: str = "float32"  # int8 models: float32 | int8 | uint8
+    output_type: str = "float32"
+    allow_select_tf_ops: bool = False  # SELECT_TF_OPS fallback: needs full TensorFlow in the image
+    validation_data: Optional[str] = None  # .npz (x, y) or an image folder with one sub-folder per label
+    top_k: list = field(default_factory=lambda: [1])
+    max_accuracy_drop: Optional[float] = None  # in accuracy points (0-100); fail when exceeded
+    cache_dir: Optional[str] = None  # default: .mlfn/cache next to mlfn.yaml
+
+
+@dataclass
+class PipelineConfig:
+    """Pre- and post-processing run inside the function (see mlfn_runtime.pipeline)."""
+
+    pre: list = field(default_factory=list)
+    post: list = field(default_factory=list)
+    labels: Optional[str] = None  # labels file, one per line; used by top_k
+
+
+@dataclass
+class ExtraModel:
+    """Another model bundled into the same function (requests fan out to all or named ones)."""
+
+    name: str = ""
+    path: str = ""
+    signature: str = "serving_default"
+    quantize: Optional[str] = None  # quantization mode; default: quantize.mode
+    pre: Optional[list] = None  # default: pipeline.pre
+    post: Optional[list] = None  # default: pipeline.post
+    labels: Optional[str] = None
+
+
+@dataclass
+class BuildConfig:
+    """The function image."""
+
+    base_image: str = "mlfn-base:3.11"  # any Python 3.11 image; `mlfn base build` makes this one
+    image: Optional[str] = None  # default: mlfn/<name>
+    tag: Optional[str] = None  # default: a content hash
+    builder: str = "docker"  # docker | oci (daemonless)
+    runtime: str = "litert"  # litert | tflite-runtime: the interpreter installed in the image
+    custom_files: list = field(default_factory=list)  # extra Python files (custom steps) to bundle
+    context_dir: Optional[str] = None  # default: .mlfn/build next to mlfn.yaml
+
+
+@dataclass
+class ServingConfig:
+    """Behaviour of the server inside the function."""
+
+    max_batch_size: int = 32
+    max_payload_bytes: int = 1048576  # like OpenWhisk's 1 MB invoke payload limit
+    interpreter: str = "lock"  # lock | per-thread (LiteRT interpreters are not thread-safe)
+    num_threads: int = 1  # interpreter threads per invoke
+    workers: int = 8  # HTTP handler threads
+
+
+@dataclass
+class OpenWhiskConfig:
+    web: bool = False  # export the alias as a web action
+    require_whisk_auth: bool = False  # protect the web action with a generated secret
+    namespace: Optional[str] = None
+
+
+@dataclass
+class KnativeConfig:
+    namespace: Optional[str] = None
+    context: Optional[str] = None
+    min_scale: int = 0
+    max_scale: int = 0  # 0 = unlimited
+    target: Optional[int] = None  # autoscaling target (concurrency or rps)
+    metric: str = "concurrency"  # concurrency | rps (KPA), cpu | memory (HPA)
+    autoscaling_class: str = "kpa.autoscaling.knative.dev"
+    cpu: Optional[str] = None  # resource request, e.g. "500m"
+    cpu_limit: Optional[str] = None
+    memory_limit: Optional[str] = None
+    timeout_seconds: Optional[int] = None  # default: deploy.timeout / 1000
+
+
+@dataclass
+class DeployConfig:
+    """Where and how versions run."""
+
+    target: str = "local"  # local | openwhisk | knative
+    registry: Optional[str] = None  # push here before deploying (REGISTRY/REPO); none for local
+    memory: int = 256  # MB
+    timeout: int = 60000  # ms
+    concurrency: int = 1  # concurrent activations per container
+    logs: int = 10  # MB
+    env: dict = field(default_factory=dict)
+    openwhisk: OpenWhiskConfig = field(default_factory=OpenWhiskConfig)
+    knative: KnativeConfig = field(default_factory=KnativeConfig)
+
+
+@dataclass
+class Config:
+    """The whole mlfn.yaml."""
+
+    name: str = "model"  # the function's name: OpenWhisk package, Knative service
+    model: ModelConfig = field(default_factory=ModelConfig)
+    quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    models: list = field(default_factory=list)  # list[ExtraModel]
+    build: BuildConfig = field(default_factory=BuildConfig)
+    serving: ServingConfig = field(default_factory=ServingConfig)
+    deploy: DeployConfig = field(default_factory=DeployConfig)
+
+    # Where the file was read from; relative paths in it are relative to its folder.
+    source: Optional[Path] = field(default=None, compare=False, repr=False)
+
+    @property
+    def project_dir(self) -> Path:
+        return self.source.parent if self.source else Path.cwd()
+
+    def resolve(self, path: Optional[str]) -> Optional[str]:
+        """A path from the file, made absolute against the project folder (s3:// kept)."""
+        if path is None or "://" in str(path):
+            return path
+        p = Path(os.path.expanduser(str(path)))
+        return str(p if p.is_absolute() else (self.project_dir / p))
+
+    @property
+    def model_name(self) -> str:
+        return self.model.name or self.name
+
+    @property
+    def image_repository(self) -> str:
+        return self.build.image or f"mlfn/{self.name}"
+
+    def override(self, dotted: dict) -> "Config":
+        """A copy with `{"quantize.mode": "int8", ...}` applied (None values skipped)."""
+        data = to_dict(self)
+        for key, value in dotted.items():
+            if value is None:
+                continue
+            node = data
+            parts = key.split(".")
+            for p in parts[:-1]:
+                node = node.setdefault(p, {})
+            node[parts[-1]] = value
+        return from_dict(data, source=self.source)
+
+    def validate(self) -> "Config":
+        _check_choice(self.quantize.mode, QUANTIZE_MODES, "quantize.mode", self.source)
+        _check_choice(self.quantize.target, RUNTIME_TARGETS, "quantize.target", self.source)
+        _check_choice(self.build.runtime, RUNTIME_TARGETS, "build.runtime", self.source)
+        _check_choice(self.build.builder, ("docker", "oci"), "build.builder", self.source)
+        _check_choice(self.deploy.target, TARGETS, "deploy.target", self.source)
+        _check_choice(self.serving.interpreter, ("lock", "per-thread"), "serving.interpreter", self.source)
+        names = [self.model_name] + [m.name for m in self.models]
+        for i, m in enumerate(self.models):
+            if not m.name or not m.path:
+                raise ConfigError(f"models[{i}] in {self.source or CONFIG_FILE} needs both 'name' and 'path'.")
+        if len(set(names)) != len(names):
+            raise ConfigError(f"Model names must be unique in {self.source or CONFIG_FILE}; got {names}.")
+        return self
+
+
+def _check_choice(value, choices, key, source):
+    if value not in choices:
+        raise ConfigError(
+            f"{key} in {source or CONFIG_FILE} is {value!r}; choose one of: {', '.join(choices)}."
+        )
+
+
+def to_dict(cfg: Any) -> dict:
+    out = {}
+    for f in dataclasses.fields(cfg):
+        if f.name == "source":
+            continue
+        v = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(v):
+            v = to_dict(v)
+        elif isinstance(v, list):
+            v = [to_dict(x) if dataclasses.is_dataclass(x) else x for x in v]
+        out[f.name] = v
+    return out
+
+
+_SCALARS = {int: (int,), float: (int, float), str: (str,), bool: (bool,), list: (list,), dict: (dict,)}
+
+
+def _build(cls, data: Any, where: str, source) -> Any:
+    src = source or CONFIG_FILE
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"'{where or 'the top level'}' in {src} must be a mapping, not {type(data).__name__}.")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+    kwargs = {}
+    for key, value in data.items():
+        dotted = f"{where}.{key}" if where else str(key)
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(f"Unknown key '{dotted}' in {src}; known keys here: {known}.")
+        hint = hints[key]
+        optional = typing.get_origin(hint) is typing.Union and type(None) in typing.get_args(hint)
+        if optional:
+            hint = [a for a in typing.get_args(hint) if a is not type(None)][0]
+        if value is None:
+            if optional:
+                kwargs[key] = None
+                continue
+            raise ConfigError(f"'{dotted}' in {src} must not be empty.")
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value, dotted, source)
+        elif key == "models" and cls is Config:
+            if not isinstance(value, list):
+                raise ConfigError(f"'{dotted}' in {src} must be a list of models.")
+            kwargs[key] = [_build(ExtraModel, v, f"{dotted}[{i}]", source) for i, v in enumerate(value)]
+        else:
+            base = typing.get_origin(hint) or hint
+            ok = _SCALARS.get(base, (base,))
+            if isinstance(value, bool) and base in (int, float):
+                ok = ()
+            if not isinstance(value, ok):
+                raise ConfigError(
+                    f"'{dotted}' in {src} must be {base.__name__}, not {type(value).__name__} ({value!r})."
+                )
+            kwargs[key] = float(value) if base is float else value
+    return cls(**kwargs)
+
+
+def from_dict(data: dict, source: Optional[Path] = None) -> Config:
+    cfg = _build(Config, data, "", source)
+    cfg.source = source
+    return cfg.validate()
+
+
+def _env_overrides() -> dict:
+    """`MLFN_QUANTIZE__MODE=int8` sets quantize.mode (double underscore = dot)."""
+    out = {}
+    for k, v in os.environ.items():
+        if not k.startswith("MLFN_") or "__" not in k:
+            continue
+        dotted = k[5:].lower().replace("__", ".")
+        out[dotted] = _parse_scalar(v)
+    return out
+
+
+def _parse_scalar(v: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(v)
+    except yaml.YAMLError:
+        return v
+
+
+def find_config(path: Optional[str] = None) -> Path:
+    p = Path(path) if path else Path.cwd() / CONFIG_FILE
+    if p.is_dir():
+        p = p / CONFIG_FILE
+    return p
+
+
+def load_config(path: Optional[str] = None, overrides: Optional[dict] = None, required: bool = True) -> Config:
+    """Read mlfn.yaml (or the folder holding it), apply MLFN_* env and flag overrides."""
+    import yaml
+
+    p = find_config(path)
+    if not p.exists():
+        if required:
+            raise ConfigError(
+                f"No {CONFIG_FILE} at {p}; run 'mlfn init MODEL' to write one, or pass --config PATH."
+            )
+        data: dict = {}
+    else:
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            at = f" line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"{p}{at} is not valid YAML: {getattr(e, 'problem', e)}.") from None
+    cfg = from_dict(data, source=p.resolve() if p.exists() else None)
+    merged = {**_env_overrides(), **(overrides or {})}
+    return cfg.override(merged) if merged else cfg

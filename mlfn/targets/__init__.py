@@ -1,0 +1,1 @@
+"""Deployment targets behind one interface (mlfn.targets.base.Target)."""
