@@ -42,12 +42,12 @@ class QuantizeConfig:
     mode: str = "dynamic"  # none | dynamic | float16 | int8 | int16x8
     target: str = "litert"  # litert | tflite-runtime (2.14-compatible op versions)
     representative_data: Optional[str] = None  # .npy/.npz or a folder of images (int8, int16x8)
-    representative_samples: int = 100
+    representative_samples: int = 100  # how many calibration samples to use
     input_type: str = "float32"  # int8 models: float32 | int8 | uint8
-    output_type: str = "float32"
+    output_type: str = "float32"  # int8 models: float32 | int8 | uint8
     allow_select_tf_ops: bool = False  # SELECT_TF_OPS fallback: needs full TensorFlow in the image
     validation_data: Optional[str] = None  # .npz (x, y) or an image folder with one sub-folder per label
-    top_k: list = field(default_factory=lambda: [1])
+    top_k: list = field(default_factory=lambda: [1])  # accuracies to report: top-1, top-5, ...
     max_accuracy_drop: Optional[float] = None  # in accuracy points (0-100); fail when exceeded
     cache_dir: Optional[str] = None  # default: .mlfn/cache next to mlfn.yaml
 
@@ -65,9 +65,9 @@ class PipelineConfig:
 class ExtraModel:
     """Another model bundled into the same function (requests fan out to all or named ones)."""
 
-    name: str = ""
-    path: str = ""
-    signature: str = "serving_default"
+    name: str = ""  # model name on /v2/models/{name}
+    path: str = ""  # like model.path
+    signature: str = "serving_default"  # SavedModel signature
     quantize: Optional[str] = None  # quantization mode; default: quantize.mode
     pre: Optional[list] = None  # default: pipeline.pre
     post: Optional[list] = None  # default: pipeline.post
@@ -91,7 +91,7 @@ class BuildConfig:
 class ServingConfig:
     """Behaviour of the server inside the function."""
 
-    max_batch_size: int = 32
+    max_batch_size: int = 32  # inputs per request, run as one interpreter call
     max_payload_bytes: int = 1048576  # like OpenWhisk's 1 MB invoke payload limit
     interpreter: str = "lock"  # lock | per-thread (LiteRT interpreters are not thread-safe)
     num_threads: int = 1  # interpreter threads per invoke
@@ -100,23 +100,27 @@ class ServingConfig:
 
 @dataclass
 class OpenWhiskConfig:
+    """OpenWhisk (and the local target): web export of aliases."""
+
     web: bool = False  # export the alias as a web action
     require_whisk_auth: bool = False  # protect the web action with a generated secret
-    namespace: Optional[str] = None
+    namespace: Optional[str] = None  # default: NAMESPACE from ~/.wskprops, else _
 
 
 @dataclass
 class KnativeConfig:
-    namespace: Optional[str] = None
-    context: Optional[str] = None
+    """Knative Serving: namespace, autoscaling and resources of each revision."""
+
+    namespace: Optional[str] = None  # default: the kubeconfig context's namespace
+    context: Optional[str] = None  # kubeconfig context; default: the current one
     min_scale: int = 0
     max_scale: int = 0  # 0 = unlimited
     target: Optional[int] = None  # autoscaling target (concurrency or rps)
     metric: str = "concurrency"  # concurrency | rps (KPA), cpu | memory (HPA)
-    autoscaling_class: str = "kpa.autoscaling.knative.dev"
+    autoscaling_class: str = "kpa.autoscaling.knative.dev"  # or hpa.autoscaling.knative.dev
     cpu: Optional[str] = None  # resource request, e.g. "500m"
-    cpu_limit: Optional[str] = None
-    memory_limit: Optional[str] = None
+    cpu_limit: Optional[str] = None  # e.g. "1"
+    memory_limit: Optional[str] = None  # default: deploy.memory
     timeout_seconds: Optional[int] = None  # default: deploy.timeout / 1000
 
 
@@ -143,7 +147,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
-    models: list = field(default_factory=list)  # list[ExtraModel]
+    models: list = field(default_factory=list)  # more models in the same function: [{name, path, ...}]
     build: BuildConfig = field(default_factory=BuildConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
     deploy: DeployConfig = field(default_factory=DeployConfig)

@@ -1,0 +1,131 @@
+"""Calling a running function directly over HTTP (what `mlfn invoke URL` does).
+
+Requests follow actions/README.md: `{"image": b64}` for one image, `{"images": [...]}` for
+several, or a JSON document given by the user. The same request can be sent through the
+plain predict endpoint, the OpenWhisk action protocol (`/init` once, then `/run` with the
+body the invoker sends), OIP v2 or TF Serving.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Optional
+
+from mlfn.errors import MlfnError
+
+PROTOCOLS = ("predict", "openwhisk", "v2", "v1")
+
+
+class InvokeError(MlfnError):
+    pass
+
+
+def build_payload(images: tuple = (), json_input: Optional[str] = None, model: Optional[str] = None) -> dict:
+    """A request body from image files and/or a JSON file or literal."""
+    if images and json_input:
+        raise InvokeError("Give either --image or --json, not both.")
+    if not images and not json_input:
+        raise InvokeError("Nothing to send: give --image FILE or --json FILE|JSON.")
+    if images:
+        encoded = []
+        for name in images:
+            p = Path(name)
+            if not p.is_file():
+                raise InvokeError(f"Image file {name} does not exist.")
+            encoded.append(base64.b64encode(p.read_bytes()).decode("ascii"))
+        payload: dict = {"image": encoded[0]} if len(encoded) == 1 else {"images": encoded}
+    else:
+        text = json_input
+        p = Path(json_input)
+        if not json_input.lstrip().startswith(("{", "[")) and p.is_file():
+            text = p.read_text()
+        elif not json_input.lstrip().startswith(("{", "[")):
+            raise InvokeError(f"--json {json_input!r} is neither a file nor a JSON document.")
+        try:
+            payload = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise InvokeError(f"--json is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}.") from None
+        if not isinstance(payload, dict):
+            payload = {"inputs": payload}
+    if model:
+        payload["model"] = model
+    return payload
+
+
+def _post(session, url: str, body: Any, timeout: float):
+    import requests
+
+    try:
+        return session.post(url, json=body, timeout=timeout)
+    except requests.ConnectionError:
+        raise InvokeError(f"Cannot connect to {url}; is the function running (mlfn run)?") from None
+    except requests.Timeout:
+        raise InvokeError(f"{url} did not answer within {timeout:.0f} s.") from None
+
+
+def _json(resp) -> Any:
+    try:
+        return resp.json()
+    except ValueError:
+        raise InvokeError(f"{resp.url} answered HTTP {resp.status_code} with a body that is not JSON.") from None
+
+
+def invoke_url(url: str, payload: dict, protocol: str = "predict", timeout: float = 60.0) -> dict:
+    """Send payload to a running function at url; returns {"result", "status_code", "duration_ms"}."""
+    import requests
+
+    if protocol not in PROTOCOLS:
+        raise InvokeError(f"Unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}.")
+    base = url.rstrip("/")
+    model = payload.get("model")
+    t0 = time.perf_counter()
+    with requests.Session() as s:
+        if protocol == "predict":
+            resp = _post(s, f"{base}/predict", payload, timeout)
+        elif protocol == "openwhisk":
+            init = _post(s, f"{base}/init", {"value": {"name": "mlfn-invoke", "main": "main", "binary": False,
+                                                        "env": {}}}, timeout)
+            if init.status_code not in (200, 403):  # 403: already initialized, as the invoker expects
+                raise InvokeError(f"/init at {base} failed with HTTP {init.status_code}: {init.text[:200]}")
+            body = {
+                "value": payload,
+                "namespace": "guest",
+                "action_name": "/guest/mlfn-invoke",
+                "action_version": "0.0.1",
+                "activation_id": uuid.uuid4().hex,
+                "transaction_id": uuid.uuid4().hex,
+                "deadline": str(int(time.time() * 1000) + int(timeout * 1000)),
+            }
+            resp = _post(s, f"{base}/run", body, timeout)
+        else:
+            if not model:
+                meta = _json(s.get(f"{base}/v2", timeout=timeout)) if protocol == "v2" else {}
+                model = (meta.get("models") or [None])[0] if protocol == "v2" else None
+            if protocol == "v2":
+                resp = _post(s, f"{base}/v2/models/{model}/infer", payload, timeout)
+            else:
+                resp = _post(s, f"{base}/v1/models/{model or 'default'}:predict", payload, timeout)
+        duration = (time.perf_counter() - t0) * 1000
+        result = _json(resp)
+    if resp.status_code >= 400 or (isinstance(result, dict) and "error" in result and protocol != "openwhisk"):
+        msg = result.get("error") if isinstance(result, dict) else result
+        raise InvokeError(f"The function at {base} answered HTTP {resp.status_code}: {msg}")
+    if protocol == "openwhisk" and isinstance(result, dict) and "error" in result:
+        raise InvokeError(f"The action at {base} returned an application error: {result['error']}")
+    return {"result": result, "status_code": resp.status_code, "duration_ms": round(duration, 2), "protocol": protocol}
+
+
+def summarize(result: Any) -> str:
+    """One line per prediction: `7  (score 0.981)`; JSON when there is no label."""
+    preds = result.get("predictions") if isinstance(result, dict) else None
+    if isinstance(result, dict) and "results" in result:
+        return "\n".join(f"{m}: {summarize(r)}" for m, r in result["results"].items())
+    if isinstance(preds, list) and preds and all(isinstance(p, dict) and "label" in p for p in preds):
+        return "\n".join(
+            f"{p['label']}  (score {p['score']:.3f})" if isinstance(p.get("score"), (int, float)) else str(p["label"])
+            for p in preds
+        )
+    return json.dumps(result, indent=2)

@@ -1,0 +1,90 @@
+"""`mlfn run` and `mlfn invoke`."""
+from __future__ import annotations
+
+import click
+
+from mlfn.commands import config_option, output_option
+from mlfn.output import Progress, emit
+
+
+@click.command()
+@config_option
+@click.option("--image", help="Image to run (default: build the function in mlfn.yaml, cached).")
+@click.option("--port", type=int, default=None, help="Host port on 127.0.0.1 (default: a free one; 8080 with --no-docker).")
+@click.option("--no-docker", is_flag=True, help="Serve in this process with the same mlfn_runtime code, no image.")
+@click.option("--stop", is_flag=True, help="Stop and remove the function's container started earlier.")
+@click.option("--env", "-e", multiple=True, metavar="KEY=VALUE", help="Environment variable for the function.")
+@output_option
+def run(config_path, image, port, no_docker, stop, env, output):
+    """Start the function locally and print its URL.
+
+    With Docker (default) the image runs detached as container mlfn-NAME, the way the
+    platforms run it (read-only root, writable /tmp, non-root user); the command returns
+    once the function answers its health check. With --no-docker the function is served
+    in the foreground from this process.
+
+    \b
+    Examples:
+      mlfn run                          # build if needed, run, print http://127.0.0.1:PORT
+      mlfn invoke http://127.0.0.1:PORT --image samples/digits/inputs/digit-3.png
+      mlfn run --stop
+    """
+    from mlfn.config import load_config
+    from mlfn import runner
+
+    environment = dict(kv.split("=", 1) for kv in env) if env else {}
+    if any("=" not in kv for kv in env):
+        raise click.BadParameter("use KEY=VALUE", param_hint="--env")
+    cfg = load_config(config_path, required=image is None)
+    name = "mlfn-" + (cfg.name if cfg.source else image.rsplit("/", 1)[-1].split(":")[0].split("@")[0])
+    if stop:
+        removed = runner.stop_container(name)
+        emit({"container": name, "stopped": removed}, output,
+             lambda r: f"Stopped {name}." if removed else f"No container {name} is running.")
+        return
+    progress = Progress(quiet=output == "json")
+    if no_docker:
+        from mlfn.build import stage_function
+        from mlfn_runtime.server import serve
+
+        fdir = stage_function(cfg, cfg.project_dir / ".mlfn" / "run", progress=progress)
+        click.echo(f"Serving {cfg.name} on http://127.0.0.1:{port or 8080} (Ctrl-C to stop)", err=True)
+        serve(str(fdir), host="127.0.0.1", port=port or 8080)
+        return
+    if not image:
+        from mlfn.build import build_image
+
+        image = build_image(cfg, progress=progress).image
+    result = runner.run_container(image, name=name, port=port, env=environment)
+    emit(result, output, lambda r: f"{r.url}\n(container {r.name}, ready in {r.ready_ms:.0f} ms; stop with 'mlfn run --stop')")
+
+
+@click.command()
+@click.argument("target", metavar="URL|NAME[@ALIAS|:vN]")
+@click.option("--image", "-i", "images", multiple=True, type=click.Path(), help="Image file to send (repeat for a batch).")
+@click.option("--json", "-j", "json_input", help="JSON request: a file or a literal document.")
+@click.option("--model", help="Model to ask when the function bundles several.")
+@click.option("--protocol", type=click.Choice(["predict", "openwhisk", "v2", "v1"]), default="predict",
+              show_default=True, help="With a URL: which endpoint to call (OpenWhisk = /init then /run).")
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for the answer.")
+@output_option
+def invoke(target, images, json_input, model, protocol, timeout, output):
+    """Send an image or JSON to a function and print the result.
+
+    TARGET is the URL of a running function (from 'mlfn run'), or a deployed
+    function: NAME (default alias), NAME@ALIAS, or NAME:vN for one version.
+
+    \b
+    Examples:
+      mlfn invoke http://127.0.0.1:8080 --image digit-3.png
+      mlfn invoke http://127.0.0.1:8080 --protocol openwhisk --json '{"inputs": [[...]]}'
+      mlfn invoke digits@canary --image digit-3.png --output json
+    """
+    from mlfn import client
+
+    payload = client.build_payload(images, json_input, model)
+    if target.startswith(("http://", "https://")):
+        res = client.invoke_url(target, payload, protocol=protocol, timeout=timeout)
+        emit(res, output, lambda r: client.summarize(r["result"]))
+        return
+    raise click.UsageError(f"{target} is not a URL; deployed-function invoke needs a target (see 'mlfn deploy').")

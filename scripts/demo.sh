@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The README demo: from a trained model to a served function with a canary release.
+# Run through `make demo` (which installs what it needs first).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${VENV:-.venv}"
+export PATH="$PWD/$VENV/bin:$PATH"
+S=samples/digits
+IMG="$S/inputs/digit-3.png"
+
+step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+
+step "Train the digits sample (a small Keras CNN with Dropout, on scikit-learn's 8x8 digits)"
+python "$S/train.py" "$S"
+
+step "Quantize it (int8, calibrated) and compare with the Keras model"
+mlfn quantize -c "$S"
+
+step "Build the function image"
+mlfn build -c "$S"
+
+step "Run it locally"
+URL=$(mlfn run -c "$S" | head -n1)
+trap 'mlfn run --stop -c "$S" >/dev/null 2>&1 || true' EXIT
+
+step "Invoke through the OpenWhisk action protocol (/init, /run)"
+echo "predicted label: $(mlfn invoke "$URL" --protocol openwhisk --image "$IMG" | head -n1)"
+
+step "Invoke through the HTTP predict endpoint"
+echo "predicted label: $(mlfn invoke "$URL" --image "$IMG" | head -n1)"
