@@ -98,3 +98,25 @@ def test_invoke_bad_json_and_missing_files(tmp_path):
     (tmp_path / "a.png").write_bytes(b"\x89PNG")
     r = CliRunner().invoke(main, ["invoke", "http://127.0.0.1:9", "--image", str(tmp_path / "a.png")])
     assert r.exit_code != 0 and "Cannot connect" in r.output
+
+
+@pytest.mark.slow
+def test_help_in_a_virtualenv_without_tensorflow(tmp_path):
+    """The acceptance check as a user would run it: a fresh venv with mlfn's base
+    requirements only (no [convert] extra), and every --help."""
+    from tests.conftest import ROOT
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    subprocess.run(pip + ["--no-deps", "-e", str(ROOT)], check=True, capture_output=True)
+    subprocess.run(pip + ["click", "jinja2", "pyyaml", "requests", "docker"], check=True, capture_output=True)
+    py = str(venv / "bin" / "python")
+    r = subprocess.run([py, "-c", "import tensorflow"], capture_output=True)
+    assert r.returncode != 0, "tensorflow must not be importable in this venv"
+    mlfn = str(venv / "bin" / "mlfn")
+    for args in _help_commands():
+        r = subprocess.run([mlfn, *args, "--help"], capture_output=True, text=True,
+                           env={**os.environ, "PYTHONPATH": ""})
+        assert r.returncode == 0, (args, r.stderr[-500:])
+        assert "Usage:" in r.stdout
