@@ -1,0 +1,42 @@
+"""One place that turns a target name into a Target (ko's factory style).
+
+    get_target("local", cfg)                       the embedded controller on 127.0.0.1:3233
+    get_target("openwhisk", cfg, apihost=..., auth=..., namespace=..., insecure=...)
+    get_target("knative", cfg, kubeconfig=..., context=..., namespace=..., host=...)
+
+Each backend is imported lazily so `mlfn --help` stays fast and the kubernetes client is
+only needed for knative. Options a target does not know are ignored when None.
+"""
+from __future__ import annotations
+
+from mlfn.config import TARGETS
+from mlfn.errors import ConfigError
+from mlfn.targets.base import Target
+
+_OPTIONS = {
+    "local": ("port", "dry_run"),
+    "openwhisk": ("apihost", "auth", "namespace", "insecure", "dry_run"),
+    "knative": ("kubeconfig", "context", "namespace", "dry_run", "host"),
+}
+
+
+def get_target(name: str, cfg=None, **options) -> Target:
+    if name not in TARGETS:
+        raise ConfigError(f"Unknown target '{name}'; choose one of: {', '.join(TARGETS)}.")
+    allowed = _OPTIONS[name]
+    unknown = [k for k, v in options.items() if v not in (None, False) and k not in allowed]
+    if unknown:
+        raise ConfigError(f"Option(s) {', '.join('--' + k.replace('_', '-') for k in unknown)} do not apply to "
+                          f"the {name} target.")
+    kw = {k: v for k, v in options.items() if k in allowed and v is not None}
+    if name == "local":
+        from mlfn.targets.openwhisk import local_target
+
+        return local_target(cfg, **kw)
+    if name == "openwhisk":
+        from mlfn.targets.openwhisk import OpenWhiskTarget
+
+        return OpenWhiskTarget(cfg, **kw)
+    from mlfn.targets.knative import KnativeTarget
+
+    return KnativeTarget(cfg, **kw)

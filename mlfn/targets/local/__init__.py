@@ -1,0 +1,186 @@
+"""The embedded local target: an OpenWhisk-compatible controller on 127.0.0.1:3233 that runs
+actions as Docker containers on this machine (`mlfn local up`).
+
+It speaks OpenWhisk's REST API with OpenWhisk standalone's well-known guest key, so `mlfn
+deploy --target local` uses the same `OpenWhiskTarget` code as a real OpenWhisk, and `wsk`
+(with `wsk property set --apihost http://127.0.0.1:3233 --auth <guest key>`) works unchanged.
+
+State (entities, activations, pid and log files) lives in `~/.mlfn/local/`
+(`MLFN_LOCAL_HOME` overrides). `up` starts the server as a background daemon by default.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from mlfn.errors import TargetError
+
+DEFAULT_PORT = 3233
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get("MLFN_LOCAL_HOME") or Path.home() / ".mlfn" / "local")
+
+
+def _runfile() -> Path:
+    return state_dir() / "server.json"
+
+
+def local_apihost(port: Optional[int] = None) -> str:
+    if port:
+        return f"http://127.0.0.1:{port}"
+    env = os.environ.get("MLFN_LOCAL_APIHOST")
+    if env:
+        return env
+    info = _read_runfile()
+    return f"http://127.0.0.1:{(info or {}).get('port') or DEFAULT_PORT}"
+
+
+@dataclass
+class LocalStatus:
+    running: bool
+    apihost: str
+    pid: Optional[int] = None
+    state_dir: str = ""
+    log_file: str = ""
+    containers: int = 0
+    functions: int = 0
+    message: str = ""
+
+
+def _read_runfile() -> Optional[dict]:
+    try:
+        return json.loads(_runfile().read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _ping(apihost: str, timeout: float = 1.0) -> bool:
+    import requests
+
+    try:
+        return requests.get(apihost + "/api/v1", timeout=timeout).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def status() -> LocalStatus:
+    info = _read_runfile() or {}
+    port = info.get("port") or DEFAULT_PORT
+    apihost = f"http://127.0.0.1:{port}"
+    pid = info.get("pid")
+    running = bool(pid and _alive(pid) and _ping(apihost))
+    st = LocalStatus(running=running, apihost=apihost, pid=pid if running else None, state_dir=str(state_dir()),
+                     log_file=str(state_dir() / "server.log"))
+    if running:
+        import requests
+
+        from mlfn.targets.wskprops import GUEST_AUTH
+
+        auth = tuple(GUEST_AUTH.split(":", 1))
+        try:
+            st.functions = len(requests.get(f"{apihost}/api/v1/namespaces/_/packages?limit=200", auth=auth,
+                                            timeout=2).json())
+        except (requests.RequestException, ValueError):
+            pass
+        try:
+            import docker
+
+            st.containers = len(docker.from_env().containers.list(filters={"label": "dev.mlfn.local=1"}))
+        except Exception:  # noqa: BLE001 - docker not reachable: leave 0
+            pass
+    st.message = f"running on {apihost} (pid {pid})" if running else "not running; start it with 'mlfn local up'"
+    return st
+
+
+def up(port: int = DEFAULT_PORT, foreground: bool = False, idle_seconds: float = 600.0,
+       progress=lambda m: None, wait_s: float = 15.0) -> LocalStatus:
+    """Start the controller (a daemon unless foreground); idempotent when already running."""
+    st = status()
+    if st.running:
+        st.message = f"already running on {st.apihost} (pid {st.pid})"
+        return st
+    home = state_dir()
+    home.mkdir(parents=True, exist_ok=True)
+    _check_docker()
+    if _ping(f"http://127.0.0.1:{port}", timeout=0.5):
+        raise TargetError(f"Port {port} on 127.0.0.1 is already in use by another server; pass --port N.")
+    cmd = [sys.executable, "-m", "mlfn.targets.local.server", "--port", str(port), "--home", str(home),
+           "--idle-seconds", str(idle_seconds)]
+    if foreground:
+        _write_runfile(os.getpid(), port)
+        try:
+            return_code = subprocess.call(cmd)
+        finally:
+            _runfile().unlink(missing_ok=True)
+        return LocalStatus(running=False, apihost=f"http://127.0.0.1:{port}", state_dir=str(home),
+                           message=f"stopped (exit code {return_code})")
+    log_file = home / "server.log"
+    with open(log_file, "ab") as logf:
+        proc = subprocess.Popen(cmd, stdout=logf, stderr=logf, stdin=subprocess.DEVNULL, start_new_session=True)
+    _write_runfile(proc.pid, port)
+    progress(f"Starting the local OpenWhisk API on http://127.0.0.1:{port} (pid {proc.pid})")
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log_file.read_text(errors="replace").strip().splitlines()[-1:] or [""]
+            raise TargetError(f"The local controller exited at start-up: {tail[0]} (see {log_file}).")
+        if _ping(f"http://127.0.0.1:{port}", timeout=0.5):
+            st = status()
+            st.message = f"started on {st.apihost} (pid {proc.pid})"
+            return st
+        time.sleep(0.1)
+    raise TargetError(f"The local controller did not answer on port {port} within {wait_s:.0f}s; see {log_file}.")
+
+
+def down(wait_s: float = 20.0) -> LocalStatus:
+    info = _read_runfile()
+    pid = (info or {}).get("pid")
+    if not pid or not _alive(pid):
+        _runfile().unlink(missing_ok=True)
+        return LocalStatus(running=False, apihost=local_apihost(), state_dir=str(state_dir()),
+                           message="not running")
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and _alive(pid):
+        try:  # reap it if it is our child (foreground tests)
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.1)
+    if _alive(pid):
+        raise TargetError(f"The local controller (pid {pid}) did not stop within {wait_s:.0f}s.")
+    _runfile().unlink(missing_ok=True)
+    return LocalStatus(running=False, apihost=f"http://127.0.0.1:{info.get('port')}", state_dir=str(state_dir()),
+                       message=f"stopped (pid {pid}); its action containers were removed")
+
+
+def _write_runfile(pid: int, port: int) -> None:
+    _runfile().write_text(json.dumps({"pid": pid, "port": port}))
+
+
+def _check_docker() -> None:
+    try:
+        import docker
+
+        docker.from_env().ping()
+    except Exception:  # noqa: BLE001
+        raise TargetError("Docker is not reachable; the local target runs actions as containers, so start "
+                          "Docker (dockerd) first.") from None
