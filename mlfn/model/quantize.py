@@ -1,0 +1,337 @@
+"""`quantize_model`: a trained model in, a small verified `.tflite` and a report out.
+
+Steps: resolve the model (local or s3://), look the conversion up in the cache (keyed by
+a hash of the model files and every option that changes the result), otherwise load it
+with TensorFlow, calibrate (int8/int16x8), convert, check that LiteRT loads it (and, for
+`quantize.target: tflite-runtime`, that tflite-runtime 2.14 does too), count ops before
+and after, evaluate on the validation data, and enforce `quantize.max_accuracy_drop`.
+
+Files are written atomically (a temporary sibling, then a rename): a cache entry or an
+output file that exists is complete.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from mlfn.config import Config, ExtraModel, QUANTIZE_MODES
+from mlfn.errors import AccuracyGateError, ConfigError, ModelError
+from mlfn.model import litert
+from mlfn.model.source import ModelSource, hash_path, resolve_source
+
+CACHE_FORMAT = 1  # bump when the cached files' meaning changes
+
+
+@dataclass
+class QuantizeResult:
+    tflite_path: str  # the converted model (out_path, or its cache entry)
+    sha256: str  # of the .tflite file
+    mode: str  # none | dynamic | float16 | int8 | int16x8 | passthrough (a .tflite source)
+    size_bytes: int
+    original_size_bytes: int
+    source: str  # model.path as written (local path or s3:// URL)
+    cached: bool  # the conversion came from the cache
+    ops_before: dict  # Keras layer types or TF graph ops -> count
+    ops_after: dict  # TFLite op types -> count
+    evaluation: Optional[dict]  # see mlfn.model.evaluate.evaluate; None without data to measure
+    model_name: str = ""
+    source_format: str = ""  # saved_model | keras | h5 | tflite
+    target: str = "litert"  # runtime the op versions were chosen for
+    input_type: str = "float32"
+    output_type: str = "float32"
+    select_tf_ops: bool = False
+    verified: list = field(default_factory=list)  # runtimes that loaded the model
+    warnings: list = field(default_factory=list)
+
+    @property
+    def size_ratio(self) -> float:
+        return self.size_bytes / self.original_size_bytes if self.original_size_bytes else 1.0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["size_ratio"] = round(self.size_ratio, 4)
+        return d
+
+
+def cache_root(cfg: Config) -> Path:
+    return Path(cfg.resolve(cfg.quantize.cache_dir) if cfg.quantize.cache_dir else cfg.project_dir / ".mlfn" / "cache")
+
+
+def _tf_version() -> str:
+    from importlib import metadata
+
+    for dist in ("tensorflow", "tensorflow-cpu"):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return "none"
+
+
+def _data_hash(path: Optional[str]) -> Optional[str]:
+    if not path:
+        return None
+    p = Path(path)
+    if not p.exists():
+        return "missing:" + path
+    return hash_path(p)[0]
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+@dataclass
+class _Plan:
+    """Everything that decides the conversion, resolved from the config once."""
+
+    name: str
+    path: str
+    signature: str
+    mode: str
+    target: str
+    input_type: str
+    output_type: str
+    allow_select: bool
+    representative: Optional[str]
+    samples: int
+    validation: Optional[str]
+    top_k: list
+    max_drop: Optional[float]
+    pre: list
+    labels: Optional[str]
+
+
+def _plan(cfg: Config, model: Optional[ExtraModel], mode: Optional[str]) -> _Plan:
+    q = cfg.quantize
+    if model is None:
+        name, path, signature, mode_cfg = cfg.model_name, cfg.model.path, cfg.model.signature, q.mode
+        pre, labels = cfg.pipeline.pre, cfg.pipeline.labels
+    else:
+        name, path, signature = model.name, model.path, model.signature
+        mode_cfg = model.quantize or q.mode
+        pre = model.pre if model.pre is not None else cfg.pipeline.pre
+        labels = model.labels or cfg.pipeline.labels
+    mode = mode or mode_cfg
+    if mode not in QUANTIZE_MODES:
+        raise ConfigError(f"Quantization mode {mode!r} is unknown; choose one of: {', '.join(QUANTIZE_MODES)}.")
+    if not path:
+        raise ConfigError(f"model.path is empty in {cfg.source or 'mlfn.yaml'}.")
+    return _Plan(
+        name=name, path=cfg.resolve(path), signature=signature, mode=mode, target=q.target,
+        input_type=q.input_type, output_type=q.output_type, allow_select=bool(q.allow_select_tf_ops),
+        representative=cfg.resolve(q.representative_data), samples=int(q.representative_samples),
+        validation=cfg.resolve(q.validation_data), top_k=[int(k) for k in (q.top_k or [1])],
+        max_drop=q.max_accuracy_drop, pre=list(pre or []), labels=cfg.resolve(labels),
+    )
+
+
+def _conversion_key(plan: _Plan, src: ModelSource) -> str:
+    calibrated = plan.mode in ("int8", "int16x8") and src.format != "tflite"
+    rep_is_dir = bool(plan.representative and Path(plan.representative).is_dir())
+    parts = {
+        "format": CACHE_FORMAT, "model": src.sha256, "model_format": src.format,
+        "signature": plan.signature if src.format == "saved_model" else None,
+        "mode": plan.mode if src.format != "tflite" else "passthrough", "target": plan.target,
+        "io": [plan.input_type, plan.output_type] if calibrated else None,
+        "select_tf_ops": plan.allow_select,
+        "representative": [_data_hash(plan.representative), plan.samples] if calibrated else None,
+        "pre": plan.pre if calibrated and rep_is_dir else None,
+        "tensorflow": _tf_version() if src.format != "tflite" else None,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _eval_key(conv_key: str, plan: _Plan) -> str:
+    rep_is_dir = bool(plan.validation and Path(plan.validation).is_dir())
+    parts = {"conversion": conv_key, "validation": _data_hash(plan.validation), "top_k": plan.top_k,
+             "pre": plan.pre if rep_is_dir else None, "labels": _data_hash(plan.labels) if rep_is_dir else None}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _read_labels(path: Optional[str]) -> Optional[list]:
+    if not path or not Path(path).is_file():
+        return None
+    return [ln.strip() for ln in Path(path).read_text().splitlines() if ln.strip()]
+
+
+def quantize_model(cfg: Config, *, model: Optional[ExtraModel] = None, mode: Optional[str] = None,
+                   out_path: Optional[str] = None, use_cache: bool = True,
+                   progress: Optional[Callable[[str], None]] = None) -> QuantizeResult:
+    """Convert the main model (or `model`, one of `cfg.models`) to .tflite; see the module doc.
+
+    Raises ModelError (bad model or data, unsupported ops), ConfigError (bad option) or
+    AccuracyGateError (the converted model lost more than quantize.max_accuracy_drop)."""
+    say = progress or (lambda _msg: None)
+    plan = _plan(cfg, model, mode)
+    from mlfn.model.convert import check_io_types
+
+    if plan.mode in ("int8", "int16x8"):
+        check_io_types(plan.mode, plan.input_type, plan.output_type)
+    cache = cache_root(cfg)
+    src = resolve_source(plan.path, cache, say)
+    key = _conversion_key(plan, src)
+    entry, meta_file = cache / f"{key}.tflite", cache / f"{key}.json"
+    warnings: list = []
+    loaded = None
+    cached = use_cache and entry.is_file() and meta_file.is_file()
+    if cached:
+        say(f"Using cached conversion {entry.name}")
+        meta = json.loads(meta_file.read_text())
+        content = entry.read_bytes()
+        if hashlib.sha256(content).hexdigest() != meta.get("sha256"):
+            cached = False  # damaged by hand: convert again
+    if not cached:
+        loaded, content, meta = _convert(plan, src, say)
+        warnings += meta.get("warnings", [])
+        atomic_write(entry, content)
+        atomic_write(meta_file, json.dumps(meta, indent=2).encode())
+    else:
+        warnings += meta.get("warnings", [])
+
+    evaluation = _evaluation(plan, src, key, content, loaded, cache, use_cache, say)
+    result = QuantizeResult(
+        tflite_path=str(entry), sha256=meta["sha256"], mode=meta["mode"], size_bytes=len(content),
+        original_size_bytes=src.size_bytes, source=src.origin, cached=bool(cached),
+        ops_before=meta["ops_before"], ops_after=meta["ops_after"], evaluation=evaluation,
+        model_name=plan.name, source_format=src.format, target=plan.target,
+        input_type=meta.get("input_type", "float32"), output_type=meta.get("output_type", "float32"),
+        select_tf_ops=plan.allow_select, verified=meta.get("verified", []), warnings=warnings,
+    )
+    _gate(plan, result)
+    if out_path:
+        out = Path(out_path)
+        atomic_write(out, content)
+        result.tflite_path = str(out.resolve())
+    return result
+
+
+def _convert(plan: _Plan, src: ModelSource, say: Callable[[str], None]):
+    warnings = []
+    if src.format == "tflite":
+        content = src.path.read_bytes()
+        litert.check_tflite(content, src.origin)
+        if plan.mode != "none":
+            warnings.append(f"{src.origin} is already a .tflite model: passed through as is (quantize.mode {plan.mode} not applied).")
+        ops = litert.op_counts(content)
+        ins, outs = litert.io_types(content)
+        meta = {"mode": "passthrough", "ops_before": ops, "ops_after": ops,
+                "input_type": ins[0] if ins else "float32", "output_type": outs[0] if outs else "float32"}
+        loaded = None
+    else:
+        from mlfn.model.convert import convert
+        from mlfn.model.data import load_representative
+        from mlfn.model.load import load_model
+
+        say(f"Loading {src.format} model {src.origin}")
+        loaded = load_model(src, plan.signature)
+        rep = None
+        if plan.mode in ("int8", "int16x8"):
+            if not plan.representative:
+                raise ModelError(
+                    f"Mode {plan.mode} needs calibration data; set quantize.representative_data in mlfn.yaml "
+                    "(an .npy/.npz of model inputs, or a folder of images)."
+                )
+            rep = load_representative(plan.representative, loaded.inputs, plan.samples, plan.pre,
+                                      Path(plan.representative).parent if Path(plan.representative).is_dir() else None,
+                                      say)
+            say(f"Calibrating on {len(rep[0])} representative sample(s)")
+        content = convert(loaded, plan.mode, representative=rep, input_type=plan.input_type,
+                          output_type=plan.output_type, runtime_target=plan.target,
+                          allow_select_tf_ops=plan.allow_select, progress=say)
+        meta = {"mode": plan.mode, "ops_before": loaded.ops(), "ops_after": litert.op_counts(content),
+                "input_type": plan.input_type if plan.mode in ("int8", "int16x8") else "float32",
+                "output_type": plan.output_type if plan.mode in ("int8", "int16x8") else "float32"}
+        if plan.allow_select:
+            warnings.append("SELECT_TF_OPS is on: the function image needs full TensorFlow for the Flex ops, "
+                            "which makes it far larger and slower to start.")
+    verified = []
+    if not (plan.allow_select and "FlexDelegate" in str(meta.get("ops_after"))):
+        litert.check_tflite(content, f"The converted model from {src.origin}")
+        verified.append("litert")
+    if plan.target == "tflite-runtime":
+        from mlfn.model.tflite_runtime import verify_tflite_runtime
+
+        say("Checking that tflite-runtime 2.14 loads the model")
+        verify_tflite_runtime(content, src.origin, progress=say)
+        verified.append("tflite-runtime")
+    meta.update(sha256=hashlib.sha256(content).hexdigest(), verified=verified, warnings=warnings,
+                source=src.origin, source_sha256=src.sha256)
+    return loaded, content, meta
+
+
+def _evaluation(plan: _Plan, src: ModelSource, key: str, content: bytes, loaded, cache: Path,
+                use_cache: bool, say: Callable[[str], None]) -> Optional[dict]:
+    from mlfn.model.evaluate import evaluate
+
+    ekey = _eval_key(key, plan)
+    efile = cache / f"{key}.eval-{ekey}.json"
+    if use_cache and efile.is_file():
+        return json.loads(efile.read_text())
+    validation = None
+    if plan.validation:
+        from mlfn.model.data import InputSpec, load_validation
+
+        if src.format != "tflite" and loaded is None:
+            from mlfn.model.load import load_model
+
+            say(f"Loading {src.format} model {src.origin} to evaluate it")
+            loaded = load_model(src, plan.signature)
+        specs = loaded.inputs if loaded is not None else _tflite_specs(content)
+        base = Path(plan.validation)
+        validation = load_validation(plan.validation, specs, plan.pre, base if base.is_dir() else None,
+                                     _read_labels(plan.labels), say)
+    if validation is None:
+        # Latency of the converted model only: loading TensorFlow just to time it is not worth it.
+        report = evaluate(None, content, None, plan.top_k, sample=_zero_sample(content))
+    else:
+        report = evaluate(loaded, content, validation, plan.top_k, original_size=src.size_bytes, progress=say)
+    atomic_write(efile, json.dumps(report, indent=2).encode())
+    return report
+
+
+def _tflite_specs(content: bytes) -> list:
+    from mlfn.model.data import InputSpec
+
+    it = litert.interpreter(content, delegates=False)
+    return [InputSpec(d["name"], tuple(int(x) if x > 0 else None for x in d["shape_signature"][1:]),
+                      "float32" if d["dtype"].__name__ in ("int8", "uint8", "int16") else d["dtype"].__name__)
+            for d in it.get_input_details()]
+
+
+def _zero_sample(content: bytes) -> list:
+    import numpy as np
+
+    return [np.zeros([1] + [d or 1 for d in s.shape], dtype=s.dtype) for s in _tflite_specs(content)]
+
+
+def _gate(plan: _Plan, result: QuantizeResult) -> None:
+    ev = result.evaluation or {}
+    if plan.max_drop is None or "accuracy_drop" not in ev:
+        return
+    drop = ev["accuracy_drop"]
+    if drop > plan.max_drop:
+        raise AccuracyGateError(
+            f"The {result.mode} model of {result.source} scores {ev['converted']['accuracy']:.2f}% top-1 "
+            f"against {ev['original']['accuracy']:.2f}% for the original, a drop of {drop:.2f} points, "
+            f"more than quantize.max_accuracy_drop ({plan.max_drop:g}) allows."
+        )

@@ -1,0 +1,70 @@
+"""Human-readable rendering of quantization results (the JSON form is the dataclass)."""
+from __future__ import annotations
+
+from mlfn.output import human_bytes, table
+
+
+_REMOVED = {"Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
+            "GaussianDropout", "AlphaDropout", "ActivityRegularization"}
+_FOLDED = {"BatchNormalization", "FusedBatchNormV3", "FusedBatchNorm"}
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{v:.2f}%"
+
+
+def _ms(v) -> str:
+    return "-" if v is None else f"{v:.3f} ms"
+
+
+def ops_table(before: dict, after: dict) -> str:
+    rows = [[k, v] for k, v in before.items()]
+    rows_after = [[k, v] for k, v in after.items()]
+    n = max(len(rows), len(rows_after))
+    rows += [["", ""]] * (n - len(rows))
+    rows_after += [["", ""]] * (n - len(rows_after))
+    return table([a + b for a, b in zip(rows, rows_after)], ["before (TF/Keras)", "n", "after (TFLite)", "n"])
+
+
+def render_result(r) -> str:
+    lines = [
+        f"{r.model_name}: {r.source} ({r.source_format}) -> {r.tflite_path}",
+        f"mode {r.mode}, target {r.target}{' (cached)' if r.cached else ''}",
+        f"size: {human_bytes(r.original_size_bytes)} -> {human_bytes(r.size_bytes)} "
+        f"({r.size_ratio * 100:.1f}% of the original)",
+        "",
+        ops_table(r.ops_before, r.ops_after),
+    ]
+    if r.source_format != "tflite":
+        notes = [f"{k} removed (a no-op at inference)" for k in r.ops_before if k in _REMOVED]
+        notes += [f"{k} folded into the preceding layer's weights" for k in r.ops_before if k in _FOLDED]
+        if notes:
+            lines.append("; ".join(notes) + ".")
+    ev = r.evaluation or {}
+    orig, conv = ev.get("original") or {}, ev.get("converted") or {}
+    if ev:
+        lines.append("")
+        rows = []
+        if orig:
+            rows.append(["original (TensorFlow)", human_bytes(orig.get("size_bytes")), _metric(orig),
+                         _ms(orig.get("latency_ms_p50")), _ms(orig.get("latency_ms_p90"))])
+        rows.append([f"converted ({r.mode}, LiteRT)", human_bytes(conv.get("size_bytes")), _metric(conv),
+                     _ms(conv.get("latency_ms_p50")), _ms(conv.get("latency_ms_p90"))])
+        metric = "mse" if "mse" in conv else "top-1" if "accuracy" in conv else "quality"
+        lines.append(table(rows, ["model", "size", metric, "p50 latency", "p90 latency"]))
+        if ev.get("samples"):
+            topk = conv.get("top_k") or {}
+            extra = ", ".join(f"top-{k} {_pct(v)}" for k, v in topk.items() if k != "1")
+            lines.append(f"measured on {ev['samples']} held-out samples from {ev.get('validation_data')}"
+                         + (f"; converted {extra}" if extra else ""))
+        if "accuracy_drop" in ev:
+            lines.append(f"accuracy drop: {ev['accuracy_drop']:.2f} points")
+    return "\n".join(lines)
+
+
+def _metric(d: dict) -> str:
+    if "accuracy" in d:
+        return _pct(d["accuracy"])
+    if "mse" in d:
+        return f"{d['mse']:.6g}"
+    return "-"
