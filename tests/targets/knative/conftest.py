@@ -1,0 +1,58 @@
+"""Fixtures for the Knative target: a fake Kubernetes API server (fake_apiserver.py),
+a kubeconfig pointing at it, and a factory of fresh KnativeTarget objects (each one is
+a "fresh machine": it holds no state of its own)."""
+import pytest
+
+from mlfn.config import Config
+from mlfn.targets.base import VersionSpec
+
+from .fake_apiserver import FakeApiServer
+
+NS = "mlfn-test"
+
+
+@pytest.fixture
+def api():
+    server = FakeApiServer(revision_delay=0.05)
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def kubeconfig(api, tmp_path):
+    return api.write_kubeconfig(tmp_path / "kubeconfig", namespace=NS)
+
+
+@pytest.fixture
+def cfg():
+    return Config(name="digits")
+
+
+@pytest.fixture
+def make_target(kubeconfig, cfg):
+    from mlfn.targets.knative import KnativeTarget
+
+    def make(**kw):
+        opts = dict(kubeconfig=kubeconfig, wait_timeout=10, poll_interval=0.02, error_window=0.1)
+        opts.update(kw)
+        return KnativeTarget(kw.pop("cfg", cfg), **{k: v for k, v in opts.items() if k != "cfg"})
+
+    return make
+
+
+def version_spec(n: int = 1, **kw) -> VersionSpec:
+    """A distinct version per n (different digest and content hash)."""
+    digest = "sha256:" + f"{n:x}".rjust(64, "a")
+    base = dict(
+        function="digits",
+        image=f"registry.example.com/mlfn/digits@{digest}",
+        digest=digest,
+        model_sha256=f"{n:x}".rjust(64, "b"),
+        quantization="int8",
+        pipeline_hash=f"{n:x}".rjust(16, "c"),
+        content_hash=f"{n:x}".rjust(64, "d"),
+        env={"MLFN_LOG_LEVEL": "info"},
+        labels={"mlfn-version": "0.1.0"},
+    )
+    base.update(kw)
+    return VersionSpec(**base)
