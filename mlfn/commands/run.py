@@ -87,4 +87,11 @@ def invoke(target, images, json_input, model, protocol, timeout, output):
         res = client.invoke_url(target, payload, protocol=protocol, timeout=timeout)
         emit(res, output, lambda r: client.summarize(r["result"]))
         return
-    raise click.UsageError(f"{target} is not a URL; deployed-function invoke needs a target (see 'mlfn deploy').")
+    # NAME[@ALIAS|:vN]: a deployed function, through the deploy target (mlfn.deploy.invoke).
+    from mlfn.commands.deploy import _cfg
+    from mlfn.deploy import TargetOptions, invoke as invoke_deployed
+
+    cfg = _cfg(None)
+    res = invoke_deployed(target, payload, options=TargetOptions(target=cfg.deploy.target), cfg=cfg, timeout=timeout)
+    emit(res, output, lambda r: f"{client.summarize(r.result)}\n(served by {r.version or '?'}, "
+                                f"activation {r.activation_id or '-'}, {r.duration_ms} ms)")

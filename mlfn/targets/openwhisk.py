@@ -124,12 +124,14 @@ class OpenWhiskTarget(Target):
                                   namespace=namespace or getattr(ow_cfg, "namespace", None), insecure=insecure)
         self.props = props
         self.name = target_name
-        self.base = props.base_url
-        self.namespace = props.namespace or "_"
         self.dry_run = dry_run
+        # A dry run (or `mlfn render`) without an endpoint plans offline: nothing is read or sent.
+        self.offline = dry_run and not (props.apihost and props.auth)
+        self.base = "https://OPENWHISK_APIHOST" if self.offline else props.base_url
+        self.namespace = props.namespace or "_"
         self.recorder = DryRunRecorder()
-        self.http = HttpClient(auth=props.credentials, verify=not props.insecure, attempts=attempts,
-                               backoff=backoff, sleep=sleep)
+        self.http = HttpClient(auth=None if self.offline else props.credentials, verify=not props.insecure,
+                               attempts=attempts, backoff=backoff, sleep=sleep)
         self._resolved_ns: Optional[str] = None
         self.web_secret: Optional[str] = None  # set once when a new require-whisk-auth secret is generated
 
@@ -141,8 +143,9 @@ class OpenWhiskTarget(Target):
 
     def _request(self, method: str, url: str, *, params: Optional[dict] = None, body: Any = None,
                  ok=(200,), missing_ok: bool = False, invoke: bool = False):
-        if self.dry_run and method != "GET":
-            self.recorder.add(method, url, params, body)
+        if self.dry_run and (method != "GET" or self.offline):
+            if method != "GET":
+                self.recorder.add(method, url, params, body)
             return None
         try:
             resp = self.http.request(method, url, params=params, json=body,

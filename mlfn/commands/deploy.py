@@ -1,0 +1,334 @@
+"""`mlfn deploy`, `versions`, `status`, `traffic`, `promote`, `rollback`, `delete`, `render`.
+
+Thin: parse, build TargetOptions, call one function of mlfn.deploy, render. The same
+commands drive every target (local, openwhisk, knative)."""
+from __future__ import annotations
+
+import click
+
+from mlfn.commands import config_option, output_option
+from mlfn.output import Progress, emit, table
+
+
+def target_options(f):
+    """Where to deploy and how to reach it (one shared option group)."""
+    opts = [
+        click.option("--target", "-t", type=click.Choice(["local", "openwhisk", "knative"]), default=None,
+                     help="Platform (default: deploy.target in mlfn.yaml, else local)."),
+        click.option("--apihost", envvar="MLFN_OW_APIHOST", help="OpenWhisk API host (default: APIHOST in ~/.wskprops "
+                     "or $WSK_CONFIG_FILE; https when no scheme)."),
+        click.option("--auth", envvar="MLFN_OW_AUTH", help="OpenWhisk key uuid:key (default: AUTH in ~/.wskprops). "
+                     "Never printed."),
+        click.option("--namespace", "-n", help="OpenWhisk namespace or Kubernetes namespace."),
+        click.option("--insecure", is_flag=True, help="Accept a self-signed TLS certificate (OpenWhisk)."),
+        click.option("--kubeconfig", type=click.Path(dir_okay=False), help="Kubeconfig file (Knative)."),
+        click.option("--context", help="Kubeconfig context (Knative)."),
+        click.option("--port", type=int, default=None, help="Port of the local controller (default 3233)."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _options(kw: dict, dry_run: bool = False):
+    from mlfn.deploy import TargetOptions
+
+    return TargetOptions(target=kw.pop("target"), apihost=kw.pop("apihost"), auth=kw.pop("auth"),
+                         namespace=kw.pop("namespace"), insecure=kw.pop("insecure"), kubeconfig=kw.pop("kubeconfig"),
+                         context=kw.pop("context"), port=kw.pop("port"), dry_run=dry_run)
+
+
+def _cfg(config_path):
+    from mlfn.config import load_config
+
+    return load_config(config_path, required=False)
+
+
+def _function(name, cfg) -> str:
+    if name:
+        return name
+    if cfg.source is None:
+        raise click.UsageError("Name the function (no mlfn.yaml here to take it from).")
+    return cfg.name
+
+
+class SplitType(click.ParamType):
+    """One `vN=W` item (or a bare `vN` that takes the remainder)."""
+
+    name = "vN=WEIGHT"
+
+    def convert(self, value, param, ctx):
+        from mlfn.traffic import TrafficError, version_number
+
+        name, sep, w = str(value).partition("=")
+        try:
+            version_number(name.strip())
+            if sep:
+                int(w)
+        except (TrafficError, ValueError):
+            self.fail(f"'{value}' is not vN=WEIGHT (e.g. v3=90).", param, ctx)
+        return str(value)
+
+
+def _splits(ctx, param, value):
+    from mlfn.traffic import TrafficError, parse_splits
+
+    if not value:
+        raise click.BadParameter("give at least one split, e.g. v3=90 v4=10.")
+    try:
+        return parse_splits(value)
+    except TrafficError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def _alias_text(a) -> str:
+    from mlfn.traffic import format_weights
+
+    line = f"{a.name}: {format_weights(a.weights)}"
+    if a.previous:
+        line += f"   (before: {format_weights(a.previous)})"
+    if a.web_url:
+        line += f"\n  web: {a.web_url}"
+    return line
+
+
+def _dry(out) -> str:
+    lines = ["Dry run: nothing was changed. These requests would be sent:"]
+    import json
+
+    for r in out.requests:
+        lines.append(f"  {r['method']} {r['url']}")
+        if r.get("body") is not None:
+            lines.append("    " + json.dumps(r["body"])[:2000])
+    return "\n".join(lines)
+
+
+@click.command()
+@config_option
+@target_options
+@click.option("--alias", "-a", help="Route this alias to the new version (100%, or --weight).")
+@click.option("--weight", "-w", type=click.IntRange(0, 100), help="Percent of the alias for the new version; "
+              "the rest stays on what the alias routes to now (a canary).")
+@click.option("--promote", is_flag=True, help="Move the alias (default one unless --alias) to 100% of the new version.")
+@click.option("--push", metavar="REGISTRY/REPO", help="Push the image here and deploy it by digest "
+              "(default: deploy.registry).")
+@click.option("--web/--no-web", default=None, help="Export the alias as an OpenWhisk web action "
+              "(default: deploy.openwhisk.web).")
+@click.option("--web-secure", is_flag=True, default=None, help="Protect the web action with a generated "
+              "X-Require-Whisk-Auth secret (printed once, here).")
+@click.option("--dry-run", is_flag=True, help="Print the requests that would change the platform; send none.")
+@output_option
+def deploy(config_path, alias, weight, promote, push, web, web_secure, dry_run, output, **kw):
+    """Build (if needed) and publish the function as a new immutable version vN.
+
+    Traffic is untouched unless you ask: the FIRST version gets the default alias at
+    100%; later versions only take traffic with --alias/--weight or --promote.
+    Deploying identical content again creates no new version (safe to re-run in CI).
+
+    \b
+    Examples:
+      mlfn deploy                                # local target, default alias on v1
+      mlfn deploy --alias canary --weight 10     # canary: 10% on the new version
+      mlfn deploy --promote                      # blue/green: default alias -> new version
+      mlfn deploy -t openwhisk --push registry.example.com/digits --web
+      mlfn deploy -t openwhisk --dry-run -o json # the REST calls, not sent
+    """
+    from mlfn import deploy as lib
+
+    cfg = _cfg(config_path)
+    if cfg.source is None:
+        raise click.UsageError("No mlfn.yaml here; run 'mlfn init MODEL' or pass --config PATH.")
+    if weight is not None and not alias and not promote:
+        alias = None  # --weight alone: the default alias
+    progress = Progress(quiet=output == "json")
+    out = lib.deploy(cfg, _options(kw, dry_run), alias=alias, weight=weight, promote=promote, push=push, web=web,
+                     require_whisk_auth=web_secure, progress=progress)
+
+    def text(o):
+        v = o.version
+        head = (f"{o.function} {v.name} {'created' if o.created else 'unchanged (identical content)'} on {o.target}"
+                f"\n  image {o.image}")
+        parts = [head] + ["  alias " + _alias_text(a) for a in o.aliases]
+        if o.web_secret:
+            parts.append(f"  web secret (X-Require-Whisk-Auth, shown once): {o.web_secret}")
+        if o.dry_run:
+            parts.append(_dry(o))
+        return "\n".join(parts)
+
+    emit(out, output, text)
+
+
+@click.command()
+@click.argument("name", required=False)
+@config_option
+@target_options
+@output_option
+def versions(name, config_path, output, **kw):
+    """List a function's versions, oldest first.
+
+    \b
+    Examples:
+      mlfn versions digits
+      mlfn versions digits -t openwhisk -o json
+    """
+    from mlfn import deploy as lib
+
+    cfg = _cfg(config_path)
+    out = lib.versions(_function(name, cfg), _options(kw), cfg)
+    emit(out, output, lambda vs: table([(v.name, v.created, v.quantization, (v.digest or "")[:19],
+                                         (v.model_sha256 or "")[:12]) for v in vs],
+                                       ["VERSION", "CREATED", "QUANT", "DIGEST", "MODEL"]))
+
+
+@click.command()
+@click.argument("name", required=False)
+@config_option
+@target_options
+@output_option
+def status(name, config_path, output, **kw):
+    """Show aliases (with weights) and versions (image digest, model sha256, quantization).
+
+    \b
+    Examples:
+      mlfn status digits
+      mlfn status digits -o json | jq '.aliases'
+    """
+    from mlfn import deploy as lib
+
+    cfg = _cfg(config_path)
+    st = lib.status(_function(name, cfg), _options(kw), cfg)
+
+    def text(s):
+        from mlfn.traffic import format_weights
+
+        routed = {}
+        for a in s.aliases:
+            for v, w in a.weights.items():
+                routed.setdefault(v, []).append(f"{a.name}:{w}%")
+        out = [f"{s.function} on {s.target}", "", "ALIASES"]
+        out += [table([(a.name, format_weights(a.weights), format_weights(a.previous or {}) or "-",
+                        a.web_url or "") for a in s.aliases], ["ALIAS", "TRAFFIC", "PREVIOUS", "WEB URL"])]
+        out += ["", "VERSIONS"]
+        out += [table([(v.name, v.created, v.quantization, (v.digest or "")[:19], (v.model_sha256 or "")[:12],
+                        " ".join(routed.get(v.name, []))) for v in s.versions],
+                      ["VERSION", "CREATED", "QUANT", "DIGEST", "MODEL", "ROUTED"])]
+        return "\n".join(out)
+
+    emit(st, output, text)
+
+
+@click.command()
+@click.argument("name")
+@click.argument("splits", nargs=-1, type=SplitType(), callback=_splits, metavar="vN=WEIGHT...")
+@click.option("--alias", "-a", default="default", show_default=True, help="Alias to change.")
+@config_option
+@target_options
+@click.option("--dry-run", is_flag=True, help="Print the requests; send none.")
+@output_option
+def traffic(name, splits, alias, config_path, dry_run, output, **kw):
+    """Set an alias's traffic split (weights are whole percents that sum to 100).
+
+    One version may go without a weight: it takes the remainder.
+
+    \b
+    Examples:
+      mlfn traffic digits v3=90 v4=10            # canary
+      mlfn traffic digits v3=80 v4 --alias ab    # A/B: v4 gets 20
+    """
+    from mlfn import deploy as lib
+
+    out = lib.set_traffic(name, splits, alias=alias, options=_options(kw, dry_run), cfg=_cfg(config_path))
+    emit(out, output, lambda o: _alias_text(o.alias) + ("\n" + _dry(o) if o.dry_run else ""))
+
+
+@click.command()
+@click.argument("name")
+@click.argument("version")
+@click.option("--alias", "-a", default="default", show_default=True, help="Alias to move.")
+@config_option
+@target_options
+@click.option("--dry-run", is_flag=True, help="Print the requests; send none.")
+@output_option
+def promote(name, version, alias, config_path, dry_run, output, **kw):
+    """Blue/green: move an alias to 100% of one version in one update.
+
+    \b
+    Examples:
+      mlfn promote digits v4
+      mlfn promote digits v4 --alias stable
+    """
+    from mlfn import deploy as lib
+
+    out = lib.promote(name, version, alias=alias, options=_options(kw, dry_run), cfg=_cfg(config_path))
+    emit(out, output, lambda o: _alias_text(o.alias) + ("\n" + _dry(o) if o.dry_run else ""))
+
+
+@click.command()
+@click.argument("name")
+@click.option("--alias", "-a", default="default", show_default=True, help="Alias to roll back.")
+@config_option
+@target_options
+@click.option("--dry-run", is_flag=True, help="Print the requests; send none.")
+@output_option
+def rollback(name, alias, config_path, dry_run, output, **kw):
+    """Return an alias to the assignment it had before its last change.
+
+    The history is kept on the platform, so any machine can roll back.
+
+    \b
+    Examples:
+      mlfn rollback digits
+      mlfn rollback digits --alias canary -o json
+    """
+    from mlfn import deploy as lib
+
+    out = lib.rollback(name, alias=alias, options=_options(kw, dry_run), cfg=_cfg(config_path))
+    emit(out, output, lambda o: _alias_text(o.alias) + ("\n" + _dry(o) if o.dry_run else ""))
+
+
+@click.command()
+@click.argument("name")
+@click.argument("version", required=False)
+@click.option("--force", is_flag=True, help="Also delete the aliases that route to this version.")
+@config_option
+@target_options
+@click.option("--dry-run", is_flag=True, help="Print the requests; send none.")
+@output_option
+def delete(name, version, force, config_path, dry_run, output, **kw):
+    """Delete one version, or the whole function (aliases first, then versions).
+
+    A version that an alias routes to is kept unless --force.
+
+    \b
+    Examples:
+      mlfn delete digits v2
+      mlfn delete digits            # everything
+    """
+    from mlfn import deploy as lib
+
+    out = lib.delete(name, version, force=force, options=_options(kw, dry_run), cfg=_cfg(config_path))
+    emit(out, output, lambda o: ("Deleted: " + ", ".join(o.deleted)) + ("\n" + _dry(o) if o.dry_run else ""))
+
+
+@click.command()
+@config_option
+@target_options
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="deploy", show_default=True,
+              help="Folder to write the manifests into.")
+@click.option("--image", help="Image reference to put in the manifests (default: build the function).")
+@output_option
+def render(config_path, out_dir, image, output, **kw):
+    """Write the platform's own manifests for GitOps (OpenWhisk: a wskdeploy manifest.yaml).
+
+    \b
+    Examples:
+      mlfn render --target openwhisk --out deploy/
+      mlfn render -t knative --image registry.example.com/digits@sha256:...
+    """
+    from mlfn import deploy as lib
+
+    cfg = _cfg(config_path)
+    if cfg.source is None:
+        raise click.UsageError("No mlfn.yaml here; run 'mlfn init MODEL' or pass --config PATH.")
+    files = lib.render(cfg, out_dir, _options(kw), image=image, progress=Progress(quiet=output == "json"))
+    emit({"files": files}, output, lambda r: "\n".join(r["files"]))

@@ -1,0 +1,79 @@
+"""`mlfn local up|down|status`: the embedded OpenWhisk-compatible controller."""
+from __future__ import annotations
+
+import click
+
+from mlfn.commands import output_option
+from mlfn.output import emit
+
+
+def _text(st) -> str:
+    lines = [f"Local OpenWhisk API: {st.message}"]
+    if st.running:
+        from mlfn.targets.wskprops import GUEST_NAMESPACE
+
+        lines += [f"  apihost    {st.apihost}", f"  namespace  {GUEST_NAMESPACE} (OpenWhisk standalone's guest key)",
+                  f"  functions  {st.functions}   warm containers {st.containers}",
+                  f"  state      {st.state_dir}", f"  log        {st.log_file}"]
+    return "\n".join(lines)
+
+
+@click.group()
+def local():
+    """The embedded OpenWhisk-compatible API on 127.0.0.1 that runs functions in Docker.
+
+    `mlfn deploy --target local` talks to it; so does the standard `wsk` CLI:
+    wsk property set --apihost http://127.0.0.1:3233 --auth <OpenWhisk standalone's well-known
+    guest key>.
+    State lives in ~/.mlfn/local (MLFN_LOCAL_HOME overrides).
+    """
+
+
+@local.command()
+@click.option("--port", type=int, default=3233, show_default=True, help="Port on 127.0.0.1.")
+@click.option("--foreground", is_flag=True, help="Run in this terminal (for debugging) instead of as a daemon.")
+@click.option("--detach/--no-detach", default=True, hidden=True, help="Daemon (default) or foreground.")
+@click.option("--idle-seconds", type=float, default=600.0, show_default=True,
+              help="Remove a warm action container after this long unused.")
+@output_option
+def up(port, foreground, detach, idle_seconds, output):
+    """Start the local controller (a background daemon; idempotent).
+
+    \b
+    Examples:
+      mlfn local up
+      mlfn local up --port 3300 --foreground
+    """
+    from mlfn.output import log
+    from mlfn.targets import local as lib
+
+    st = lib.up(port=port, foreground=foreground or not detach, idle_seconds=idle_seconds, progress=log)
+    emit(st, output, _text)
+
+
+@local.command()
+@output_option
+def down(output):
+    """Stop the local controller and remove its action containers.
+
+    \b
+    Example:
+      mlfn local down
+    """
+    from mlfn.targets import local as lib
+
+    emit(lib.down(), output, _text)
+
+
+@local.command()
+@output_option
+def status(output):
+    """Is the local controller running, where, and how many functions and containers.
+
+    \b
+    Example:
+      mlfn local status -o json
+    """
+    from mlfn.targets import local as lib
+
+    emit(lib.status(), output, _text)
