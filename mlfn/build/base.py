@@ -1,0 +1,311 @@
+"""`mlfn base build`: a distroless-style Python 3.11 base image from Debian packages.
+
+How: mmdebstrap's `extract` variant unpacks python3.11-minimal, libpython3.11-stdlib,
+libstdc++6, libgcc-s1 and zlib1g (plus their library dependencies) into a directory,
+running no maintainer scripts; mlfn then removes what a function never uses (dpkg, apt
+state, tar, docs, man pages, locales, the test suite, ...), adds `/usr/bin/python3`,
+`/etc/passwd` with a non-root user 65532, precompiles the standard library with
+unchecked-hash .pyc files (no recompilation on every cold start under a read-only root),
+writes a deterministic root file-system tar, and imports it into Docker with
+`docker import` (ENV, USER, CMD as changes).
+
+The same tar and config are kept under the cache (`<cache>/base/<tag>/`) so the
+daemonless builder (`mlfn.build.oci`) can use the base without a Docker daemon.
+
+The `extract` variant was chosen over `essential`/`apt` + removal hooks: it starts from
+nothing, so nothing has to be remembered to remove (measured: 3.3 s download+unpack,
+about 45 MB before pruning versus about 200 MB for a `apt` variant bootstrap).
+"""
+from __future__ import annotations
+
+import compileall
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from mlfn.build.tarball import open_tar, sha256_file, write_tree
+from mlfn.errors import BuildError
+
+DEFAULT_BASE_TAG = "mlfn-base:3.11"
+NONROOT_UID = 65532
+SUITE = "bookworm"
+PACKAGES = ["python3.11-minimal", "libpython3.11-stdlib", "libstdc++6", "libgcc-s1", "zlib1g"]
+DEBUG_PACKAGES = ["busybox"]
+DEFAULT_SOURCES = [
+    "deb http://deb.debian.org/debian bookworm main",
+    "deb http://deb.debian.org/debian bookworm-updates main",
+    "deb http://deb.debian.org/debian-security bookworm-security main",
+]
+BASE_ENV = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "LANG": "C.UTF-8",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "HOME": "/home/nonroot",
+}
+
+# Paths (relative to the root) removed after extraction: package-manager state,
+# documentation, tools a function never runs, and stdlib parts nobody imports at run time.
+PRUNE = [
+    "bin", "sbin", "usr/sbin", "usr/games", "usr/include", "usr/local/games",
+    "etc/apt", "etc/dpkg", "etc/alternatives", "etc/cron.daily", "etc/logrotate.d",
+    "etc/gss", "etc/rmt", "etc/fstab", "etc/hostname", "etc/resolv.conf",
+    "var/lib/dpkg", "var/lib/apt", "var/cache", "var/log", "var/backups", "var/mail",
+    "usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", "usr/share/lintian",
+    "usr/share/bug", "usr/share/gdb", "usr/share/dpkg", "usr/share/polkit-1", "usr/share/gcc",
+    "usr/share/readline", "usr/share/common-licenses", "usr/share/menu", "usr/share/pixmaps",
+    "usr/share/applications", "usr/share/binfmts", "usr/share/perl5", "usr/share/debconf",
+    "usr/lib/x86_64-linux-gnu/gconv", "usr/libexec", "usr/lib/dpkg", "usr/lib/apt", "usr/lib/tar",
+    "usr/lib/python3.11/test", "usr/lib/python3.11/idlelib", "usr/lib/python3.11/ensurepip",
+    "usr/lib/python3.11/lib2to3", "usr/lib/python3.11/pydoc_data", "usr/lib/python3.11/tkinter",
+    "usr/lib/python3.11/turtledemo", "usr/lib/python3.11/turtle.py",
+    "usr/lib/python3.11/config-3.11-x86_64-linux-gnu",
+]
+# Executables kept in usr/bin (everything else there goes).
+KEEP_BIN = {"python3.11"}
+
+
+@dataclass
+class BaseResult:
+    """What `mlfn base build` made (or found)."""
+
+    image: str
+    image_id: str
+    size_bytes: int
+    built: bool  # False when the tag already existed and --force was not given
+    debug_shell: bool = False
+    rootfs_tar: Optional[str] = None  # cached root file system (for the daemonless builder)
+    rootfs_sha256: Optional[str] = None
+    packages: list = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def cache_dir() -> Path:
+    """mlfn's machine-wide cache: $MLFN_CACHE_DIR, else $XDG_CACHE_HOME/mlfn, else ~/.cache/mlfn."""
+    env = os.environ.get("MLFN_CACHE_DIR")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "mlfn"
+
+
+def base_cache_dir(tag: str) -> Path:
+    """Where the root file system tar and image config of base `tag` are kept."""
+    return cache_dir() / "base" / re.sub(r"[^A-Za-z0-9_.-]+", "_", tag)
+
+
+def docker_client():
+    """A docker SDK client for the local engine, or a BuildError that says what to do."""
+    try:
+        import docker
+    except ImportError:  # pragma: no cover - docker is a hard dependency
+        raise BuildError("The 'docker' Python package is missing; pip install docker, or use --builder oci.") from None
+    try:
+        client = docker.from_env(timeout=600)
+        client.ping()
+        return client
+    except Exception as e:  # docker.errors.DockerException and connection errors
+        host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        raise BuildError(
+            f"No Docker engine is reachable at {host} ({_short(e)}); start Docker, "
+            "or build without a daemon using --builder oci."
+        ) from None
+
+
+def _short(e: Exception) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return text[:200]
+
+
+def sources_from_host() -> list[str]:
+    """The bookworm lines of /etc/apt/sources.list(.d), as one-line `deb` entries."""
+    lines: list[str] = []
+    paths = [Path("/etc/apt/sources.list")] + sorted(Path("/etc/apt/sources.list.d").glob("*"))
+    for p in paths:
+        if not p.is_file() or not (p.name.endswith(".list") or p.name.endswith(".sources")):
+            continue
+        text = p.read_text(errors="replace")
+        if p.name.endswith(".list"):
+            for line in text.splitlines():
+                line = line.split("#", 1)[0].strip()
+                if line.startswith("deb ") and "bookworm" in line:
+                    lines.append(re.sub(r"\s*\[[^]]*\]", "", line))
+        else:  # deb822
+            for stanza in re.split(r"\n\s*\n", text):
+                fields: dict = {}
+                for line in stanza.splitlines():
+                    if line.startswith("#") or ":" not in line:
+                        continue
+                    k, v = line.split(":", 1)
+                    fields[k.strip().lower()] = v.strip()
+                if "deb" not in fields.get("types", "").split():
+                    continue
+                for uri in fields.get("uris", "").split():
+                    for suite in fields.get("suites", "").split():
+                        if suite.startswith("bookworm"):
+                            lines.append(f"deb {uri} {suite} {fields.get('components', 'main')}")
+    # only the Debian archive itself (no third-party repositories)
+    lines = [ln for ln in lines if "debian" in ln.split()[1]]
+    return lines or list(DEFAULT_SOURCES)
+
+
+def image_exists(client, tag: str):
+    import docker
+
+    try:
+        return client.images.get(tag)
+    except docker.errors.ImageNotFound:
+        return None
+
+
+def build_base_image(
+    tag: str = DEFAULT_BASE_TAG,
+    *,
+    debug_shell: bool = False,
+    force: bool = False,
+    sources: Optional[list] = None,
+    progress: Optional[Callable[[str], None]] = None,
+) -> BaseResult:
+    """Build (or reuse) the base image `tag` and keep its root file system in the cache."""
+    import time
+
+    say = progress or (lambda m: None)
+    t0 = time.monotonic()
+    client = docker_client()
+    cache = base_cache_dir(tag)
+    existing = image_exists(client, tag)
+    if existing is not None and not force:
+        say(f"{tag} exists ({existing.id[:19]}); reusing it (pass --force to rebuild).")
+        tar = cache / "rootfs.tar"
+        return BaseResult(
+            image=tag, image_id=existing.id, size_bytes=int(existing.attrs.get("Size", 0)), built=False,
+            debug_shell=existing.labels.get("dev.mlfn.base.debug-shell") == "true",
+            rootfs_tar=str(tar) if tar.exists() else None,
+            seconds=time.monotonic() - t0,
+        )
+    if shutil.which("mmdebstrap") is None:
+        raise BuildError("mmdebstrap is not installed; run 'apt-get install mmdebstrap' to build the base image.")
+
+    packages = PACKAGES + (DEBUG_PACKAGES if debug_shell else [])
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="mlfn-base-", dir=str(cache.parent)) as tmp:
+        root = Path(tmp) / "rootfs"
+        root.mkdir()
+        cmd = [
+            "mmdebstrap", "--variant=extract", "--format=directory",
+            "--include=" + ",".join(packages),
+            '--aptopt=Acquire::Check-Valid-Until "false"',
+            SUITE, str(root), *(sources or sources_from_host()),
+        ]
+        say(f"Unpacking {', '.join(packages)} from Debian {SUITE} with mmdebstrap")
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            tail = " ".join(proc.stderr.strip().splitlines()[-2:])
+            raise BuildError(f"mmdebstrap failed to unpack the base packages: {tail}")
+        say("Pruning package manager state, docs and tools; adding the non-root user")
+        customize_rootfs(root, debug_shell=debug_shell)
+        say("Precompiling the standard library (unchecked-hash .pyc)")
+        compile_tree(root / "usr/lib/python3.11", ddir="/usr/lib/python3.11")
+        tar_path = cache / "rootfs.tar"
+        partial = cache / "rootfs.tar.partial"
+        with open(partial, "wb") as f, open_tar(f) as tar:
+            write_tree(tar, root, keep_owner=True, keep_mode=True, skip=lambda rel: rel.startswith("dev/"))
+        os.replace(partial, tar_path)
+
+    config = base_image_config(debug_shell)
+    (cache / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    say(f"Importing into Docker as {tag}")
+    changes = [f"ENV {k}={v}" for k, v in config["Env"].items()]
+    changes += [f"USER {config['User']}", f"WORKDIR {config['WorkingDir']}", "CMD " + json.dumps(config["Cmd"])]
+    changes += [f'LABEL {k}="{v}"' for k, v in sorted(config["Labels"].items())]
+    repo, _, t = tag.rpartition(":") if ":" in tag.split("/")[-1] else (tag, "", "latest")
+    try:
+        client.api.import_image_from_file(str(tar_path), repository=repo, tag=t, changes=changes)
+    except Exception as e:
+        raise BuildError(f"docker import of {tag} failed: {_short(e)}") from None
+    image = client.images.get(tag)
+    return BaseResult(
+        image=tag, image_id=image.id, size_bytes=int(image.attrs.get("Size", 0)), built=True,
+        debug_shell=debug_shell, rootfs_tar=str(tar_path), rootfs_sha256="sha256:" + sha256_file(tar_path),
+        packages=packages, seconds=time.monotonic() - t0,
+    )
+
+
+def base_image_config(debug_shell: bool) -> dict:
+    """The runtime config of the base image (used for docker import and the OCI builder)."""
+    return {
+        "Env": dict(BASE_ENV),
+        "User": f"{NONROOT_UID}:{NONROOT_UID}",
+        "WorkingDir": "/home/nonroot",
+        "Cmd": ["python3"],
+        "Labels": {
+            "org.opencontainers.image.title": "mlfn-base",
+            "org.opencontainers.image.description": "Distroless-style Python 3.11 from Debian bookworm for mlfn functions",
+            "dev.mlfn.base.debug-shell": "true" if debug_shell else "false",
+        },
+    }
+
+
+def customize_rootfs(root: Path, debug_shell: bool = False) -> None:
+    """Remove what a function never needs; add python3, users, /tmp and CA-free defaults."""
+    for rel in PRUNE:
+        p = root / rel
+        if p.is_symlink() or p.is_file():
+            p.unlink()
+        elif p.is_dir():
+            shutil.rmtree(p)
+    usr_bin = root / "usr/bin"
+    for p in usr_bin.iterdir():
+        if p.name not in KEEP_BIN and not (debug_shell and p.name == "busybox"):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+    for p in list(root.rglob("__pycache__")):
+        shutil.rmtree(p, ignore_errors=True)
+    (usr_bin / "python3").symlink_to("python3.11")
+    (usr_bin / "python").symlink_to("python3.11")
+    if debug_shell:
+        (root / "bin").mkdir(exist_ok=True)
+        (root / "bin/sh").symlink_to("/usr/bin/busybox")
+    etc = root / "etc"
+    (etc / "passwd").write_text(
+        "root:x:0:0:root:/root:/sbin/nologin\n"
+        f"nonroot:x:{NONROOT_UID}:{NONROOT_UID}:nonroot:/home/nonroot:/sbin/nologin\n"
+    )
+    (etc / "group").write_text(f"root:x:0:\nnonroot:x:{NONROOT_UID}:\n")
+    (etc / "nsswitch.conf").write_text("passwd: files\ngroup: files\nhosts: files dns\n")
+    (etc / "os-release").exists() or (etc / "os-release").write_text('ID=debian\nVERSION_ID="12"\n')
+    for d, mode in (("tmp", 0o1777), ("root", 0o700), ("home/nonroot", 0o700), ("var/tmp", 0o1777)):
+        p = root / d
+        p.mkdir(parents=True, exist_ok=True)
+        os.chmod(p, mode)
+    os.chown(root / "home/nonroot", NONROOT_UID, NONROOT_UID)
+    for d in ("dev", "proc", "sys"):
+        p = root / d
+        if p.exists():
+            shutil.rmtree(p)
+        p.mkdir()
+
+
+def compile_tree(path: Path, ddir: str) -> None:
+    """Precompile .py files to unchecked-hash .pyc (deterministic, never re-validated).
+
+    Uses this Python, which must be 3.11 for the bytecode to match the image's
+    interpreter; on another version the step is skipped (the image still works)."""
+    if sys.version_info[:2] != (3, 11) or not path.is_dir():
+        return
+    import io
+    import contextlib
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        compileall.compile_dir(
+            str(path), ddir=ddir, quiet=2, workers=1,
+            invalidation_mode=compileall.py_compile.PycInvalidationMode.UNCHECKED_HASH,
+        )

@@ -1,0 +1,203 @@
+"""The build context: everything an image is made of, laid out as its layers.
+
+    <context>/Dockerfile          templates/Dockerfile.j2, rendered
+    <context>/deps/               layer 2: /opt/mlfn/deps (hard links into the deps cache)
+    <context>/runtime/            layer 3: /opt/mlfn/runtime/mlfn_runtime
+    <context>/models/             layer 4: /opt/mlfn/function/models/<model>/model.tflite
+    <context>/config/             layer 5: /opt/mlfn/function/function.json, labels, custom files
+
+Both builders (docker, oci) consume this same folder, so they produce the same layers.
+The content hash identifies the function: base + dependency set + runtime code + models
++ function.json and its files. Equal inputs give an equal hash, and the default tag is
+derived from it, so rebuilding identical content is a no-op.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from mlfn import __version__
+from mlfn.build.base import NONROOT_UID, compile_tree
+from mlfn.build.deps import deps_key, ensure_deps, requirements_for
+from mlfn.build.stage import FUNCTION_JSON, pipeline_hash, stage_function
+from mlfn.build.tarball import created_timestamp, tree_hash
+
+# (layer name, folder in the context, destination in the image)
+LAYERS = [
+    ("deps", "deps", "/opt/mlfn/deps/"),
+    ("runtime", "runtime", "/opt/mlfn/runtime/"),
+    ("models", "models", "/opt/mlfn/function/"),
+    ("config", "config", "/opt/mlfn/function/"),
+]
+IMAGE_ENV = {
+    "PYTHONPATH": "/opt/mlfn/runtime:/opt/mlfn/deps",
+    "MLFN_FUNCTION_DIR": "/opt/mlfn/function",
+    "PYTHONDONTWRITEBYTECODE": "1",
+}
+IMAGE_CMD = ["python3", "-m", "mlfn_runtime"]
+PORT = 8080
+
+
+@dataclass
+class BuildContext:
+    """A prepared context, ready for either builder."""
+
+    path: Path
+    function_dir: Path
+    base_image: str
+    repository: str
+    requirements: list
+    content_hash: str  # "sha256:<hex>"
+    model_sha256: str
+    quantization: str
+    pipeline_hash: str
+    labels: dict = field(default_factory=dict)
+    function: dict = field(default_factory=dict)  # function.json
+
+    @property
+    def default_tag(self) -> str:
+        return self.content_hash.split(":", 1)[1][:12]
+
+    def layer_dirs(self) -> list:
+        return [(name, self.path / folder, dest) for name, folder, dest in LAYERS]
+
+
+def _dockerquote(value) -> str:
+    """A Dockerfile double-quoted string (LABEL values)."""
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
+    return f'"{text}"'
+
+
+def render_dockerfile(base_image: str, labels: Optional[dict] = None) -> str:
+    """templates/Dockerfile.j2 rendered for `base_image` (labels: the final LABEL step)."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("mlfn.templates", "."),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+    env.filters["dockerquote"] = _dockerquote
+    return env.get_template("Dockerfile.j2").render(
+        base_image=base_image, mlfn_version=__version__, user=NONROOT_UID, port=PORT, labels=labels or {},
+    )
+
+
+def runtime_source() -> Path:
+    """The installed mlfn_runtime package (copied into every image)."""
+    import mlfn_runtime
+
+    return Path(mlfn_runtime.__file__).resolve().parent
+
+
+def _copy_tree(src: Path, dest: Path, link: bool) -> None:
+    def copy(s, d):
+        if link:
+            try:
+                os.link(s, d)
+                return d
+            except OSError:
+                pass
+        return shutil.copy2(s, d)
+
+    shutil.copytree(src, dest, symlinks=True, copy_function=copy,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc") if not link else None)
+
+
+def _git(project: Path, *args: str) -> Optional[str]:
+    try:
+        out = subprocess.run(["git", "-C", str(project), *args], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
+
+
+def strip_userinfo(url: str) -> str:
+    """https://user:token@host/x -> https://host/x (credentials never go into labels)."""
+    return re.sub(r"^([a-z][a-z0-9+.-]*://)[^/@]*@", r"\1", url, flags=re.I)
+
+
+def oci_labels(cfg, ctx_tag: str) -> dict:
+    project = cfg.project_dir
+    labels = {
+        "org.opencontainers.image.created": created_timestamp(),
+        "org.opencontainers.image.title": cfg.name,
+        "org.opencontainers.image.version": ctx_tag,
+        "org.opencontainers.image.base.name": cfg.build.base_image,
+    }
+    revision = _git(project, "rev-parse", "HEAD")
+    if revision:
+        labels["org.opencontainers.image.revision"] = revision
+    remote = _git(project, "config", "--get", "remote.origin.url")
+    labels["org.opencontainers.image.source"] = strip_userinfo(remote) if remote else f"file://{project}"
+    return labels
+
+
+def prepare_context(cfg, *, base_id: str = "", progress: Optional[Callable[[str], None]] = None,
+                    quantize: Optional[Callable] = None) -> BuildContext:
+    """Stage the function, the deps and the runtime into the build context folder."""
+    say = progress or (lambda m: None)
+    project = cfg.project_dir
+    path = Path(cfg.resolve(cfg.build.context_dir)) if cfg.build.context_dir else project / ".mlfn" / "build"
+    function_dir = path.parent / "function" if path.name == "build" else path / "_function"
+
+    function_dir = stage_function(cfg, function_dir, progress=progress, quantize=quantize)
+    doc = json.loads((function_dir / FUNCTION_JSON).read_text())
+    reqs = requirements_for(cfg)
+    site = ensure_deps(reqs, progress=progress)
+
+    say(f"Assembling the build context in {path}")
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    _copy_tree(site, path / "deps", link=True)
+    runtime_dir = path / "runtime" / "mlfn_runtime"
+    _copy_tree(runtime_source(), runtime_dir, link=False)
+    compile_tree(runtime_dir, ddir="/opt/mlfn/runtime/mlfn_runtime")
+    (path / "models").mkdir()
+    shutil.copytree(function_dir / "models", path / "models" / "models")
+    shutil.copytree(function_dir, path / "config", ignore=lambda d, names: ["models"] if Path(d) == function_dir else [])
+    dockerfile = render_dockerfile(cfg.build.base_image)  # without labels: they hold the build time
+    (path / ".dockerignore").write_text("Dockerfile\n.dockerignore\n")
+
+    files_hash = tree_hash(path / "config", skip=lambda rel: rel == FUNCTION_JSON)
+    phash = pipeline_hash({**doc, "_files": files_hash})
+    parts = {
+        "mlfn": __version__,
+        "base": cfg.build.base_image,
+        "base_id": base_id,
+        "deps": deps_key(reqs),
+        "runtime": tree_hash(path / "runtime", skip=lambda rel: rel.endswith(".pyc")),
+        "models": [m["sha256"] for m in doc["models"]],
+        "function": tree_hash(path / "config"),
+        "dockerfile": hashlib.sha256(dockerfile.encode()).hexdigest(),
+    }
+    content_hash = "sha256:" + hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+    first = doc["models"][0]
+    ctx = BuildContext(
+        path=path, function_dir=function_dir, base_image=cfg.build.base_image,
+        repository=cfg.image_repository, requirements=reqs, content_hash=content_hash,
+        model_sha256=first["sha256"], quantization=first["quantization"], pipeline_hash=phash,
+        function=doc,
+    )
+    ctx.labels = {
+        **oci_labels(cfg, ctx.default_tag),
+        "dev.mlfn.function": cfg.name,
+        "dev.mlfn.model.sha256": ctx.model_sha256,
+        "dev.mlfn.quantization": ctx.quantization,
+        "dev.mlfn.pipeline.hash": phash,
+        "dev.mlfn.content-hash": content_hash,
+        "dev.mlfn.runtime": cfg.build.runtime,
+        "dev.mlfn.version": __version__,
+    }
+    if len(doc["models"]) > 1:
+        ctx.labels["dev.mlfn.models"] = json.dumps({m["name"]: m["sha256"] for m in doc["models"]}, sort_keys=True)
+    (path / "Dockerfile").write_text(render_dockerfile(cfg.build.base_image, ctx.labels))
+    return ctx

@@ -1,0 +1,146 @@
+"""The dependency layer (`/opt/mlfn/deps`): numpy, Pillow and the LiteRT interpreter,
+installed on the host with `pip install --target` for CPython 3.11 manylinux x86_64.
+
+The image build itself never touches the network: wheels are resolved here, once per
+requirement set, and cached under `<cache>/deps/<key>/site`. Versions are pinned to the
+ones installed next to mlfn when present, so the image runs the same numpy/LiteRT the
+build side tested with.
+
+Then the tree is pruned of what a function never uses (console scripts, tests, C
+headers, type stubs, LiteRT's WebGPU accelerator and its AOT compiler tools, ...) and
+precompiled to unchecked-hash .pyc files (deterministic; never re-validated at start-up).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable, Iterable, Optional
+
+from mlfn.build.base import cache_dir, compile_tree
+from mlfn.errors import BuildError
+
+PYTHON_VERSION = "3.11"
+PLATFORMS = ["manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_27_x86_64", "manylinux_2_28_x86_64"]
+IMAGE_STEPS = {"decode_image", "exif_transpose", "convert", "resize", "to_array"}
+DEPS_FORMAT = 2  # bump when pruning/compiling changes, to invalidate caches
+
+# Relative paths (fnmatch patterns, matched against the POSIX path in the target dir)
+# removed after install. Verified: the interpreter still loads and runs a model.
+PRUNE_PATTERNS = [
+    "bin", "bin/*",
+    "*/tests", "*/tests/*",
+    "*.pyi", "*.pxd", "*.h", "*.c", "*.pyx", "*/py.typed",
+    "numpy/_core/include", "numpy/_core/include/*", "numpy/f2py", "numpy/f2py/*",
+    "numpy/_pyinstaller", "numpy/_pyinstaller/*", "numpy/doc", "numpy/doc/*",
+    "ai_edge_litert/libLiteRtWebGpuAccelerator.so",
+    "ai_edge_litert/aot", "ai_edge_litert/aot/*",
+    "*.dist-info/RECORD", "*.dist-info/INSTALLER", "*.dist-info/REQUESTED", "*.dist-info/direct_url.json",
+    "PIL/ImageTk.py", "PIL/_imagingtk*.so",
+]
+
+
+def _host_version(dist: str) -> Optional[str]:
+    try:
+        from importlib.metadata import version
+
+        return version(dist)
+    except Exception:
+        return None
+
+
+def pipeline_decodes_images(steps_lists: Iterable[list]) -> bool:
+    for steps in steps_lists:
+        for step in steps or []:
+            name = step if isinstance(step, str) else next(iter(step)) if isinstance(step, dict) and step else ""
+            if name in IMAGE_STEPS:
+                return True
+    return False
+
+
+def requirements_for(cfg) -> list[str]:
+    """The pinned requirement set of a function's image (sorted, stable)."""
+    steps = [cfg.pipeline.pre] + [m.pre for m in cfg.models if m.pre is not None]
+    need_pillow = pipeline_decodes_images(steps)
+    reqs = []
+    if cfg.build.runtime == "tflite-runtime":
+        reqs += ["tflite-runtime==2.14.*", "numpy<2"]
+    else:
+        v = _host_version("ai-edge-litert")
+        reqs.append(f"ai-edge-litert=={v}" if v else "ai-edge-litert")
+        v = _host_version("numpy")
+        reqs.append(f"numpy=={v}" if v and int(v.split(".")[0]) >= 2 else "numpy>=2")
+    if need_pillow:
+        v = _host_version("pillow")
+        reqs.append(f"pillow=={v}" if v else "pillow")
+    return sorted(reqs, key=str.lower)
+
+
+def deps_key(requirements: list[str]) -> str:
+    data = {"reqs": sorted(requirements), "python": PYTHON_VERSION, "platforms": PLATFORMS, "format": DEPS_FORMAT}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def ensure_deps(requirements: list[str], progress: Optional[Callable[[str], None]] = None,
+                cache: Optional[Path] = None) -> Path:
+    """Install `requirements` for the image once; return the cached site folder."""
+    say = progress or (lambda m: None)
+    root = (cache or cache_dir()) / "deps" / deps_key(requirements)
+    site = root / "site"
+    if (root / "done.json").exists() and site.is_dir():
+        return site
+    tmp = root / "site.partial"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+           "--no-compile", "--no-deps", "--target", str(tmp), "--only-binary=:all:",
+           "--python-version", PYTHON_VERSION, "--implementation", "cp", "--abi", "cp311"]
+    for p in PLATFORMS:
+        cmd += ["--platform", p]
+    cmd += requirements
+    say(f"Installing {' '.join(requirements)} for the image (pip --target, cached)")
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.startswith("ERROR")] or proc.stderr.strip().splitlines()[-1:]
+        detail = lines[0] if lines else "unknown error"
+        if "No space left" in proc.stderr:
+            raise BuildError(f"The disk holding {root} is full while installing the image dependencies.")
+        raise BuildError(f"Installing the image dependencies ({', '.join(requirements)}) failed: {detail}")
+    removed = prune_deps(tmp)
+    compile_tree(tmp, ddir="/opt/mlfn/deps")
+    if site.exists():
+        shutil.rmtree(site)
+    os.replace(tmp, site)
+    (root / "done.json").write_text(json.dumps({"requirements": requirements, "pruned_bytes": removed}))
+    return site
+
+
+def prune_deps(site: Path) -> int:
+    """Delete PRUNE_PATTERNS and stray __pycache__ under `site`; return bytes removed."""
+    import fnmatch
+
+    removed = 0
+    paths = sorted((p for p in site.rglob("*")), key=lambda p: len(p.parts))
+    for p in paths:
+        if not p.exists() and not p.is_symlink():
+            continue
+        rel = p.relative_to(site).as_posix()
+        if p.name == "__pycache__" or any(fnmatch.fnmatchcase(rel, pat) for pat in PRUNE_PATTERNS):
+            removed += _size(p)
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+    return removed
+
+
+def _size(p: Path) -> int:
+    if p.is_symlink() or p.is_file():
+        return p.lstat().st_size
+    return sum(f.lstat().st_size for f in p.rglob("*") if f.is_file() and not f.is_symlink())

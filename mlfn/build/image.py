@@ -1,0 +1,125 @@
+"""`build_image`: mlfn.yaml -> a function image (docker or daemonless oci builder)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from mlfn.errors import BuildError, ConfigError
+
+
+@dataclass
+class BuildResult:
+    """A built function image. `digest` is the registry manifest digest when pushed,
+    else the local image id; `content_hash` identifies the function content."""
+
+    image: str  # full reference incl. tag
+    image_id: str
+    digest: str
+    repo_digest: Optional[str]
+    size_bytes: int  # uncompressed
+    compressed_size_bytes: Optional[int]
+    layers: list  # [{name, size_bytes, ...}]
+    labels: dict
+    model_sha256: str
+    quantization: str
+    pipeline_hash: str
+    content_hash: str
+    builder: str = "docker"
+    cached: bool = False  # True when an image with identical content already existed
+    oci_layout: Optional[str] = None
+    context_dir: Optional[str] = None
+    function_dir: Optional[str] = None
+    models: list = field(default_factory=list)  # [{name, sha256, quantization}]
+
+    def to_dict(self) -> dict:
+        import dataclasses
+
+        return dataclasses.asdict(self)
+
+
+def _split_tag(tag: Optional[str], repository: str, default_tag: str) -> str:
+    """--tag T: 'T' alone is a tag of the default repository; 'repo:t' or 'repo' as given."""
+    if not tag:
+        return f"{repository}:{default_tag}"
+    if "/" in tag or ":" in tag:
+        last = tag.rsplit("/", 1)[-1]
+        return tag if ":" in last else f"{tag}:{default_tag}"
+    # a bare word: a tag when it cannot be a repository name of ours
+    return f"{repository}:{tag}"
+
+
+def build_image(cfg, *, tag: Optional[str] = None, push: Optional[str] = None, builder: Optional[str] = None,
+                progress: Optional[Callable[[str], None]] = None, oci_layout: Optional[str] = None,
+                quantize: Optional[Callable] = None) -> BuildResult:
+    """Build the function image for `cfg` (mlfn.config.Config).
+
+    tag: image reference or tag (default: `<build.image or mlfn/NAME>:<content hash>`).
+    push: REGISTRY/REPO[:TAG] to push to afterwards (docker credentials are used).
+    builder: 'docker' (local engine) or 'oci' (daemonless; writes an OCI layout and/or pushes
+    over the registry HTTP API). Identical content under an existing tag is not rebuilt."""
+    builder = builder or cfg.build.builder
+    if builder not in ("docker", "oci"):
+        raise ConfigError(f"--builder is {builder!r}; choose docker or oci.")
+    if builder == "oci":
+        from mlfn.build.oci import build_oci
+
+        return build_oci(cfg, tag=tag, push=push, progress=progress, oci_layout=oci_layout, quantize=quantize)
+    if oci_layout:
+        raise ConfigError("--oci-layout is written by the daemonless builder; add --builder oci.")
+    return _build_docker(cfg, tag=tag, push=push, progress=progress, quantize=quantize)
+
+
+def _build_docker(cfg, *, tag, push, progress, quantize) -> BuildResult:
+    from mlfn.build.base import docker_client
+    from mlfn.build.context import prepare_context
+    from mlfn.build.docker_builder import docker_build, docker_push, ensure_base, image_layers, parse_push_ref
+
+    say = progress or (lambda m: None)
+    client = docker_client()
+    base = ensure_base(client, cfg.build.base_image, progress)
+    ctx = prepare_context(cfg, base_id=base.id, progress=progress, quantize=quantize)
+    ref = _split_tag(tag, ctx.repository, ctx.default_tag)
+
+    existing = None
+    try:
+        import docker
+
+        existing = client.images.get(ref)
+    except docker.errors.ImageNotFound:
+        pass
+    if existing is not None and existing.labels.get("dev.mlfn.content-hash") == ctx.content_hash:
+        say(f"{ref} already holds this content ({ctx.content_hash[:19]}); not rebuilding.")
+        image_id, cached = existing.id, True
+    else:
+        say(f"Building {ref} from {ctx.path}")
+        image_id, cached = docker_build(client, ctx, ref, progress=say), False
+    attrs = client.api.inspect_image(image_id)
+    layers = image_layers(client, image_id, base.id, int(base.attrs.get("Size", 0)))
+    digest, repo_digest, compressed = image_id, None, None
+    if push:
+        repo, ptag = parse_push_ref(push, ref.rsplit(":", 1)[1])
+        digest, _ = docker_push(client, image_id, repo, ptag, progress=say)
+        repo_digest = f"{repo}@{digest}"
+        compressed = _registry_compressed_size(repo, digest)
+    labels = attrs.get("Config", {}).get("Labels") or {}
+    return BuildResult(
+        image=ref, image_id=image_id, digest=digest, repo_digest=repo_digest,
+        size_bytes=int(attrs.get("Size", 0)), compressed_size_bytes=compressed, layers=layers,
+        labels=labels, model_sha256=ctx.model_sha256, quantization=ctx.quantization,
+        pipeline_hash=ctx.pipeline_hash, content_hash=ctx.content_hash, builder="docker", cached=cached,
+        context_dir=str(ctx.path), function_dir=str(ctx.function_dir),
+        models=[{"name": m["name"], "sha256": m["sha256"], "quantization": m["quantization"]}
+                for m in ctx.function["models"]],
+    )
+
+
+def _registry_compressed_size(repo: str, digest: str) -> Optional[int]:
+    """Sum of the pushed manifest's layer sizes (best effort; None when unknown)."""
+    try:
+        from mlfn.build.registry import Registry
+
+        reg = Registry.for_repository(repo)
+        manifest = reg.get_manifest(digest)
+        return sum(int(layer.get("size", 0)) for layer in manifest.get("layers", []))
+    except Exception:
+        return None

@@ -1,0 +1,116 @@
+"""Real Docker builds: the base image and the digits function image."""
+from __future__ import annotations
+
+import base64
+import json
+import os
+
+import pytest
+import requests
+from click.testing import CliRunner
+
+from tests.build.conftest import running
+
+pytestmark = pytest.mark.docker
+
+
+def _exec(client, image, cmd, **kw):
+    """Run `cmd` (a list, exec form) in a throwaway container; return (exit code, output)."""
+    c = client.containers.create(image, cmd, labels={"dev.mlfn.test": "build"}, **kw)
+    try:
+        try:
+            c.start()
+        except Exception as e:  # docker refuses to start a missing executable
+            return 127, str(e)
+        rc = c.wait(timeout=60)["StatusCode"]
+        return rc, c.logs().decode()
+    finally:
+        c.remove(force=True)
+
+
+def test_base_image_is_distroless_and_non_root(base_image, docker_client):
+    img = docker_client.images.get(base_image)
+    assert img.attrs["Config"]["User"].split(":")[0] == "65532"
+    rc, out = _exec(docker_client, base_image, ["python3", "-c",
+                    "import os, pwd, ssl, json, sqlite3, ctypes; print(os.getuid(), pwd.getpwuid(os.getuid()).pw_name)"])
+    assert (rc, out.strip()) == (0, "65532 nonroot")
+    code = ("import os; print([p for p in ('/bin/sh','/usr/bin/sh','/bin/bash','/usr/bin/apt','/usr/bin/apt-get',"
+            "'/usr/bin/dpkg','/var/lib/dpkg','/etc/apt') if os.path.lexists(p)])")
+    rc, out = _exec(docker_client, base_image, ["python3", "-c", code])
+    assert (rc, out.strip()) == (0, "[]")
+    rc, _ = _exec(docker_client, base_image, ["sh", "-c", "true"])
+    assert rc != 0
+    # the stdlib is precompiled, so a read-only root does not recompile it on each start
+    rc, out = _exec(docker_client, base_image, ["python3", "-c",
+                    "import importlib.util, json; print(importlib.util.cache_from_source(json.__file__))"])
+    assert rc == 0
+    rc2, _ = _exec(docker_client, base_image, ["python3", "-c", f"open({out.strip()!r}, 'rb')"])
+    assert rc2 == 0
+
+
+def test_digits_image_answers_run_with_the_right_label(digits_image, digits_project, docker_client):
+    r = digits_image
+    assert r.image.startswith("mlfn/digits:") and r.digest == r.image_id and r.repo_digest is None
+    assert [layer["name"] for layer in r.layers] == ["base", "deps", "runtime", "models", "config"]
+    assert r.size_bytes == docker_client.images.get(r.image).attrs["Size"]
+    assert r.labels["dev.mlfn.model.sha256"] == r.model_sha256
+    assert r.labels["dev.mlfn.quantization"] == "int8" == r.quantization
+    assert r.labels["dev.mlfn.pipeline.hash"] == r.pipeline_hash
+    assert r.labels["dev.mlfn.function"] == "digits"
+    assert r.labels["dev.mlfn.content-hash"] == r.content_hash
+    assert "org.opencontainers.image.created" in r.labels
+    cfg = docker_client.images.get(r.image).attrs["Config"]
+    assert cfg["User"] == "65532" and cfg["Cmd"] == ["python3", "-m", "mlfn_runtime"]
+    assert "MLFN_FUNCTION_DIR=/opt/mlfn/function" in cfg["Env"]
+
+    inputs = sorted((digits_project / "inputs").glob("digit-*.png"))
+    assert inputs
+    with running(r.image, read_only=True) as url:
+        for png in inputs:
+            label = png.stem.split("-")[1]
+            body = {"value": {"image": base64.b64encode(png.read_bytes()).decode()}}
+            resp = requests.post(url + "/run", json=body, timeout=10)
+            assert resp.status_code == 200, resp.text
+            pred = resp.json()["predictions"][0]
+            assert pred["label"] == label, (png.name, pred)
+        bad = requests.post(url + "/predict", json={"image": "not base64 at all!"}, timeout=10)
+        assert 400 <= bad.status_code < 500 and "error" in bad.json()
+        assert requests.get(url + "/v2/health/ready", timeout=5).status_code == 200
+
+
+def test_rebuilding_identical_content_is_a_no_op(digits_image, digits_project):
+    from mlfn.build import build_image
+    from mlfn.config import load_config
+
+    again = build_image(load_config(str(digits_project)))
+    assert again.cached and again.image == digits_image.image and again.image_id == digits_image.image_id
+    assert again.content_hash == digits_image.content_hash
+
+
+def test_cli_build_json(digits_image, digits_project):
+    from mlfn.cli import main
+
+    res = CliRunner().invoke(main, ["build", "--config", str(digits_project), "--output", "json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["image"] == digits_image.image and doc["digest"] == digits_image.digest
+    assert doc["size_bytes"] == digits_image.size_bytes
+    res = CliRunner().invoke(main, ["build", "--config", str(digits_project)])
+    assert res.exit_code == 0
+    assert "deps" in res.stdout and "digest  sha256:" in res.stdout and "uncompressed" in res.stdout
+
+
+def test_cli_errors_are_one_sentence(digits_project, tmp_path, monkeypatch):
+    from mlfn.cli import main
+
+    # no daemon: say so and suggest the daemonless builder
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-such.sock")
+    res = CliRunner().invoke(main, ["build", "--config", str(digits_project)])
+    assert res.exit_code == 1
+    assert "No Docker engine is reachable" in res.stderr and "--builder oci" in res.stderr
+    assert "Traceback" not in res.output
+    monkeypatch.delenv("DOCKER_HOST")
+    # missing base image: suggest mlfn base build
+    monkeypatch.setenv("MLFN_BUILD__BASE_IMAGE", "mlfn-base:does-not-exist")
+    res = CliRunner().invoke(main, ["build", "--config", str(digits_project)])
+    assert res.exit_code == 1 and "mlfn base build" in res.stderr

@@ -1,0 +1,70 @@
+"""The Dockerfile template and the pieces of the build context that need no Docker."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from mlfn.build.context import LAYERS, render_dockerfile, strip_userinfo
+from mlfn.build.deps import pipeline_decodes_images, requirements_for
+from mlfn.build.docker_builder import parse_push_ref
+from mlfn.build.image import _split_tag
+from mlfn.config import from_dict
+from mlfn.errors import BuildError
+
+
+def test_dockerfile_layers_in_cache_order():
+    text = render_dockerfile("mlfn-base:3.11")
+    assert text.splitlines()[3] == "FROM mlfn-base:3.11"
+    copies = re.findall(r"^COPY (\S+) (\S+)$", text, re.M)
+    assert copies == [(f"{folder}/", dest) for _, folder, dest in LAYERS]
+    assert "USER 65532" in text
+    assert "EXPOSE 8080" in text
+    assert 'CMD ["python3", "-m", "mlfn_runtime"]' in text  # exec form, no shell
+    env = re.search(r"^ENV (.*?)(?=^\S)", text, re.M | re.S).group(1)
+    assert "PYTHONPATH=/opt/mlfn/runtime:/opt/mlfn/deps" in env
+    assert "MLFN_FUNCTION_DIR=/opt/mlfn/function" in env
+    assert "PYTHONDONTWRITEBYTECODE=1" in env
+    assert "LABEL" not in text
+
+
+def test_labels_are_one_step_and_quoted():
+    text = render_dockerfile("python:3.11-slim", {"b.key": 'say "hi" \\ now', "a.key": "x"})
+    assert text.count("LABEL") == 1
+    label = text[text.index("LABEL"):]
+    assert label.index("a.key") < label.index("b.key")
+    assert 'b.key="say \\"hi\\" \\\\ now"' in label
+    assert "FROM python:3.11-slim" in text
+
+
+def test_credentials_never_reach_source_label():
+    assert strip_userinfo("https://user:ghp_secret@github.com/a/b.git") == "https://github.com/a/b.git"
+    assert strip_userinfo("git@github.com:a/b.git") == "git@github.com:a/b.git"
+
+
+def test_requirements_follow_the_pipeline():
+    images = from_dict({"pipeline": {"pre": ["decode_image", {"resize": {"width": 8, "height": 8}}]}})
+    tensors = from_dict({"pipeline": {"pre": [{"scale": {"factor": 2}}]}})
+    assert pipeline_decodes_images([images.pipeline.pre])
+    assert not pipeline_decodes_images([tensors.pipeline.pre])
+    with_pil = requirements_for(images)
+    assert any(r.lower().startswith("pillow") for r in with_pil)
+    assert any(r.startswith("ai-edge-litert") for r in with_pil)
+    assert not any(r.lower().startswith("pillow") for r in requirements_for(tensors))
+    legacy = requirements_for(from_dict({"build": {"runtime": "tflite-runtime"}}))
+    assert "tflite-runtime==2.14.*" in legacy and "numpy<2" in legacy
+    assert not any(r.startswith("ai-edge-litert") for r in legacy)
+
+
+def test_tags_and_push_references():
+    assert _split_tag(None, "mlfn/digits", "abc123") == "mlfn/digits:abc123"
+    assert _split_tag("dev", "mlfn/digits", "abc123") == "mlfn/digits:dev"
+    assert _split_tag("localhost:5000/x/digits", "mlfn/digits", "abc") == "localhost:5000/x/digits:abc"
+    assert _split_tag("me/digits:v2", "mlfn/digits", "abc") == "me/digits:v2"
+    assert parse_push_ref("localhost:5000/team/digits", "abc") == ("localhost:5000/team/digits", "abc")
+    assert parse_push_ref("localhost:5000/team/digits:v1", "abc") == ("localhost:5000/team/digits", "v1")
+    with pytest.raises(BuildError, match="not a valid image reference"):
+        parse_push_ref("localhost:5000/Team/Digits", "abc")
+    with pytest.raises(BuildError, match="not a digest"):
+        parse_push_ref("localhost:5000/x@sha256:00", "abc")

@@ -1,0 +1,105 @@
+"""Function staging: mlfn.yaml -> function.json + models + labels, as actions/README.md says."""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mlfn.build import stage_function
+from mlfn.config import load_config
+from mlfn.errors import ConfigError
+
+
+@pytest.fixture
+def project(digits_project, tmp_path) -> Path:
+    """A private copy of the trained digits project (tests edit its mlfn.yaml)."""
+    dest = tmp_path / "digits"
+    shutil.copytree(digits_project, dest, ignore=shutil.ignore_patterns(".mlfn"))
+    # share the conversion cache so the int8 model is converted once per session
+    cache = digits_project / ".mlfn" / "cache"
+    if cache.exists():
+        shutil.copytree(cache, dest / ".mlfn" / "cache")
+    return dest
+
+
+def _edit(project: Path, change) -> None:
+    path = project / "mlfn.yaml"
+    data = yaml.safe_load(path.read_text())
+    change(data)
+    path.write_text(yaml.safe_dump(data))
+
+
+def test_function_json_matches_the_contract(project, tmp_path):
+    cfg = load_config(str(project))
+    out = stage_function(cfg, tmp_path / "fn")
+    doc = json.loads((out / "function.json").read_text())
+    assert doc["name"] == "digits"
+    assert doc["runtime"] == "litert"
+    assert doc["serving"] == {"max_batch_size": 32, "max_payload_bytes": 1048576, "interpreter": "lock",
+                              "num_threads": 1, "workers": 8}
+    (m,) = doc["models"]
+    assert m["name"] == "digits" and m["path"] == "models/digits/model.tflite"
+    model = out / m["path"]
+    assert model.is_file() and hashlib.sha256(model.read_bytes()).hexdigest() == m["sha256"].split(":")[-1]
+    assert m["quantization"] == "int8"
+    assert m["pre"] == [{"decode_image": {}}, {"convert": {"mode": "L"}}, {"resize": {"width": 8, "height": 8}},
+                        {"scale": {"factor": 0.00392156862745098}}]
+    # pipeline.labels becomes the labels of top_k, copied next to function.json
+    assert m["post"] == [{"softmax": {}}, {"top_k": {"k": 3, "labels": "labels.txt"}}]
+    assert (out / "labels.txt").read_text().split() == [str(i) for i in range(10)]
+    assert not (tmp_path / "fn.partial").exists()
+
+
+def test_the_runtime_loads_the_staged_function(project, tmp_path):
+    from mlfn_runtime.function import load_function
+
+    out = stage_function(load_config(str(project)), tmp_path / "fn")
+    fn = load_function(str(out))
+    assert fn is not None
+
+
+def test_custom_step_files_and_outside_labels_are_bundled(project, tmp_path):
+    outside = tmp_path / "elsewhere" / "names.txt"
+    outside.parent.mkdir()
+    outside.write_text("\n".join(f"digit {i}" for i in range(10)) + "\n")
+    (project / "steps").mkdir()
+    (project / "steps" / "post.py").write_text("def clip(x, **kw):\n    return x\n")
+    (project / "extra.txt").write_text("x\n")
+
+    def change(d):
+        d["pipeline"]["labels"] = str(outside)
+        d["pipeline"]["post"].insert(0, {"custom": {"file": "steps/post.py", "function": "clip"}})
+        d.setdefault("build", {})["custom_files"] = ["extra.txt"]
+
+    _edit(project, change)
+    out = stage_function(load_config(str(project)), tmp_path / "fn")
+    doc = json.loads((out / "function.json").read_text())
+    post = doc["models"][0]["post"]
+    assert post[0] == {"custom": {"file": "steps/post.py", "function": "clip"}}
+    assert post[-1]["top_k"]["labels"] == "files/names.txt"
+    assert (out / "files/names.txt").read_text().startswith("digit 0")
+    assert (out / "steps/post.py").is_file() and (out / "extra.txt").is_file()
+
+
+def test_bad_pipeline_is_a_config_error_naming_mlfn_yaml(project, tmp_path):
+    _edit(project, lambda d: d["pipeline"]["pre"].append({"resize": {"width": "wide"}}))
+    with pytest.raises(ConfigError) as e:
+        stage_function(load_config(str(project)), tmp_path / "fn")
+    assert "mlfn.yaml" in str(e.value) and "pipeline.pre" in str(e.value) and "resize" in str(e.value)
+    assert not (tmp_path / "fn").exists()
+
+
+def test_unknown_step_is_rejected(project, tmp_path):
+    _edit(project, lambda d: d["pipeline"]["post"].append("teleport"))
+    with pytest.raises(ConfigError, match="teleport"):
+        stage_function(load_config(str(project)), tmp_path / "fn")
+
+
+def test_missing_labels_file_names_the_key(project, tmp_path):
+    _edit(project, lambda d: d["pipeline"].update(labels="nope.txt"))
+    with pytest.raises(ConfigError, match=r"pipeline.labels .*nope.txt.*does not exist"):
+        stage_function(load_config(str(project)), tmp_path / "fn")

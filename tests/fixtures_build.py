@@ -1,0 +1,31 @@
+"""pytest plugin (loaded by tests/conftest.py): images built from the digits sample.
+
+- `base_image`: the tag of the base image (`mlfn-base:3.11`), built with
+  `mlfn base build` if this machine does not have it yet (about 10 s).
+- `digits_image`: the `mlfn.build.BuildResult` of the digits function image built with
+  the local Docker engine from the `digits_project` fixture (tests/fixtures_model.py).
+  Its default tag is derived from the content hash, so identical content is built once.
+Runtime and deploy tests run this image; keep the names and types stable.
+"""
+from __future__ import annotations
+
+import pytest
+
+BASE_TAG = "mlfn-base:3.11"
+
+
+@pytest.fixture(scope="session")
+def base_image() -> str:
+    from mlfn.build import build_base_image
+
+    build_base_image(BASE_TAG)  # a no-op when the tag exists
+    return BASE_TAG
+
+
+@pytest.fixture(scope="session")
+def digits_image(base_image, digits_project):
+    from mlfn.build import build_image
+    from mlfn.config import load_config
+
+    cfg = load_config(str(digits_project))
+    return build_image(cfg, builder="docker")
