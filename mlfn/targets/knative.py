@@ -29,6 +29,7 @@ import copy
 import json
 import os
 import time
+import types
 from pathlib import Path
 from typing import Any, Callable, Optional
 from urllib.parse import urlsplit, urlunsplit
@@ -107,7 +108,10 @@ class KnativeTarget(Target):
         self.error_window = error_window
         self.request_timeout = request_timeout
         self._api_obj = None
+        self._host = ""
         self._where = "the Kubernetes API"
+        # what a dry run would send, as {"method", "url", "body"} (read by mlfn.deploy)
+        self.recorder = types.SimpleNamespace(requests=[])
 
     # ------------------------------------------------------------------ API plumbing
 
@@ -153,6 +157,7 @@ class KnativeTarget(Target):
             where = f"context '{self.context}' of " if self.context else ""
             raise TargetError(f"Cannot use {where}kubeconfig {explicit or '~/.kube/config'}: {e}.") from None
         api_client.configuration.retries = 1
+        self._host = api_client.configuration.host
         self._namespace = self._namespace or "default"
         self._api_obj = client.CustomObjectsApi(api_client)
         return self._api_obj
@@ -205,10 +210,20 @@ class KnativeTarget(Target):
         return self._call("create_namespaced_custom_object", km.GROUP, km.API_VERSION, self.namespace, km.SERVICES,
                           manifest, field_manager=FIELD_MANAGER, what=f"creating Knative service {manifest['metadata']['name']}")
 
-    def _patch(self, old: dict, new: dict) -> dict:
+    def _record(self, method: str, service: Optional[str], body: Any) -> None:
+        path = f"/apis/{km.GROUP}/{km.API_VERSION}/namespaces/{self.namespace}/{km.SERVICES}"
+        self.recorder.requests.append({"method": method, "url": self._host + path + (f"/{service}" if service else ""),
+                                       "body": body})
+
+    @staticmethod
+    def _patch_body(old: dict, new: dict) -> dict:
         patch = merge_patch({"metadata": old.get("metadata") or {}, "spec": old.get("spec") or {}},
                             {"metadata": new.get("metadata") or {}, "spec": new.get("spec") or {}})
         patch.setdefault("metadata", {})["resourceVersion"] = old["metadata"].get("resourceVersion")
+        return patch
+
+    def _patch(self, old: dict, new: dict) -> dict:
+        patch = self._patch_body(old, new)
         name = old["metadata"]["name"]
         return self._call("patch_namespaced_custom_object", km.GROUP, km.API_VERSION, self.namespace, km.SERVICES,
                           name, patch, field_manager=FIELD_MANAGER, what=f"updating Knative service {name}")
@@ -225,6 +240,7 @@ class KnativeTarget(Target):
                 return old, old, False
             validate_service(new, existing=old)
             if self.dry_run:
+                self._record("PATCH", service, self._patch_body(old, new))
                 return old, new, True
             try:
                 return old, self._patch(old, new), True
@@ -335,6 +351,7 @@ class KnativeTarget(Target):
                       aliases=self._aliases(function, obj), url=(obj.get("status") or {}).get("url"))
 
     def publish(self, spec: VersionSpec, progress: Callable[[str], None] = lambda m: None) -> DeployResult:
+        spec = identity(spec)
         service = spec.function
         for attempt in range(CONFLICT_RETRIES):
             obj = self._get(service, required=False)
@@ -343,6 +360,7 @@ class KnativeTarget(Target):
             manifest = plan_publish(self.cfg, spec, None, [], namespace=self.namespace)[0]
             validate_service(manifest)
             if self.dry_run:
+                self._record("POST", None, manifest)
                 progress(f"dry run: would create Knative service {service} with version v1")
                 return DeployResult(function=service, version=_planned_version(service, manifest), created=True)
             progress(f"Creating Knative service {service} in namespace {self.namespace} (version v1)")
@@ -631,8 +649,23 @@ class KnativeTarget(Target):
         return [str(path)]
 
 
+def identity(spec: VersionSpec) -> VersionSpec:
+    """spec with a content hash: specs made without one (`mlfn render --image ...`) are
+    identified by what the revision would run."""
+    if spec.content_hash:
+        return spec
+    import dataclasses
+    import hashlib
+
+    fields = [spec.image, spec.digest, spec.model_sha256, spec.quantization, spec.pipeline_hash, spec.memory,
+              spec.timeout, spec.concurrency, sorted((spec.env or {}).items())]
+    digest = hashlib.sha256(json.dumps(fields, default=str).encode()).hexdigest()
+    return dataclasses.replace(spec, content_hash=digest)
+
+
 def plan_publish(cfg, spec: VersionSpec, existing: Optional[dict], revisions: list, namespace: Optional[str]):
     """(manifest or None when the template already holds this content, version number, routing)."""
+    spec = identity(spec)
     service = spec.function
     if existing is None:
         number = 1
