@@ -92,7 +92,10 @@ def _fail(path, message: str, name: str = "") -> None:
 
 def validate_schema(manifest: dict) -> None:
     """Against the CRD's openAPIV3Schema (jsonschema, strict about unknown fields)."""
-    import jsonschema
+    try:
+        import jsonschema
+    except ImportError:
+        raise TargetError("Validating Knative manifests needs jsonschema; install it with: pip install 'mlfn[knative]'.") from None
 
     schema = service_schema()
     validator = jsonschema.Draft7Validator(schema)
