@@ -585,8 +585,16 @@ class KnativeTarget(Target):
         return [version]
 
     def invoke(self, function: str, payload: Any, alias: Optional[str] = None,
-               version: Optional[str] = None) -> InvokeResult:
+               version: Optional[str] = None, timeout: Optional[float] = None) -> InvokeResult:
+        """POST payload to `<url>/predict` of the default alias, a named alias (its tag URL) or
+        a version (tag `vN`). With `host` (an ingress address, e.g. `127.0.0.1:31080`) the
+        request goes there with the URL's host name in the Host header. A 4xx/5xx answer is a
+        TargetError carrying the function's `{"error": ...}` message. `timeout` defaults to
+        the function's own timeout plus 10 s (scale-from-zero included)."""
         import requests
+
+        if timeout is None:
+            timeout = max(self.request_timeout, self.cfg.deploy.timeout / 1000 + 10)
 
         obj = self._get(function)
         routing = km.Routing.from_traffic(function, (obj.get("spec") or {}).get("traffic"))
@@ -614,7 +622,7 @@ class KnativeTarget(Target):
             kwargs = {"json": payload}
         t0 = time.perf_counter()
         try:
-            resp = requests.post(target, headers=headers, timeout=max(self.request_timeout, 1.0), **kwargs)
+            resp = requests.post(target, headers=headers, timeout=timeout, **kwargs)
         except requests.RequestException as e:
             raise TargetError(f"Cannot reach {function} ({name}) at {target}: {e}.") from None
         ms = (time.perf_counter() - t0) * 1000

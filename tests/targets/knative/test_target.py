@@ -293,3 +293,24 @@ def test_import_is_light():
             "bad = [m for m in ('kubernetes', 'tensorflow', 'jsonschema') if m in sys.modules]; print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_in_cluster_config_when_running_in_a_pod(tmp_path, monkeypatch, cfg):
+    """KUBERNETES_SERVICE_HOST set and no kubeconfig: the pod's service account is used."""
+    from kubernetes.config import incluster_config
+
+    from mlfn.targets import knative
+
+    (tmp_path / "token").write_text("sa-token")
+    (tmp_path / "ca.crt").write_text("not a real certificate")
+    (tmp_path / "namespace").write_text("ci-runs\n")
+    monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(tmp_path / "token"))
+    monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(tmp_path / "ca.crt"))
+    monkeypatch.setattr(knative, "SA_NAMESPACE", str(tmp_path / "namespace"))
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "1")
+    target = knative.KnativeTarget(cfg, request_timeout=2)
+    assert target.namespace == "ci-runs"
+    with pytest.raises(TargetError, match=r"Cannot reach the in-cluster Kubernetes API \(https://127.0.0.1:1\)"):
+        target.versions("digits")
