@@ -1,0 +1,183 @@
+"""Fixtures for the OpenWhisk target and the local controller.
+
+- `swagger`: validate a document against a definition of apiv1swagger.json.
+- `action_image`: a tiny stdlib action runtime built FROM mlfn-bootstrap:3.11 (fast).
+- `local_api`: the local controller in-process on an ephemeral port, state in a tmp dir.
+- `proxy`: a recording, fault-injecting HTTP proxy in front of `local_api`.
+- `target`: an OpenWhiskTarget through the proxy (no real sleeping between retries).
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SPECS
+
+HERE = Path(__file__).parent
+ACTION_IMAGE = "mlfnow-test-action:1"
+
+
+class Swagger:
+    def __init__(self, path: Path):
+        self.doc = json.loads(path.read_text())
+
+    def validate(self, instance, definition: str) -> None:
+        import jsonschema
+
+        schema = {"$ref": f"#/definitions/{definition}", "definitions": self.doc["definitions"]}
+        jsonschema.Draft4Validator(schema).validate(instance)
+
+
+@pytest.fixture(scope="session")
+def swagger() -> Swagger:
+    return Swagger(SPECS / "openwhisk" / "apiv1swagger.json")
+
+
+@pytest.fixture(scope="session")
+def action_image():
+    import docker
+
+    client = docker.from_env()
+    client.images.build(path=str(HERE / "action"), tag=ACTION_IMAGE, rm=True)
+    return ACTION_IMAGE
+
+
+@pytest.fixture(scope="session")
+def local_api(tmp_path_factory, action_image):
+    from mlfn.targets.local.server import close, make_server
+
+    home = tmp_path_factory.mktemp("mlfn-local")
+    server, controller = make_server(home, port=0, idle_seconds=120)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server.home = home
+    server.controller = controller
+    server.url = f"http://127.0.0.1:{server.server_address[1]}"
+    yield server
+    close(server, controller)
+
+
+class FaultProxy:
+    """Forwards to the local API, records every request, and injects faults on demand:
+    `fail(method, path_regex, status, times, after=False)` answers `status` instead of (or,
+    with after=True, after) forwarding; status "timeout" stalls past the client timeout."""
+
+    def __init__(self, upstream: str):
+        import requests
+
+        self.upstream = upstream
+        self.session = requests.Session()
+        self.requests: list = []
+        self.faults: list = []
+        self.lock = threading.Lock()
+        proxy = self
+
+        class H(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+
+            def log_message(self, *a):
+                pass
+
+            def _any(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else b""
+                proxy.handle(self, body)
+
+            do_GET = do_PUT = do_POST = do_DELETE = _any
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def fail(self, method: str, path: str, status, times: int = 1, after: bool = False) -> None:
+        with self.lock:
+            self.faults.append({"method": method, "path": re.compile(path), "status": status, "left": times,
+                                "after": after})
+
+    def clear(self) -> None:
+        with self.lock:
+            self.faults.clear()
+            self.requests.clear()
+
+    def _fault(self, method: str, path: str):
+        with self.lock:
+            for f in self.faults:
+                if f["left"] > 0 and f["method"] == method and f["path"].search(path):
+                    f["left"] -= 1
+                    return f
+        return None
+
+    def handle(self, h, body: bytes) -> None:
+        path = h.path
+        with self.lock:
+            self.requests.append({"method": h.command, "path": path, "body": json.loads(body) if body else None})
+        fault = self._fault(h.command, path)
+        if fault and fault["status"] == "timeout":
+            time.sleep(1.5)
+            return self._reply(h, 504, b'{"error": "gateway timeout"}')
+        if fault and not fault["after"]:
+            return self._reply(h, fault["status"], json.dumps({"error": "injected", "code": "x"}).encode())
+        headers = {k: v for k, v in h.headers.items() if k.lower() in ("authorization", "content-type")}
+        r = self.session.request(h.command, self.upstream + path, data=body, headers=headers, timeout=120)
+        if fault:
+            return self._reply(h, fault["status"], json.dumps({"error": "injected after", "code": "x"}).encode())
+        self._reply(h, r.status_code, r.content, {k: v for k, v in r.headers.items()
+                                                   if k.lower().startswith("x-openwhisk")})
+
+    @staticmethod
+    def _reply(h, status: int, data: bytes, headers=None) -> None:
+        h.send_response(status)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            h.send_header(k, v)
+        h.end_headers()
+        h.wfile.write(data)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def proxy(local_api):
+    p = FaultProxy(local_api.url)
+    yield p
+    p.close()
+
+
+_names = itertools.count(1)
+
+
+@pytest.fixture
+def fn_name(request):
+    """A fresh function name per test (tests share one controller)."""
+    return f"t{next(_names)}-{re.sub(r'[^a-z0-9]', '', request.node.name.lower())[:30]}"
+
+
+def make_target(url: str, **kw):
+    from mlfn.targets.openwhisk import OpenWhiskTarget
+    from mlfn.targets.wskprops import GUEST_AUTH, WskProps
+
+    return OpenWhiskTarget(props=WskProps(apihost=url, auth=GUEST_AUTH, namespace="guest"),
+                           sleep=lambda s: None, **kw)
+
+
+@pytest.fixture
+def target(proxy):
+    return make_target(proxy.url)
+
+
+def spec(function: str, content: str, image: str = ACTION_IMAGE, **kw):
+    from mlfn.targets.base import VersionSpec
+
+    return VersionSpec(function=function, image=image, digest="sha256:" + content * 8, model_sha256="m" + content,
+                       quantization="int8", pipeline_hash="p", content_hash=content, **kw)

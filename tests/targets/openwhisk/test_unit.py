@@ -1,0 +1,160 @@
+"""OpenWhisk client pieces that need no server: credentials, naming, splits, dry runs,
+the router code, the wskdeploy manifest."""
+from __future__ import annotations
+
+import collections
+import json
+import random
+
+import pytest
+import yaml
+
+from mlfn.errors import ConfigError, TargetError
+from mlfn.traffic import TrafficError
+from tests.targets.openwhisk.conftest import spec
+
+
+def test_wskprops_file_env_and_flags(tmp_path, monkeypatch):
+    from mlfn.targets.wskprops import load_wskprops
+
+    f = tmp_path / "props"
+    f.write_text("# comment\nAPIHOST=ow.example.com\nAUTH=abc:def\nNAMESPACE=team\n")
+    monkeypatch.setenv("WSK_CONFIG_FILE", str(f))
+    for k in ("__OW_API_HOST", "__OW_API_KEY", "__OW_NAMESPACE"):
+        monkeypatch.delenv(k, raising=False)
+    p = load_wskprops()
+    assert p.base_url == "https://ow.example.com"  # no scheme means https
+    assert p.credentials == ("abc", "def") and p.namespace == "team"
+    assert "def" not in repr(p)  # AUTH never shows up
+    p = load_wskprops(apihost="http://10.0.0.1:3233", namespace="other")
+    assert p.base_url == "http://10.0.0.1:3233" and p.namespace == "other"
+
+
+def test_wskprops_missing_values_are_clear(tmp_path, monkeypatch):
+    from mlfn.targets.wskprops import load_wskprops
+
+    monkeypatch.setenv("WSK_CONFIG_FILE", str(tmp_path / "none"))
+    for k in ("__OW_API_HOST", "__OW_API_KEY", "__OW_NAMESPACE"):
+        monkeypatch.delenv(k, raising=False)
+    p = load_wskprops()
+    with pytest.raises(ConfigError, match="APIHOST"):
+        p.base_url
+    p = load_wskprops(apihost="h", auth="nocolon")
+    with pytest.raises(ConfigError, match="uuid:key"):
+        p.credentials
+
+
+def test_split_for_keeps_the_rest_on_current_versions():
+    from mlfn.deploy import split_for
+
+    assert split_for("v3", 10, {"v1": 100}) == {"v1": 90, "v3": 10}
+    assert split_for("v3", 10, {"v1": 50, "v2": 50}) == {"v1": 45, "v2": 45, "v3": 10}
+    assert split_for("v4", 25, {"v1": 1, "v2": 1, "v3": 1}) == {"v1": 25, "v2": 25, "v3": 25, "v4": 25}
+    assert sum(split_for("v4", 7, {"v1": 33, "v2": 33, "v3": 34}).values()) == 100
+    assert split_for("v2", 100, None) == {"v2": 100}
+    with pytest.raises(TrafficError, match="remaining 90%"):
+        split_for("v1", 10, None)
+
+
+def test_parse_ref():
+    from mlfn.deploy import parse_ref
+
+    assert parse_ref("digits") == ("digits", None, None)
+    assert parse_ref("digits@canary") == ("digits", "canary", None)
+    assert parse_ref("digits:v3") == ("digits", None, "v3")
+    with pytest.raises(ConfigError):
+        parse_ref("digits:3")
+
+
+def test_factory_rejects_unknown_target_and_foreign_options():
+    from mlfn.targets.factory import get_target
+
+    with pytest.raises(ConfigError, match="Unknown target"):
+        get_target("lambda")
+    with pytest.raises(ConfigError, match="--kubeconfig"):
+        get_target("openwhisk", None, kubeconfig="x")
+
+
+def test_alias_names_cannot_look_like_versions():
+    from mlfn.targets.openwhisk import check_alias_name
+
+    with pytest.raises(TargetError, match="version name"):
+        check_alias_name("v2")
+    with pytest.raises(TargetError):
+        check_alias_name("bad/alias")
+    assert check_alias_name("canary") == "canary"
+
+
+def offline_target(**kw):
+    from mlfn.targets.openwhisk import OpenWhiskTarget
+    from mlfn.targets.wskprops import WskProps
+
+    return OpenWhiskTarget(props=WskProps(), dry_run=True, **kw)
+
+
+def test_dry_run_offline_plans_package_version_and_alias(swagger):
+    t = offline_target()
+    out = t.publish(spec("fn", "a", env={"LOG_LEVEL": "debug"}))
+    reqs = t.recorder.requests
+    assert [r["method"] for r in reqs] == ["PUT", "PUT", "PUT"]
+    assert reqs[0]["url"].endswith("/packages/fn?overwrite=true")
+    assert reqs[1]["url"].endswith("/actions/fn/v1?overwrite=false")
+    assert reqs[2]["url"].endswith("/actions/fn/default?overwrite=true")
+    swagger.validate(reqs[0]["body"], "PackagePut")
+    for r in reqs[1:]:
+        swagger.validate(r["body"], "ActionPut")
+    v1 = reqs[1]["body"]
+    assert v1["exec"] == {"kind": "blackbox", "image": "mlfnow-test-action:1"}
+    assert {"key": "LOG_LEVEL", "value": "debug", "init": True} in v1["parameters"]
+    ann = {a["key"]: a["value"] for a in v1["annotations"]}
+    assert ann["mlfn-content-hash"] == "a" and ann["mlfn-model-sha256"] == "ma"
+    assert out.version.name == "v1" and out.created
+
+
+def test_dry_run_redacts_the_web_secret():
+    t = offline_target()
+    t.set_traffic("fn", "web", {"v1": 100}, web=True, require_whisk_auth=True)
+    body = t.recorder.requests[-1]["body"]
+    ann = {a["key"]: a["value"] for a in body["annotations"]}
+    assert ann["web-export"] is True and ann["require-whisk-auth"] == "***"
+    assert t.web_secret and t.web_secret not in json.dumps(t.recorder.requests)
+
+
+def test_router_code_picks_by_weight_and_passes_results_through():
+    t = offline_target()
+    code = t._router_code("fn", "canary", {"v1": 80, "v2": 20, "v3": 0})
+    scope: dict = {}
+    exec(compile(code, "router", "exec"), scope)
+    main = scope["main"]
+    random.seed(7)
+    counts = collections.Counter()
+    for i in range(2000):
+        step = main({"image": "x", "i": i})
+        assert step["params"] == {"image": "x", "i": i}
+        counts[step["action"]] += 1
+    assert set(counts) == {"/_/fn/v1", "/_/fn/v2"}  # weight 0 is never picked
+    assert 1500 < counts["/_/fn/v1"] < 1700
+    # second step: the version's result (+ the state) comes back and is passed through
+    assert main({"predictions": [1], "$mlfn_router": 1}) == {"params": {"predictions": [1]}}
+    assert main({"error": "bad image", "$mlfn_router": 1}) == {"error": "bad image"}
+
+
+def test_render_writes_a_wskdeploy_manifest(tmp_path):
+    t = offline_target()
+    files = t.render(spec("digits", "c"), str(tmp_path))
+    doc = yaml.safe_load(open(files[0]))
+    actions = doc["packages"]["digits"]["actions"]
+    assert set(actions) == {"v1", "default"}
+    assert actions["v1"]["docker"] == "mlfnow-test-action:1"
+    assert actions["v1"]["limits"]["memorySize"] == 256
+    assert actions["default"]["annotations"]["mlfn-weights"] == {"v1": 100}
+
+
+def test_http_client_retries_then_names_the_host(monkeypatch):
+    from mlfn.targets.http import HttpClient
+
+    slept = []
+    c = HttpClient(auth=("u", "secret-key"), attempts=3, sleep=slept.append, timeout=0.5)
+    with pytest.raises(TargetError) as e:
+        c.request("GET", "http://u:secret-key@127.0.0.1:9/api/v1?x=1")
+    assert len(slept) == 2 and "127.0.0.1:9" in str(e.value) and "secret" not in str(e.value)
