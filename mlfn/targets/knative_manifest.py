@@ -27,6 +27,7 @@ number is never reused.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -243,13 +244,25 @@ def autoscaling_annotations(kn) -> dict:
     return ann
 
 
+@functools.lru_cache(maxsize=1)
+def _template():
+    import jinja2
+
+    from mlfn.targets.knative_validate import template_dir
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(template_dir())),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    return env.get_template("service.yaml.j2")
+
+
 def render_service(cfg, spec, number: int, *, namespace: Optional[str], traffic: list,
                    service_annotations: Optional[dict] = None, created: Optional[str] = None) -> dict:
     """The Service manifest (a dict) for version `number` of spec, with the given traffic."""
-    import jinja2
     import yaml
-
-    from mlfn.targets.knative_validate import template_dir
 
     kn = cfg.deploy.knative
     service = spec.function
@@ -279,13 +292,7 @@ def render_service(cfg, spec, number: int, *, namespace: Optional[str], traffic:
     })
     ann = dict(service_annotations or {})
     ann[ANN_LAST] = str(max(number, int(ann.get(ANN_LAST) or 0)))
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(template_dir())),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        autoescape=False,
-    )
-    text = env.get_template("service.yaml.j2").render(
+    text = _template().render(
         service=service,
         namespace=namespace,
         service_labels={LABEL_MANAGED: "mlfn", LABEL_FUNCTION: service},
@@ -303,7 +310,7 @@ def render_service(cfg, spec, number: int, *, namespace: Optional[str], traffic:
         health_path=HEALTH_PATH,
         traffic=traffic,
     )
-    return yaml.safe_load(text)
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 def template_content(obj: Optional[dict]) -> Optional[dict]:
