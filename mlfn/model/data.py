@@ -37,7 +37,7 @@ def _pipeline(pre_steps: Sequence, base_dir: Path, what: str):
     except ImportError as e:  # pragma: no cover - the runtime ships with mlfn
         raise ModelError(f"{what} is an image folder, but mlfn_runtime.pipeline cannot be imported ({e}).") from None
     try:
-        return Pipeline(list(pre_steps or []), str(base_dir))
+        return Pipeline(list(pre_steps or []), str(base_dir), stage="pre")
     except ValueError as e:
         raise ModelError(f"pipeline.pre in mlfn.yaml is invalid: {e}") from None
 
@@ -47,11 +47,10 @@ def _run_pipeline(pipe, path: Path):
 
     data = path.read_bytes()
     try:
-        out = pipe(data) if callable(pipe) else pipe.run(data)
+        out = pipe(data)
     except Exception as e:  # a corrupt image or a step that does not fit
-        raise ModelError(f"Pre-processing {path} failed: {e}") from None
-    arr = np.asarray(out)
-    return arr
+        raise ModelError(f"Pre-processing {path} with pipeline.pre failed: {e}") from None
+    return np.asarray(out)
 
 
 def load_array_file(path: Path, input_names: Sequence[str] = (), what: str = "data") -> "dict":

@@ -28,8 +28,10 @@ def check_tflite(content: bytes, where: str) -> None:
     except Exception as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if "Select TensorFlow op" in str(e) or "Flex" in str(e):
+            flex = ", ".join(flex_ops(op_counts(content))) or "unknown"
             raise ModelError(
-                f"{where} uses TensorFlow (Flex) ops, which only run with full TensorFlow in the image: {msg}"
+                f"{where} uses TensorFlow (Flex) ops ({flex}), which the LiteRT interpreter cannot run "
+                "without full TensorFlow."
             ) from None
         raise ModelError(f"{where} cannot be loaded by the LiteRT interpreter: {msg}") from None
 
@@ -43,6 +45,11 @@ def op_counts(content: bytes) -> dict:
         return {}
     counts = Counter(d["op_name"] for d in details if d.get("op_name") not in _NOT_OPS)
     return dict(sorted(counts.items()))
+
+
+def flex_ops(ops: dict) -> list:
+    """TensorFlow ops kept by SELECT_TF_OPS (they appear as FlexXxx in the TFLite model)."""
+    return [k[len("Flex"):] for k in ops if k.startswith("Flex")]
 
 
 def io_types(content: bytes) -> tuple:

@@ -119,6 +119,7 @@ class _Plan:
     max_drop: Optional[float]
     pre: list
     labels: Optional[str]
+    base_dir: Path  # custom pre-processing step files are relative to it
 
 
 def _plan(cfg: Config, model: Optional[ExtraModel], mode: Optional[str]) -> _Plan:
@@ -142,6 +143,7 @@ def _plan(cfg: Config, model: Optional[ExtraModel], mode: Optional[str]) -> _Pla
         representative=cfg.resolve(q.representative_data), samples=int(q.representative_samples),
         validation=cfg.resolve(q.validation_data), top_k=[int(k) for k in (q.top_k or [1])],
         max_drop=q.max_accuracy_drop, pre=list(pre or []), labels=cfg.resolve(labels),
+        base_dir=cfg.project_dir,
     )
 
 
@@ -208,7 +210,10 @@ def quantize_model(cfg: Config, *, model: Optional[ExtraModel] = None, mode: Opt
     else:
         warnings += meta.get("warnings", [])
 
-    evaluation = _evaluation(plan, src, key, content, loaded, cache, use_cache, say)
+    if litert.flex_ops(meta["ops_after"]):
+        evaluation = None  # LiteRT cannot run Flex ops without TensorFlow: nothing to measure with
+    else:
+        evaluation = _evaluation(plan, src, key, content, loaded, cache, use_cache, say)
     result = QuantizeResult(
         tflite_path=str(entry), sha256=meta["sha256"], mode=meta["mode"], size_bytes=len(content),
         original_size_bytes=src.size_bytes, source=src.origin, cached=bool(cached),
@@ -229,7 +234,8 @@ def _convert(plan: _Plan, src: ModelSource, say: Callable[[str], None]):
     warnings = []
     if src.format == "tflite":
         content = src.path.read_bytes()
-        litert.check_tflite(content, src.origin)
+        if not (plan.allow_select and litert.flex_ops(litert.op_counts(content))):
+            litert.check_tflite(content, src.origin)
         if plan.mode != "none":
             warnings.append(f"{src.origin} is already a .tflite model: passed through as is (quantize.mode {plan.mode} not applied).")
         ops = litert.op_counts(content)
@@ -252,8 +258,7 @@ def _convert(plan: _Plan, src: ModelSource, say: Callable[[str], None]):
                     "(an .npy/.npz of model inputs, or a folder of images)."
                 )
             rep = load_representative(plan.representative, loaded.inputs, plan.samples, plan.pre,
-                                      Path(plan.representative).parent if Path(plan.representative).is_dir() else None,
-                                      say)
+                                      plan.base_dir, say)
             say(f"Calibrating on {len(rep[0])} representative sample(s)")
         content = convert(loaded, plan.mode, representative=rep, input_type=plan.input_type,
                           output_type=plan.output_type, runtime_target=plan.target,
@@ -261,14 +266,17 @@ def _convert(plan: _Plan, src: ModelSource, say: Callable[[str], None]):
         meta = {"mode": plan.mode, "ops_before": loaded.ops(), "ops_after": litert.op_counts(content),
                 "input_type": plan.input_type if plan.mode in ("int8", "int16x8") else "float32",
                 "output_type": plan.output_type if plan.mode in ("int8", "int16x8") else "float32"}
-        if plan.allow_select:
-            warnings.append("SELECT_TF_OPS is on: the function image needs full TensorFlow for the Flex ops, "
-                            "which makes it far larger and slower to start.")
     verified = []
-    if not (plan.allow_select and "FlexDelegate" in str(meta.get("ops_after"))):
+    flex = litert.flex_ops(meta["ops_after"])
+    if flex:
+        warnings.append(
+            f"SELECT_TF_OPS kept {', '.join(flex)} as TensorFlow (Flex) ops: the function image needs full "
+            "TensorFlow to run them (far larger, slower to start), and mlfn cannot evaluate the model without it."
+        )
+    else:
         litert.check_tflite(content, f"The converted model from {src.origin}")
         verified.append("litert")
-    if plan.target == "tflite-runtime":
+    if plan.target == "tflite-runtime" and not flex:
         from mlfn.model.tflite_runtime import verify_tflite_runtime
 
         say("Checking that tflite-runtime 2.14 loads the model")
@@ -297,8 +305,7 @@ def _evaluation(plan: _Plan, src: ModelSource, key: str, content: bytes, loaded,
             say(f"Loading {src.format} model {src.origin} to evaluate it")
             loaded = load_model(src, plan.signature)
         specs = loaded.inputs if loaded is not None else _tflite_specs(content)
-        base = Path(plan.validation)
-        validation = load_validation(plan.validation, specs, plan.pre, base if base.is_dir() else None,
+        validation = load_validation(plan.validation, specs, plan.pre, plan.base_dir,
                                      _read_labels(plan.labels), say)
     if validation is None:
         # Latency of the converted model only: loading TensorFlow just to time it is not worth it.

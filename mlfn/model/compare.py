@@ -1,0 +1,179 @@
+"""`mlfn quantize --compare`: every quantization mode side by side.
+
+Converts the model once per mode (through the same cache as `quantize_model`), then
+writes `report.json` and `report.png` (size, accuracy and latency per mode) into the
+report folder and returns a `CompareReport`. The accuracy gate is reported per mode
+instead of failing the comparison.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from mlfn.config import Config, ExtraModel, QUANTIZE_MODES
+from mlfn.errors import MlfnError, ModelError
+from mlfn.output import human_bytes, table
+
+
+@dataclass
+class CompareReport:
+    model: str
+    source: str
+    original: dict  # size_bytes, accuracy / mse, latency_ms_p50/p90 of the TensorFlow model
+    baseline_mode: Optional[str]  # sizes compare to this mode's file (float32 TFLite), else the original
+    modes: list = field(default_factory=list)  # one dict per mode, see compare_modes
+    max_accuracy_drop: Optional[float] = None
+    report_path: Optional[str] = None
+    chart_path: Optional[str] = None
+    skipped: dict = field(default_factory=dict)  # mode -> why
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+    def render(self) -> str:
+        rows = []
+        for m in self.modes:
+            if m.get("error"):
+                rows.append([m["mode"], "-", "-", "-", "-", "-", "error: " + m["error"]])
+                continue
+            acc = m.get("accuracy")
+            rows.append([
+                m["mode"], human_bytes(m["size_bytes"]), _signed_pct(m.get("size_delta_pct")),
+                "-" if acc is None else f"{acc:.2f}%",
+                "-" if m.get("accuracy_delta") is None else f"{m['accuracy_delta']:+.2f}",
+                "-" if m.get("latency_ms_p50") is None else f"{m['latency_ms_p50']:.3f} ms",
+                {True: "pass", False: "FAIL", None: ""}[m.get("gate")],
+            ])
+        base = f"float32 TFLite ({self.baseline_mode})" if self.baseline_mode else "the original model"
+        lines = [f"{self.model}: {self.source}"]
+        o = self.original or {}
+        if o:
+            acc = o.get("accuracy")
+            lines.append(
+                f"original: {human_bytes(o.get('size_bytes'))}"
+                + (f", top-1 {acc:.2f}%" if acc is not None else "")
+                + (f", {o['latency_ms_p50']:.3f} ms p50" if o.get("latency_ms_p50") is not None else "")
+            )
+        lines += ["", table(rows, ["mode", "size", "Δsize", "accuracy", "Δaccuracy", "latency p50", "gate"])]
+        lines.append(f"Δsize against {base}; Δaccuracy in points against the original model.")
+        for mode, why in self.skipped.items():
+            lines.append(f"skipped {mode}: {why}")
+        if self.report_path:
+            lines.append(f"report: {self.report_path}")
+        if self.chart_path:
+            lines.append(f"chart:  {self.chart_path}")
+        return "\n".join(lines)
+
+
+def _signed_pct(v) -> str:
+    return "-" if v is None else f"{v:+.1f}%"
+
+
+def compare_modes(cfg: Config, *, modes: Optional[list] = None, model: Optional[ExtraModel] = None,
+                  out_dir: Optional[str] = None, use_cache: bool = True, chart: bool = True,
+                  progress: Optional[Callable[[str], None]] = None) -> CompareReport:
+    from mlfn.model.quantize import quantize_model
+
+    say = progress or (lambda _m: None)
+    gate = cfg.quantize.max_accuracy_drop
+    work = copy.deepcopy(cfg)
+    work.quantize.max_accuracy_drop = None  # measured per mode below, not raised
+    modes = list(modes or QUANTIZE_MODES)
+    results, skipped, errors = {}, {}, {}
+    for mode in modes:
+        if mode in ("int8", "int16x8") and not cfg.quantize.representative_data:
+            skipped[mode] = "needs quantize.representative_data"
+            continue
+        say(f"Mode {mode}")
+        try:
+            results[mode] = quantize_model(work, model=model, mode=mode, use_cache=use_cache, progress=say)
+        except MlfnError as e:
+            if len(modes) == 1:
+                raise
+            errors[mode] = str(e)
+    if not results:
+        raise ModelError("No quantization mode converted: " + "; ".join(f"{m}: {e}" for m, e in errors.items()))
+    first = next(iter(results.values()))
+    if first.source_format == "tflite":
+        raise ModelError(f"{first.source} is already a .tflite model; --compare needs the original SavedModel or Keras model.")
+    ev0 = next((r.evaluation for r in results.values() if r.evaluation and r.evaluation.get("original")), None)
+    original = dict((ev0 or {}).get("original") or {})
+    original["size_bytes"] = first.original_size_bytes
+    baseline = results.get("none")
+    base_size = baseline.size_bytes if baseline else first.original_size_bytes
+    rows = []
+    for mode in modes:
+        if mode in errors:
+            rows.append({"mode": mode, "error": errors[mode]})
+            continue
+        r = results.get(mode)
+        if r is None:
+            continue
+        conv = (r.evaluation or {}).get("converted") or {}
+        acc = conv.get("accuracy")
+        delta = None if acc is None or original.get("accuracy") is None else round(acc - original["accuracy"], 3)
+        rows.append({
+            "mode": mode, "size_bytes": r.size_bytes,
+            "size_ratio": round(r.size_bytes / base_size, 4),
+            "size_delta_pct": round((r.size_bytes / base_size - 1.0) * 100.0, 2),
+            "accuracy": acc, "accuracy_delta": delta, "top_k": conv.get("top_k"), "mse": conv.get("mse"),
+            "latency_ms_p50": conv.get("latency_ms_p50"), "latency_ms_p90": conv.get("latency_ms_p90"),
+            "gate": None if gate is None or delta is None else bool(-delta <= gate),
+            "tflite_path": r.tflite_path, "sha256": r.sha256, "cached": r.cached,
+        })
+    report = CompareReport(model=first.model_name, source=first.source, original=original,
+                           baseline_mode="none" if baseline else None, modes=rows,
+                           max_accuracy_drop=gate, skipped=skipped)
+    folder = Path(out_dir) if out_dir else cfg.project_dir / ".mlfn" / "report"
+    from mlfn.model.quantize import atomic_write
+
+    report.report_path = str((folder / "report.json").resolve())
+    if chart:
+        report.chart_path = str((folder / "report.png").resolve())
+        atomic_write(Path(report.chart_path), render_chart(report))
+    atomic_write(Path(report.report_path), json.dumps(report.to_dict(), indent=2).encode())
+    return report
+
+
+def render_chart(report: CompareReport) -> bytes:
+    """A PNG: size, accuracy and latency per mode (matplotlib's Agg canvas, no global backend)."""
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = [m for m in report.modes if not m.get("error")]
+    names = [m["mode"] for m in rows]
+    panels = [("size (KB)", [m["size_bytes"] / 1024 for m in rows], (report.original or {}).get("size_bytes"), 1 / 1024)]
+    if any(m.get("accuracy") is not None for m in rows):
+        panels.append(("top-1 accuracy (%)", [m.get("accuracy") or 0 for m in rows],
+                       (report.original or {}).get("accuracy"), 1))
+    elif any(m.get("mse") is not None for m in rows):
+        panels.append(("MSE", [m.get("mse") or 0 for m in rows], (report.original or {}).get("mse"), 1))
+    tf_latency = (report.original or {}).get("latency_ms_p50")
+    # TensorFlow's eager latency dwarfs LiteRT's: name it in the title instead of drawing it.
+    panels.append(("latency p50 (ms)" + (f"; TensorFlow {tf_latency:.3g} ms" if tf_latency else ""),
+                   [m.get("latency_ms_p50") or 0 for m in rows], None, 1))
+    fig = Figure(figsize=(4 * len(panels), 3.6), dpi=100)
+    FigureCanvasAgg(fig)
+    colors = ["#4c72b0", "#55a868", "#c44e52", "#8172b2", "#ccb974", "#64b5cd"]
+    for i, (title, values, ref, unit) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        bars = ax.bar(names, values, color=colors[: len(names)])
+        ax.bar_label(bars, fmt="%.3g", fontsize=8)
+        if ref is not None:
+            ax.axhline(ref * unit, color="grey", linestyle="--", linewidth=1, label="original")
+            ax.legend(fontsize=8, loc="best", framealpha=0.6)
+        if "accuracy" in title and values:
+            low = min(values + ([ref] if ref is not None else []))
+            ax.set_ylim(max(0.0, low - 5.0), 100.5)
+        ax.set_title(title, fontsize=10)
+        ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+    fig.suptitle(f"{report.model}: quantization modes", fontsize=11)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
