@@ -239,7 +239,7 @@ class OpenWhiskTarget(Target):
         return alias
 
     def web_url(self, function: str, alias: str) -> str:
-        return f"{self.base}/api/v1/web/{self.resolved_namespace()}/{function}/{alias}.json"
+        return f"{self.base}/api/v1/web/{self.resolved_namespace()}/{function}/{alias}"
 
     def versions(self, function: str) -> list:
         return self._entities(function)[0]
