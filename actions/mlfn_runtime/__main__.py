@@ -1,0 +1,41 @@
+"""`python3 -m mlfn_runtime [--function-dir DIR] [--host H] [--port P]`: serve the function.
+
+Defaults: the function folder from $MLFN_FUNCTION_DIR (none: code actions only), host
+0.0.0.0, port $PORT or 8080 (Knative's runtime contract)."""
+import sys
+
+sys.dont_write_bytecode = True  # read-only root filesystems: never write .pyc
+
+
+def main(argv=None) -> int:
+    import argparse
+    import os
+
+    parser = argparse.ArgumentParser(
+        prog="python3 -m mlfn_runtime",
+        description="Serve an mlfn function: OpenWhisk /init + /run, POST /predict, Open Inference "
+                    "Protocol v2, TensorFlow Serving REST, /metrics and /healthz on one port.",
+        epilog="Example: MLFN_FUNCTION_DIR=/opt/mlfn/function PORT=8080 python3 -m mlfn_runtime",
+    )
+    parser.add_argument("--function-dir", default=os.environ.get("MLFN_FUNCTION_DIR"),
+                        help="folder holding function.json (default: $MLFN_FUNCTION_DIR)")
+    parser.add_argument("--host", default=os.environ.get("MLFN_HOST", "0.0.0.0"), help="address to bind (default 0.0.0.0)")
+    parser.add_argument("--port", type=int, default=None, help="port (default: $PORT or 8080)")
+    args = parser.parse_args(argv)
+    port = args.port if args.port is not None else int(os.environ.get("PORT") or 8080)
+
+    from mlfn_runtime.errors import RuntimeFunctionError
+    from mlfn_runtime.server import log, serve
+
+    try:
+        return serve(args.function_dir, args.host, port)
+    except RuntimeFunctionError as e:
+        log(f"error: {e}")
+        return 2
+    except OSError as e:
+        log(f"error: cannot listen on {args.host}:{port}: {e.strerror}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

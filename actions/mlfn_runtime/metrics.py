@@ -1,0 +1,97 @@
+"""Prometheus metrics, hand-written text exposition (format 0.0.4), no dependency.
+
+- mlfn_requests_total{model,endpoint,status}          counter
+- mlfn_request_duration_seconds{model,endpoint,status} histogram
+- mlfn_model_load_seconds{model}                       gauge
+- mlfn_startup_seconds                                 gauge (process start -> ready)
+- mlfn_cold_starts_total                               counter (1 per process, at its first request)
+- mlfn_inflight_requests                               gauge
+Every series also carries `service` and `revision` (Knative's K_SERVICE / K_REVISION)
+when those are set."""
+from __future__ import annotations
+
+import threading
+from bisect import bisect_left
+
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def _escape(v: str) -> str:
+    return str(v).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(pairs) -> str:
+    pairs = [(k, v) for k, v in pairs if v is not None]
+    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in pairs) + "}" if pairs else ""
+
+
+def _num(v: float) -> str:
+    return repr(float(v)) if v != int(v) or abs(v) >= 1e15 else str(int(v))
+
+
+class Metrics:
+    def __init__(self, service: str | None = None, revision: str | None = None):
+        self.base = [(k, v) for k, v in (("service", service), ("revision", revision)) if v]
+        self._lock = threading.Lock()
+        self._hist: dict = {}  # (model, endpoint, status) -> [bucket counts..., sum, count]
+        self.load_seconds: dict = {}
+        self.startup_seconds: float | None = None
+        self.cold_starts = 0
+        self.inflight = 0
+
+    def start(self) -> None:
+        with self._lock:
+            self.inflight += 1
+            if self.cold_starts == 0:
+                self.cold_starts = 1
+
+    def observe(self, model: str, endpoint: str, status: int, seconds: float) -> None:
+        key = (model or "", endpoint, str(status))
+        with self._lock:
+            self.inflight -= 1
+            h = self._hist.get(key)
+            if h is None:
+                h = self._hist[key] = [0] * (len(BUCKETS) + 2)
+            h[bisect_left(BUCKETS, seconds)] += 1 if seconds <= BUCKETS[-1] else 0
+            h[-2] += seconds
+            h[-1] += 1
+
+    def render(self) -> str:
+        base = self.base
+        out = [
+            "# HELP mlfn_requests_total Requests served, by model, endpoint and HTTP status.",
+            "# TYPE mlfn_requests_total counter",
+        ]
+        with self._lock:
+            hist = {k: list(v) for k, v in sorted(self._hist.items())}
+            inflight, cold = self.inflight, self.cold_starts
+        for (model, endpoint, status), h in hist.items():
+            out.append(f"mlfn_requests_total{_labels(base + [('model', model), ('endpoint', endpoint), ('status', status)])} {h[-1]}")
+        out += [
+            "# HELP mlfn_request_duration_seconds Request latency, by model, endpoint and HTTP status.",
+            "# TYPE mlfn_request_duration_seconds histogram",
+        ]
+        for (model, endpoint, status), h in hist.items():
+            lab = base + [("model", model), ("endpoint", endpoint), ("status", status)]
+            acc = 0
+            for le, n in zip(BUCKETS, h):
+                acc += n
+                out.append(f"mlfn_request_duration_seconds_bucket{_labels(lab + [('le', _num(le))])} {acc}")
+            out.append(f"mlfn_request_duration_seconds_bucket{_labels(lab + [('le', '+Inf')])} {h[-1]}")
+            out.append(f"mlfn_request_duration_seconds_sum{_labels(lab)} {h[-2]!r}")
+            out.append(f"mlfn_request_duration_seconds_count{_labels(lab)} {h[-1]}")
+        out += ["# HELP mlfn_model_load_seconds Time to load each model into the interpreter.",
+                "# TYPE mlfn_model_load_seconds gauge"]
+        for model, s in self.load_seconds.items():
+            out.append(f"mlfn_model_load_seconds{_labels(base + [('model', model)])} {s!r}")
+        if self.startup_seconds is not None:
+            out += ["# HELP mlfn_startup_seconds Process start until ready to serve.",
+                    "# TYPE mlfn_startup_seconds gauge",
+                    f"mlfn_startup_seconds{_labels(base)} {self.startup_seconds!r}"]
+        out += ["# HELP mlfn_cold_starts_total Cold starts served by this process (1 after its first request).",
+                "# TYPE mlfn_cold_starts_total counter",
+                f"mlfn_cold_starts_total{_labels(base)} {cold}",
+                "# HELP mlfn_inflight_requests Requests being served now.",
+                "# TYPE mlfn_inflight_requests gauge",
+                f"mlfn_inflight_requests{_labels(base)} {inflight}"]
+        return "\n".join(out) + "\n"

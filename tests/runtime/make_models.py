@@ -1,0 +1,58 @@
+"""Tiny .tflite models for the runtime tests, built with TensorFlow in a subprocess so
+the test process itself never imports TensorFlow (like the function image).
+
+    python tests/runtime/make_models.py OUT_DIR
+
+Writes:
+- digits_float.tflite: [N,8,8,1] float32 -> [N,10] logits (a logistic regression trained
+  with scikit-learn on load_digits/16, its weights put in a Keras Dense layer)
+- digits_int8.tflite: the same, full-integer int8 with int8 input and output tensors
+- two_io.tflite: inputs a [N,3], b [N,3] float32 -> outputs a+b and a*b
+- digits.npz: x (N,8,8) floats 0..1, y labels
+"""
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def main(out):
+    import numpy as np
+    import tensorflow as tf
+    from sklearn.datasets import load_digits
+    from sklearn.linear_model import LogisticRegression
+
+    os.makedirs(out, exist_ok=True)
+    d = load_digits()
+    x = (d.data / 16.0).astype(np.float32)
+    clf = LogisticRegression(max_iter=300).fit(x, d.target)
+    np.savez(os.path.join(out, "digits.npz"), x=x.reshape(-1, 8, 8), y=d.target)
+
+    inp = tf.keras.Input((8, 8, 1), name="pixels")
+    dense = tf.keras.layers.Dense(10, name="logits")
+    model = tf.keras.Model(inp, dense(tf.keras.layers.Flatten()(inp)))
+    dense.set_weights([clf.coef_.T.astype(np.float32), clf.intercept_.astype(np.float32)])
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    with open(os.path.join(out, "digits_float.tflite"), "wb") as f:
+        f.write(conv.convert())
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([x[i].reshape(1, 8, 8, 1)] for i in range(200))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8
+    conv.inference_output_type = tf.int8
+    with open(os.path.join(out, "digits_int8.tflite"), "wb") as f:
+        f.write(conv.convert())
+
+    a = tf.keras.Input((3,), name="a")
+    b = tf.keras.Input((3,), name="b")
+    two = tf.keras.Model([a, b], [tf.keras.layers.Add(name="sum")([a, b]), tf.keras.layers.Multiply(name="product")([a, b])])
+    conv = tf.lite.TFLiteConverter.from_keras_model(two)
+    with open(os.path.join(out, "two_io.tflite"), "wb") as f:
+        f.write(conv.convert())
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

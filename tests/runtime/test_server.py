@@ -1,0 +1,184 @@
+"""The HTTP server in-process: /predict, /healthz, /metrics, limits and error mapping."""
+import http.client
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import requests
+
+from .conftest import b64, digit_png, make_function_dir, running
+
+
+def test_predict_json_and_raw_image(digits_server, digits):
+    x, y = digits
+    r = requests.post(digits_server + "/predict", json={"image": b64(digit_png(x[0]))}, timeout=10)
+    assert r.status_code == 200 and r.json()["predictions"][0]["label"] == str(y[0])
+    r = requests.post(digits_server + "/predict", data=digit_png(x[1]), headers={"Content-Type": "image/png"}, timeout=10)
+    assert r.status_code == 200 and r.json()["predictions"][0]["label"] == str(y[1])
+
+
+@pytest.mark.parametrize("data,ctype,status,message", [
+    (b"{not json", "application/json", 400, "not valid JSON"),
+    (b"", "application/json", 400, "body is empty"),
+    (b"\xff\xfe garbage", "application/json", 400, "not UTF-8 JSON"),
+    (b"GIF89a broken", "image/gif", 400, "'image': is not an image Pillow can read"),
+    (json.dumps({"inputs": [[[[1.0]] * 8] * 8]}).replace("1.0", "NaN", 1).encode(), "application/json", 400,
+     "'inputs' holds NaN or infinite values"),
+    (json.dumps({"inputs": [[1.0] * 3]}).encode(), "application/json", 400, "has shape [3] but model 'digits' takes [8, 8, 1]"),
+    (json.dumps({"inputs": [[[[True]] * 8] * 8], "model": "x"}).encode(), "application/json", 404, "model 'x' is not in"),
+])
+def test_bad_input_is_4xx_and_the_next_request_succeeds(digits_server, digits, data, ctype, status, message):
+    s = requests.Session()  # same keep-alive connection
+    r = s.post(digits_server + "/predict", data=data, headers={"Content-Type": ctype}, timeout=10)
+    assert r.status_code == status and message in r.json()["error"]
+    r = s.post(digits_server + "/predict", json={"image": b64(digit_png(digits[0][0]))}, timeout=10)
+    assert r.status_code == 200
+
+
+def test_payload_too_large_is_413(tmp_path, rt_models, digits):
+    d = make_function_dir(tmp_path / "small", rt_models, serving={"max_payload_bytes": 2000})
+    with running(d) as (url, _):
+        r = requests.post(url + "/predict", data=b"x" * 5000, headers={"Content-Type": "image/png"}, timeout=10)
+        assert r.status_code == 413 and "at most 2000" in r.json()["error"]
+
+        def chunks():
+            for _ in range(10):
+                yield b"y" * 500
+
+        r = requests.post(url + "/predict", data=chunks(), headers={"Content-Type": "image/png"}, timeout=10)
+        assert r.status_code == 413
+        r = requests.post(url + "/predict", data=digit_png(digits[0][0]), headers={"Content-Type": "image/png"}, timeout=10)
+        assert r.status_code == 200
+
+
+def test_chunked_body_is_read(digits_server, digits):
+    png = digit_png(digits[0][0])
+    r = requests.post(digits_server + "/predict", data=iter([png[:10], png[10:]]),
+                      headers={"Content-Type": "image/png"}, timeout=10)
+    assert r.status_code == 200 and r.json()["predictions"][0]["label"] == str(digits[1][0])
+
+
+def test_health_routes_and_unknowns(digits_server):
+    r = requests.get(digits_server + "/healthz", timeout=5)
+    assert r.status_code == 200 and r.json()["ready"] is True and r.json()["models"] == ["digits"]
+    assert requests.get(digits_server + "/nope", timeout=5).status_code == 404
+    r = requests.get(digits_server + "/predict", timeout=5)
+    assert r.status_code == 405 and "takes POST" in r.json()["error"]
+    r = requests.post(digits_server + "/healthz", data=b"xx", timeout=5)
+    assert r.status_code in (400, 405)
+
+
+def test_keep_alive_and_nodelay(digits_server, digits):
+    host, port = digits_server.split("//")[1].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    body = json.dumps({"image": b64(digit_png(digits[0][0]))})
+    t0 = time.perf_counter()
+    for _ in range(20):
+        conn.request("POST", "/predict", body, {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.getheader("Connection") != "close"
+        resp.read()
+    per_request = (time.perf_counter() - t0) / 20
+    conn.close()
+    assert per_request < 0.035  # no 40 ms delayed-ACK stall per request on one connection
+
+
+def test_metrics_prometheus_text(digits_server, digits):
+    requests.post(digits_server + "/predict", json={"image": b64(digit_png(digits[0][0]))}, timeout=5)
+    requests.post(digits_server + "/predict", data=b"{", timeout=5)
+    text = requests.get(digits_server + "/metrics", timeout=5).text
+    assert "# TYPE mlfn_requests_total counter" in text
+    assert 'mlfn_requests_total{model="digits",endpoint="predict",status="200"}' in text
+    assert 'endpoint="predict",status="400"' in text
+    assert 'mlfn_request_duration_seconds_bucket{model="digits",endpoint="predict",status="200",le="+Inf"}' in text
+    assert 'mlfn_model_load_seconds{model="digits"}' in text and "mlfn_cold_starts_total 1" in text
+    for line in text.splitlines():  # every sample line is `name{labels} value`
+        if line and not line.startswith("#"):
+            float(line.rsplit(" ", 1)[1])
+
+
+def test_concurrent_clients_get_their_own_answers(tmp_path, rt_models, digits):
+    x, y = digits
+    for mode in ("lock", "per-thread"):
+        d = make_function_dir(tmp_path / mode, rt_models, serving={"interpreter": mode})
+        with running(d) as (url, _):
+            expected = {i: requests.post(url + "/predict", json={"image": b64(digit_png(x[i]))}).json() for i in range(8)}
+            bad = []
+
+            def client(k):
+                s = requests.Session()
+                for j in range(15):
+                    i = (k + j) % 8
+                    got = s.post(url + "/predict", json={"images": [b64(digit_png(x[i]))] * (1 + j % 3)}).json()
+                    if got["predictions"][0] != expected[i]["predictions"][0]:
+                        bad.append((mode, k, j))
+
+            ts = [threading.Thread(target=client, args=(k,)) for k in range(6)]
+            [t.start() for t in ts]
+            [t.join() for t in ts]
+            assert not bad
+
+
+def test_main_module_serves_on_port_env_and_stops_on_sigterm(digits_dir, digits, tmp_path):
+    """`python3 -m mlfn_runtime` with $PORT; SIGTERM lets an in-flight request finish, then exit 0."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"PORT": str(port), "MLFN_FUNCTION_DIR": str(digits_dir), "K_SERVICE": "digits", "K_REVISION": "digits-00001",
+           "PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-m", "mlfn_runtime", "--host", "127.0.0.1"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            try:
+                if requests.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.05)
+        idle = requests.Session()
+        assert idle.get(url + "/healthz").status_code == 200  # an idle keep-alive connection stays open
+        metrics = requests.get(url + "/metrics").text
+        assert 'service="digits",revision="digits-00001"' in metrics
+        # a slow request in flight when SIGTERM arrives: a big batch in small chunks
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        body = json.dumps({"images": [b64(digit_png(digits[0][0]))] * 4}).encode()
+        conn.putrequest("POST", "/predict")
+        conn.putheader("Content-Type", "application/json")
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders()
+        conn.send(body[:100])
+        time.sleep(0.2)
+        proc.terminate()
+        time.sleep(0.3)
+        conn.send(body[100:])
+        resp = conn.getresponse()
+        assert resp.status == 200 and len(json.loads(resp.read())["predictions"]) == 4
+        assert proc.wait(10) == 0
+        err = proc.stderr.read()
+        assert "mlfn_runtime [digits/digits-00001]: serving function 'digits'" in err and "SIGTERM" in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_function_dir_missing_exits_with_a_message(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "mlfn_runtime", "--function-dir", str(tmp_path), "--port", "0"],
+                       capture_output=True, text=True, timeout=60, env={"PYTHONPATH": ":".join(sys.path)})
+    assert r.returncode == 2 and "no function.json in" in r.stderr
+
+
+def test_cold_import_is_light():
+    """Serving a tensor-only function must not import Pillow; nothing imports TensorFlow."""
+    code = ("import sys, mlfn_runtime.server, mlfn_runtime.function, mlfn_runtime.pipeline as p;"
+            "p.Pipeline([{'scale': {'factor': 2}}], stage='pre');"
+            "print(sorted(m for m in ('PIL', 'tensorflow', 'ai_edge_litert') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       env={"PYTHONPATH": ":".join(sys.path)})
+    assert r.stdout.strip() == "[]", r.stderr
