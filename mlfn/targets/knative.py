@@ -531,7 +531,9 @@ class KnativeTarget(Target):
         if version is None:
             obj = self._get(function)
             names = [km.version_of(function, r["metadata"]["name"]) for r in self._revisions(function)]
-            if not self.dry_run:
+            if self.dry_run:
+                self._record("DELETE", function, None)
+            else:
                 self._call("delete_namespaced_custom_object", km.GROUP, km.API_VERSION, self.namespace, km.SERVICES,
                            function, what=f"deleting Knative service {function}")
             return names or [obj["metadata"]["name"]]
@@ -573,6 +575,8 @@ class KnativeTarget(Target):
 
         _, new, changed = self._update(function, change)
         if self.dry_run:
+            self.recorder.requests.append({"method": "DELETE", "body": None, "url": self._host + (
+                f"/apis/{km.GROUP}/{km.API_VERSION}/namespaces/{self.namespace}/{km.REVISIONS}/{rev}")})
             return [version]
         if changed:
             self._wait(function, new["metadata"].get("generation", 0), condition="RoutesReady",

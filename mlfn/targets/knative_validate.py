@@ -209,13 +209,6 @@ def _check_pod(pod: dict, name: str) -> None:
         if e.get("name") in RESERVED_ENV:
             _fail(f"{base}.containers[0].env[{i}].name",
                   f"{e['name']} is reserved by Knative ({', '.join(RESERVED_ENV)})", name)
-    for probe in ("readinessProbe", "livenessProbe"):
-        http = (c.get(probe) or {}).get("httpGet") or {}
-        port = http.get("port")
-        container_port = (ports[0].get("containerPort") if ports else 8080)
-        if port not in (None, 0, container_port):
-            _fail(f"{base}.containers[0].{probe}.httpGet.port",
-                  f"{port} must be the container port {container_port} or unset", name)
     cc = pod.get("containerConcurrency")
     if cc is not None and not (0 <= cc <= MAX_CONTAINER_CONCURRENCY):
         _fail(f"{base}.containerConcurrency", f"{cc} must be from 0 to {MAX_CONTAINER_CONCURRENCY}", name)

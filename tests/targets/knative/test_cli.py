@@ -46,3 +46,13 @@ def test_dry_run_lists_the_patch(api, kubeconfig, make_target):
     assert f"PATCH {api.url}/apis/serving.knative.dev/v1/namespaces/{NS}/services/digits" in out
     assert '"tag": "stable"' in out
     assert "stable" not in {t.get("tag") for t in api.kube.service("digits")["spec"]["traffic"]}
+
+
+def test_dry_run_delete_sends_nothing(api, kubeconfig, make_target):
+    make_target().publish(version_spec(1))
+    make_target().publish(version_spec(2))
+    make_target().promote("digits", "v2")
+    code, out = run("delete", "digits", "v1", "--dry-run", "-t", "knative", "--kubeconfig", kubeconfig)
+    assert code == 0, out
+    assert f"DELETE {api.url}/apis/serving.knative.dev/v1/namespaces/{NS}/revisions/digits-v1" in out
+    assert api.kube.revision_names() == ["digits-v1", "digits-v2"]

@@ -151,8 +151,6 @@ BROKEN = [
     ("service name", lambda m: m["metadata"].update(name="Digits"), r"metadata\.name: 'Digits' must be a DNS-1035"),
     ("annotation not a string", lambda m: m["spec"]["template"]["metadata"]["annotations"].update({"a": 1}),
      r"spec\.template\.metadata\.annotations\.a"),
-    ("probe port", lambda m: m["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"].update(port=9999),
-     r"readinessProbe\.httpGet\.port: 9999 must be the container port 8080"),
 ]
 
 
