@@ -32,7 +32,7 @@ def local():
 @local.command()
 @click.option("--port", type=int, default=3233, show_default=True, help="Port on 127.0.0.1.")
 @click.option("--foreground", is_flag=True, help="Run in this terminal (for debugging) instead of as a daemon.")
-@click.option("--detach/--no-detach", default=True, hidden=True, help="Daemon (default) or foreground.")
+@click.option("--detach/--no-detach", default=True, help="Run as a background daemon (default).")
 @click.option("--idle-seconds", type=float, default=600.0, show_default=True,
               help="Remove a warm action container after this long unused.")
 @output_option

@@ -1,0 +1,130 @@
+"""The deploy commands through click (CliRunner), against the local controller, and the
+`mlfn local` daemon."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+from click.testing import CliRunner
+
+from mlfn.cli import main
+from tests.targets.openwhisk.conftest import ACTION_IMAGE
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+def project(tmp_path, fn_name, monkeypatch):
+    """An mlfn.yaml whose 'build' yields the tiny action image (the image build itself is
+    covered by the build tests and test_digits_e2e); each call may change the content."""
+    (tmp_path / "mlfn.yaml").write_text(f"name: {fn_name}\ndeploy:\n  memory: 128\n  env: {{GREETING: hi}}\n")
+    content = {"hash": "c1"}
+
+    def fake_build(cfg, push=None, progress=None, **kw):
+        return SimpleNamespace(image=ACTION_IMAGE, repo_digest=None, digest="sha256:" + content["hash"] * 16,
+                               model_sha256="m-" + content["hash"], quantization="int8", pipeline_hash="p",
+                               content_hash=content["hash"])
+
+    import mlfn.build
+
+    monkeypatch.setattr(mlfn.build, "build_image", fake_build)
+    return SimpleNamespace(dir=tmp_path, name=fn_name, content=content)
+
+
+def run(args, port, ok=True):
+    r = CliRunner().invoke(main, [*args, "--port", str(port)] if args[0] != "invoke" else args,
+                           catch_exceptions=False)
+    if ok:
+        assert r.exit_code == 0, r.output
+    return r
+
+
+def test_deploy_canary_promote_rollback_delete(project, local_api, monkeypatch):
+    port = local_api.server_address[1]
+    monkeypatch.chdir(project.dir)
+    r = run(["deploy", "-o", "json"], port)
+    out = json.loads(r.stdout)
+    assert out["version"]["name"] == "v1" and out["created"] and out["aliases"][0]["weights"] == {"v1": 100}
+    assert not json.loads(run(["deploy", "-o", "json"], port).stdout)["created"]
+    project.content["hash"] = "c2"
+    out = json.loads(run(["deploy", "--alias", "default", "--weight", "20", "-o", "json"], port).stdout)
+    assert out["version"]["name"] == "v2"
+    assert {a["name"]: a["weights"] for a in out["aliases"]}["default"] == {"v1": 80, "v2": 20}
+    st = json.loads(run(["status", "-o", "json"], port).stdout)
+    assert [v["name"] for v in st["versions"]] == ["v1", "v2"]
+    assert st["versions"][1]["model_sha256"] == "m-c2"
+    text = run(["status"], port).stdout
+    assert "v1=80 v2=20" in text and "default:20%" in text
+    monkeypatch.setenv("MLFN_LOCAL_APIHOST", local_api.url)
+    r = run(["invoke", f"{project.name}:v2", "--json", '{"x": 1}', "-o", "json"], port)
+    res = json.loads(r.stdout)
+    assert res["version"] == "v2" and res["result"]["value"] == {"x": 1}
+    r = run(["promote", project.name, "v2", "-o", "json"], port)
+    assert json.loads(r.stdout)["alias"]["weights"] == {"v2": 100}
+    r = run(["traffic", project.name, "v1=30", "v2", "--alias", "ab"], port)
+    assert "v1=30 v2=70" in r.stdout
+    assert json.loads(run(["rollback", project.name, "-o", "json"], port).stdout)["alias"]["weights"] == \
+        {"v1": 80, "v2": 20}
+    r = run(["delete", project.name, "v1"], port, ok=False)
+    assert r.exit_code != 0 and "routed by alias" in r.stderr
+    r = run(["traffic", project.name, "v1=50", "v2=60"], port, ok=False)
+    assert r.exit_code == 2 and "sum to 110" in r.stderr
+    r = run(["delete", project.name, "-o", "json"], port)
+    assert project.name in json.loads(r.stdout)["deleted"]
+    r = run(["versions", project.name], port, ok=False)
+    assert r.exit_code != 0 and "does not exist" in r.stderr
+
+
+def test_deploy_dry_run_changes_nothing_and_hides_secrets(project, local_api, monkeypatch):
+    port = local_api.server_address[1]
+    monkeypatch.chdir(project.dir)
+    r = run(["deploy", "--dry-run", "--web", "--web-secure", "-o", "json"], port)
+    out = json.loads(r.stdout)
+    assert out["dry_run"] and {q["method"] for q in out["requests"]} == {"PUT"}
+    assert "***" in r.stdout and out["web_secret"]  # shown once to the user, never inside the requests
+    assert out["web_secret"] not in json.dumps(out["requests"])
+    r = run(["versions", project.name], port, ok=False)
+    assert "does not exist" in r.stderr
+
+
+def test_openwhisk_flags_and_wskprops(project, local_api, monkeypatch, tmp_path):
+    from mlfn.targets.wskprops import GUEST_AUTH
+
+    monkeypatch.chdir(project.dir)
+    props = tmp_path / "wskprops"
+    props.write_text(f"APIHOST={local_api.url}\nAUTH={GUEST_AUTH}\nNAMESPACE=guest\n")
+    monkeypatch.setenv("WSK_CONFIG_FILE", str(props))
+    r = CliRunner().invoke(main, ["deploy", "-t", "openwhisk", "--web"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert GUEST_AUTH.split(":")[1] not in r.output
+    assert f"web: {local_api.url}/api/v1/web/guest/{project.name}/default" in r.stdout
+    r = CliRunner().invoke(main, ["status", project.name, "-t", "openwhisk", "--auth", "nope:nope"])
+    assert r.exit_code == 1 and "rejected the credentials" in r.stderr
+
+
+def test_local_daemon_up_status_down(tmp_path, action_image):
+    env = {**os.environ, "MLFN_LOCAL_HOME": str(tmp_path)}
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cli = [sys.executable, "-m", "mlfn.cli"]
+    try:
+        r = subprocess.run(cli + ["local", "up", "--port", str(port), "-o", "json"], env=env, capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        st = json.loads(r.stdout)
+        assert st["running"] and st["apihost"] == f"http://127.0.0.1:{port}"
+        again = subprocess.run(cli + ["local", "up", "--port", str(port)], env=env, capture_output=True, text=True)
+        assert "already running" in again.stdout
+        assert (tmp_path / "server.log").exists()
+    finally:
+        r = subprocess.run(cli + ["local", "down", "-o", "json"], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and json.loads(r.stdout)["running"] is False
+    st = subprocess.run(cli + ["local", "status", "-o", "json"], env=env, capture_output=True, text=True)
+    assert json.loads(st.stdout)["running"] is False
