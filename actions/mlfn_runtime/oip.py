@@ -158,11 +158,11 @@ def infer(app, req, name, version):
 def _decode_input(t, i: int, binary: bytes, offset: int):
     where = f"inputs[{i}]"
     if not isinstance(t, dict) or not isinstance(t.get("name"), str):
-        raise InvalidInput(f"'{where}' must be an object with 'name', 'shape', 'datatype' and 'data'")
-    where = f"inputs[{i}] ('{t['name']}')"
+        raise InvalidInput(f"{where} must be an object with 'name', 'shape', 'datatype' and 'data'")
+    where = f"input '{t['name']}' (inputs[{i}])"
     shape = t.get("shape")
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-        raise InvalidInput(f"'{where}.shape' must be a list of non-negative integers")
+        raise InvalidInput(f"{where}: 'shape' must be a list of non-negative integers")
     datatype = t.get("datatype")
     count = int(np.prod(shape)) if shape else 1
     size = (t.get("parameters") or {}).get("binary_data_size")
@@ -172,75 +172,72 @@ def _decode_input(t, i: int, binary: bytes, offset: int):
             items, pos = [], 0
             while pos < len(chunk):
                 if pos + 4 > len(chunk):
-                    raise InvalidInput(f"'{where}' BYTES binary data is truncated")
+                    raise InvalidInput(f"{where} BYTES binary data is truncated")
                 (n,) = struct.unpack_from("<I", chunk, pos)
                 items.append(bytes(chunk[pos + 4:pos + 4 + n]))
                 pos += 4 + n
         else:
             items = _flatten(t.get("data"), where)
             if not all(isinstance(x, str) for x in items):
-                raise InvalidInput(f"'{where}.data' of datatype BYTES must hold strings (base64-encoded images)")
+                raise InvalidInput(f"{where}: 'data' of datatype BYTES must hold strings (base64-encoded images)")
         if len(items) != count:
-            raise InvalidInput(f"'{where}' has {len(items)} elements but its shape {shape} needs {count}")
+            raise InvalidInput(f"{where} has {len(items)} elements but its shape {shape} needs {count}")
         return items, offset
     dtype = NP_TYPES.get(datatype)
     if dtype is None:
-        raise InvalidInput(f"'{where}.datatype' {datatype!r} is not supported; use one of BYTES, {', '.join(NP_TYPES)}")
+        raise InvalidInput(f"{where}: 'datatype' {datatype!r} is not supported; use one of BYTES, {', '.join(NP_TYPES)}")
     if size is not None:
         chunk, offset = _take(binary, offset, size, where)
         if len(chunk) != count * np.dtype(dtype).itemsize:
-            raise InvalidInput(f"'{where}' has {len(chunk)} bytes of binary data but shape {shape} of {datatype} needs "
+            raise InvalidInput(f"{where} has {len(chunk)} bytes of binary data but shape {shape} of {datatype} needs "
                                f"{count * np.dtype(dtype).itemsize}")
         arr = np.frombuffer(chunk, dtype=dtype).reshape(shape)
     else:
         data = t.get("data")
         if data is None:
-            raise InvalidInput(f"'{where}.data' is missing")
+            raise InvalidInput(f"{where}: 'data' is missing")
         flat = _flatten(data, where)
         if any(isinstance(x, (str, dict, type(None))) for x in flat):
-            raise InvalidInput(f"'{where}.data' must hold only numbers for datatype {datatype}")
+            raise InvalidInput(f"{where}: 'data' must hold only numbers for datatype {datatype}")
         if len(flat) != count:
-            raise InvalidInput(f"'{where}' has {len(flat)} elements but its shape {shape} needs {count}")
+            raise InvalidInput(f"{where} has {len(flat)} elements but its shape {shape} needs {count}")
         try:
             arr = np.array(flat, dtype=np.float64 if dtype().dtype.kind == "f" else None)
             if dtype().dtype.kind in "iu" and arr.dtype.kind == "f":
-                raise InvalidInput(f"'{where}.data' holds fractions but its datatype is {datatype}")
+                raise InvalidInput(f"{where}: 'data' holds fractions but its datatype is {datatype}")
             info = np.iinfo(dtype) if np.dtype(dtype).kind in "iu" else None
             if info is not None and arr.size and (arr.min() < info.min or arr.max() > info.max):
-                raise InvalidInput(f"'{where}.data' holds values out of range for {datatype}")
+                raise InvalidInput(f"{where}: 'data' holds values out of range for {datatype}")
             arr = arr.astype(dtype).reshape(shape)
+        except InvalidInput:
+            raise
         except (TypeError, ValueError) as e:
-            raise InvalidInput(f"'{where}.data' cannot be read as {datatype}: {e}") from None
+            raise InvalidInput(f"{where}: 'data' cannot be read as {datatype}: {e}") from None
     if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-        raise InvalidInput(f"'{where}' holds NaN or infinite values")
+        raise InvalidInput(f"{where} holds NaN or infinite values")
     return arr, offset
 
 
 def _take(binary: bytes, offset: int, size, where: str):
     if not isinstance(size, int) or size < 0 or offset + size > len(binary):
-        raise InvalidInput(f"'{where}' declares binary_data_size {size!r} but only {len(binary) - offset} bytes are left")
+        raise InvalidInput(f"{where} declares binary_data_size {size!r} but only {len(binary) - offset} bytes are left")
     return memoryview(binary)[offset:offset + size], offset + size
 
 
 def _flatten(data, where: str) -> list:
+    """Flat or nested `data` -> one row-major list."""
     if not isinstance(data, list):
         return [data]
     out: list = []
-    stack = [data]
-    depth_ok = True
-    # iterative flatten, row-major order
+
     def walk(x, depth):
-        nonlocal depth_ok
         if depth > 32:
-            depth_ok = False
-            return
+            raise InvalidInput(f"{where}: 'data' is nested too deeply")
         for v in x:
             if isinstance(v, list):
                 walk(v, depth + 1)
             else:
                 out.append(v)
+
     walk(data, 0)
-    del stack
-    if not depth_ok:
-        raise InvalidInput(f"'{where}.data' is nested too deeply")
     return out
