@@ -13,10 +13,13 @@ How a deploy goes (state lives on the cluster, so any machine can continue or ro
    (idempotent); otherwise render `<service>-v<N>` (mlfn.targets.knative_manifest), with
    `spec.traffic` exactly as it was, and validate it (mlfn.targets.knative_validate);
 2. patch the Service with its `resourceVersion` as a precondition (a 409 conflict re-reads
-   and retries), then wait like `kn`: `generation == observedGeneration`, `Ready` True or
-   False (a False must last `error_window` seconds), `latestReadyRevisionName` == the new
-   revision. A revision that fails leaves every route as it was, and the error names the
-   failing condition's reason and message;
+   and retries), then wait like `kn`: `generation == observedGeneration`, the condition
+   True or False (a False must last `error_window` seconds, kn's error window), then
+   `latestReadyRevisionName` == the new revision. For a new revision the condition is
+   `ConfigurationsReady` (the revision half of `Ready`): routes are unchanged at that point,
+   so a route that was already broken must not fail the deploy; traffic changes wait for
+   `RoutesReady`. A revision that fails leaves every route as it was, and the error names
+   the failing condition's reason and message;
 3. only then give the new version its own tag `vN` (its own URL). Aliases move with
    `set_traffic` / `promote` / `rollback`, each recorded in the `mlfn.dev/traffic-history`
    annotation.
@@ -369,8 +372,14 @@ class KnativeTarget(Target):
             except _Conflict:
                 continue  # created by someone else meanwhile: deploy onto it
             rev = km.revision_name(service, 1)
-            self._wait(service, created["metadata"].get("generation", 1), revision=rev, progress=progress,
-                       what=f"Version v1 ({rev}) of {service}")
+            try:
+                self._wait(service, created["metadata"].get("generation", 1), condition="ConfigurationsReady", revision=rev,
+                           progress=progress,
+                           what=f"Version v1 ({rev}) of {service}")
+            except TargetError as e:
+                raise TargetError(f"{e} The service was created but serves nothing yet; fix the image or settings "
+                                  f"and deploy again (that becomes v2), then promote it.") from None
+            self._tag_version(service, rev, progress)
             return self._result(service, rev, created=True)
 
         revisions = self._revisions(service)
@@ -408,7 +417,8 @@ class KnativeTarget(Target):
 
     def _wait_new_revision(self, service, new, rev, number, before, progress):
         try:
-            self._wait(service, new["metadata"].get("generation", 0), revision=rev, progress=progress,
+            self._wait(service, new["metadata"].get("generation", 0), condition="ConfigurationsReady", revision=rev,
+                           progress=progress,
                        what=f"Version v{number} ({rev}) of {service}")
         except TargetError as e:
             routes = " ".join(f"{k}={v}" for k, v in (before or {}).items()) or "none"
@@ -432,7 +442,8 @@ class KnativeTarget(Target):
         rev = obj["spec"]["template"]["metadata"]["name"]
         number = int(km.version_of(service, rev)[1:])
         if not self.dry_run:
-            self._wait(service, obj["metadata"].get("generation", 0), revision=rev, progress=progress,
+            self._wait(service, obj["metadata"].get("generation", 0), condition="ConfigurationsReady", revision=rev,
+                           progress=progress,
                        what=f"Version v{number} ({rev}) of {service}")
             self._tag_version(service, rev, progress)
         return self._result(service, rev, created=False)
@@ -450,8 +461,11 @@ class KnativeTarget(Target):
 
         _, new, changed = self._update(service, change, progress)
         if changed and not self.dry_run:
-            self._wait(service, new["metadata"].get("generation", 0), condition="RoutesReady", progress=progress,
-                       what=f"Route for tag {tag} of {service}")
+            try:
+                self._wait(service, new["metadata"].get("generation", 0), condition="RoutesReady", progress=progress,
+                           what=f"Route for tag {tag} of {service}")
+            except TargetError as e:  # the version is ready; only its own URL is not (yet)
+                progress(f"{e} {tag} is deployed but has no URL of its own until the routes are ready.")
 
     def _result(self, service: str, rev: str, created: bool) -> DeployResult:
         obj = self._get(service)
@@ -681,8 +695,7 @@ def plan_publish(cfg, spec: VersionSpec, existing: Optional[dict], revisions: li
     service = spec.function
     if existing is None:
         number = 1
-        routing = km.Routing(default={km.revision_name(service, 1): 100},
-                             version_tags={"v1": km.revision_name(service, 1)})
+        routing = km.Routing(default={km.revision_name(service, 1): 100})  # the tag v1 follows once it is ready
         history = km.record([], DEFAULT_ALIAS, None, {"v1": 100})
         manifest = km.render_service(cfg, spec, 1, namespace=namespace, traffic=routing.to_traffic(),
                                      service_annotations={km.ANN_HISTORY: json.dumps(history, separators=(",", ":"))})

@@ -56,3 +56,28 @@ def test_dry_run_delete_sends_nothing(api, kubeconfig, make_target):
     assert code == 0, out
     assert f"DELETE {api.url}/apis/serving.knative.dev/v1/namespaces/{NS}/revisions/digits-v1" in out
     assert api.kube.revision_names() == ["digits-v1", "digits-v2"]
+
+
+def test_render_command_for_gitops(tmp_path):
+    import yaml
+
+    from mlfn.targets.knative_validate import validate_service
+
+    (tmp_path / "mlfn.yaml").write_text(
+        "name: digits\ndeploy:\n  target: knative\n  memory: 512\n  knative:\n    namespace: prod\n    max_scale: 3\n")
+    out = tmp_path / "deploy"
+    image1 = "registry.example.com/mlfn/digits@sha256:" + "1" * 64
+    code, text = run("render", "-c", str(tmp_path / "mlfn.yaml"), "--image", image1, "--out", str(out))
+    assert code == 0, text
+    doc = yaml.safe_load((out / "digits.knative.yaml").read_text())
+    validate_service(doc)
+    assert doc["metadata"]["namespace"] == "prod"
+    assert doc["spec"]["template"]["spec"]["containers"][0]["image"] == image1
+    assert doc["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"] == "512Mi"
+    assert doc["spec"]["template"]["metadata"]["annotations"]["autoscaling.knative.dev/max-scale"] == "3"
+    image2 = image1.replace("1" * 64, "2" * 64)
+    code, text = run("render", "-c", str(tmp_path / "mlfn.yaml"), "--image", image2, "--out", str(out))
+    assert code == 0, text
+    doc2 = yaml.safe_load((out / "digits.knative.yaml").read_text())
+    assert doc2["spec"]["template"]["metadata"]["name"] == "digits-v2"
+    assert doc2["spec"]["traffic"] == doc["spec"]["traffic"]

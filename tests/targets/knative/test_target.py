@@ -314,3 +314,29 @@ def test_in_cluster_config_when_running_in_a_pod(tmp_path, monkeypatch, cfg):
     assert target.namespace == "ci-runs"
     with pytest.raises(TargetError, match=r"Cannot reach the in-cluster Kubernetes API \(https://127.0.0.1:1\)"):
         target.versions("digits")
+
+
+def test_a_new_version_drops_settings_the_old_template_had(api, make_target):
+    """The merge patch nulls keys the new template no longer has (RFC 7386)."""
+    from mlfn.config import from_dict
+
+    scaled = from_dict({"name": "digits", "deploy": {"knative": {"max_scale": 3, "target": 5}}})
+    make_target(cfg=scaled).publish(version_spec(1))
+    ann = api.kube.service("digits")["spec"]["template"]["metadata"]["annotations"]
+    assert ann["autoscaling.knative.dev/max-scale"] == "3"
+    make_target().publish(version_spec(2, env={}))
+    tpl = api.kube.service("digits")["spec"]["template"]
+    assert "autoscaling.knative.dev/max-scale" not in tpl["metadata"]["annotations"]
+    assert "autoscaling.knative.dev/target" not in tpl["metadata"]["annotations"]
+    assert "env" not in tpl["spec"]["containers"][0]
+    rev = api.kube.revision("digits-v2")
+    assert "autoscaling.knative.dev/max-scale" not in rev["metadata"]["annotations"]
+
+
+def test_a_first_version_that_fails_says_what_to_do(api, make_target):
+    api.kube.fail_revisions["digits-v1"] = ("ExitCode1", "Container failed with: ModuleNotFoundError: numpy")
+    with pytest.raises(TargetError, match=r"Version v1 \(digits-v1\) of digits failed: RevisionFailed: .*numpy.*"
+                                          r"deploy again \(that becomes v2\), then promote it"):
+        make_target().publish(version_spec(1))
+    assert make_target().publish(version_spec(2)).version.name == "v2"
+    assert make_target().promote("digits", "v2").weights == {"v2": 100}
