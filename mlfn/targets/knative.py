@@ -184,7 +184,8 @@ class KnativeTarget(Target):
                 raise _Conflict(message) from None
             if e.status in (401, 403):
                 raise TargetError(
-                    f"{self._where} refused {what} ({e.status}: {message}); check the kubeconfig user and its RBAC rights."
+                    f"{self._where} refused {what} ({e.status}: {message}); "
+                    "check the kubeconfig user and its RBAC rights."
                 ) from None
             raise TargetError(f"{self._where} rejected {what} ({e.status}): {message}.") from None
         except (OSError, urllib3.exceptions.HTTPError) as e:  # refused, DNS, TLS, timeouts
@@ -211,7 +212,8 @@ class KnativeTarget(Target):
 
     def _create(self, manifest: dict) -> dict:
         return self._call("create_namespaced_custom_object", km.GROUP, km.API_VERSION, self.namespace, km.SERVICES,
-                          manifest, field_manager=FIELD_MANAGER, what=f"creating Knative service {manifest['metadata']['name']}")
+                          manifest, field_manager=FIELD_MANAGER,
+                          what=f"creating Knative service {manifest['metadata']['name']}")
 
     def _record(self, method: str, service: Optional[str], body: Any) -> None:
         path = f"/apis/{km.GROUP}/{km.API_VERSION}/namespaces/{self.namespace}/{km.SERVICES}"
@@ -373,7 +375,8 @@ class KnativeTarget(Target):
                 continue  # created by someone else meanwhile: deploy onto it
             rev = km.revision_name(service, 1)
             try:
-                self._wait(service, created["metadata"].get("generation", 1), condition="ConfigurationsReady", revision=rev,
+                self._wait(service, created["metadata"].get("generation", 1), condition="ConfigurationsReady",
+                           revision=rev,
                            progress=progress,
                            what=f"Version v1 ({rev}) of {service}")
             except TargetError as e:
@@ -496,7 +499,7 @@ class KnativeTarget(Target):
                 return None
             obj["spec"]["traffic"] = routing.to_traffic()
             history = km.record(km.read_history(obj), key, before, after)
-            obj["metadata"].setdefault("annotations", {})[km.ANN_HISTORY] = json.dumps(history, separators=(",", ":"))
+            _set_history(obj, history)
             return obj
 
         return self._apply_traffic(function, key, change, f"Alias {key} of {function}")
@@ -509,7 +512,8 @@ class KnativeTarget(Target):
             raise TargetError(f"Alias {key} of {function} has no earlier assignment to roll back to.")
         if entry.get("from") is None and key == DEFAULT_ALIAS:
             raise TargetError(f"The default alias of {function} has no earlier assignment to roll back to.")
-        self._check_versions(function, [v for v, w in (entry.get("from") or {}).items() if w > 0], purpose="roll back to")
+        self._check_versions(function, [v for v, w in (entry.get("from") or {}).items() if w > 0],
+                             purpose="roll back to")
 
         def change(current: dict) -> Optional[dict]:
             history = km.read_history(current)
@@ -520,7 +524,7 @@ class KnativeTarget(Target):
             routing.assign(function, key, last.get("from"))
             history.remove(last)
             current["spec"]["traffic"] = routing.to_traffic()
-            current["metadata"].setdefault("annotations", {})[km.ANN_HISTORY] = json.dumps(history, separators=(",", ":"))
+            _set_history(current, history)
             return current
 
         return self._apply_traffic(function, key, change, f"Rollback of alias {key} of {function}")
@@ -584,7 +588,7 @@ class KnativeTarget(Target):
             routing.version_tags.pop(version, None)
             current["spec"]["traffic"] = routing.to_traffic()
             if routed:
-                current["metadata"].setdefault("annotations", {})[km.ANN_HISTORY] = json.dumps(history, separators=(",", ":"))
+                _set_history(current, history)
             return current
 
         _, new, changed = self._update(function, change)
@@ -704,7 +708,8 @@ def plan_publish(cfg, spec: VersionSpec, existing: Optional[dict], revisions: li
     tpl = (existing.get("spec") or {}).get("template") or {}
     tpl_rev = (tpl.get("metadata") or {}).get("name") or ""
     routing = km.Routing.from_traffic(service, (existing.get("spec") or {}).get("traffic"))
-    if ((tpl.get("metadata") or {}).get("annotations") or {}).get(km.ANN_CONTENT) == spec.content_hash and km.version_of(service, tpl_rev):
+    tpl_hash = ((tpl.get("metadata") or {}).get("annotations") or {}).get(km.ANN_CONTENT)
+    if tpl_hash == spec.content_hash and km.version_of(service, tpl_rev):
         return None, int(km.version_of(service, tpl_rev)[1:]), routing
     numbers = [int(km.version_of(service, r["metadata"]["name"])[1:]) for r in revisions]
     if km.version_of(service, tpl_rev):
@@ -724,6 +729,10 @@ def plan_publish(cfg, spec: VersionSpec, existing: Optional[dict], revisions: li
     merged.setdefault("spec", {})["template"] = manifest["spec"]["template"]
     merged["spec"]["traffic"] = routing.to_traffic()
     return merged, number, routing
+
+
+def _set_history(obj: dict, history: list) -> None:
+    obj["metadata"].setdefault("annotations", {})[km.ANN_HISTORY] = json.dumps(history, separators=(",", ":"))
 
 
 def _planned_version(service: str, obj: dict) -> Version:

@@ -175,10 +175,13 @@ def _vname(service: str, revision: str) -> str:
 
 def check_alias_name(alias: str) -> None:
     if _VERSION_TAG.match(alias):
-        raise TargetError(f"Alias name '{alias}' looks like a version; versions have their own tags on Knative, pick another name.")
+        raise TargetError(
+            f"Alias name '{alias}' looks like a version; versions have their own tags on Knative, pick another name."
+        )
     if not re.match(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$", alias):
         raise TargetError(
-            f"Alias name '{alias}' is not a valid Knative tag; use lower-case letters, digits and '-', starting with a letter."
+            f"Alias name '{alias}' is not a valid Knative tag; use lower-case letters, digits and '-', "
+            "starting with a letter."
         )
 
 
@@ -194,7 +197,9 @@ def read_history(service_obj: Optional[dict]) -> list:
         data = json.loads(raw)
     except ValueError:
         name = ((service_obj or {}).get("metadata") or {}).get("name")
-        raise TargetError(f"Annotation {ANN_HISTORY} on Knative service {name} is not valid JSON; fix or remove it.") from None
+        raise TargetError(
+            f"Annotation {ANN_HISTORY} on Knative service {name} is not valid JSON; fix or remove it."
+        ) from None
     return data if isinstance(data, list) else []
 
 
@@ -222,7 +227,8 @@ def container_env(env: dict, where: str = "deploy.env") -> list:
     for name, value in (env or {}).items():
         if name in RESERVED_ENV:
             raise ConfigError(
-                f"{where}.{name} is reserved by Knative (it sets {', '.join(RESERVED_ENV)} itself); rename the variable."
+                f"{where}.{name} is reserved by Knative (it sets {', '.join(RESERVED_ENV)} itself); "
+                "rename the variable."
             )
         if not re.match(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$", str(name)):
             raise ConfigError(f"{where}.{name} is not a valid environment variable name.")

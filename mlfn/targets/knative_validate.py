@@ -95,11 +95,14 @@ def validate_schema(manifest: dict) -> None:
     try:
         import jsonschema
     except ImportError:
-        raise TargetError("Validating Knative manifests needs jsonschema; install it with: pip install 'mlfn[knative]'.") from None
+        raise TargetError(
+            "Validating Knative manifests needs jsonschema; install it with: pip install 'mlfn[knative]'."
+        ) from None
 
     schema = service_schema()
     validator = jsonschema.Draft7Validator(schema)
-    errors = sorted(validator.iter_errors(manifest), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    errors = sorted(validator.iter_errors(manifest),
+                    key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     name = ((manifest.get("metadata") or {}).get("name")) if isinstance(manifest, dict) else ""
     if errors:
         e = errors[0]
@@ -279,7 +282,8 @@ def _check_traffic(traffic: list, name: str) -> None:
             if not tag or len(tag) > 63 or not _DNS1035.match(tag):
                 _fail(f"{at}.tag", f"'{tag}' must be a DNS-1035 label", name)
             if tag in tags:
-                _fail(f"{at}.tag", f"tag '{tag}' is used twice (also spec.traffic[{tags[tag]}]); a tag names one revision", name)
+                _fail(f"{at}.tag",
+                      f"tag '{tag}' is used twice (also spec.traffic[{tags[tag]}]); a tag names one revision", name)
             tags[tag] = i
     if traffic and total != 100:
         _fail("spec.traffic", f"traffic percents sum to {total}, not 100", name)
