@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -27,7 +28,7 @@ from mlfn import __version__
 from mlfn.build.base import NONROOT_UID, compile_tree
 from mlfn.build.deps import deps_key, ensure_deps, requirements_for
 from mlfn.build.stage import FUNCTION_JSON, pipeline_hash, stage_function
-from mlfn.build.tarball import created_timestamp, tree_hash
+from mlfn.build.tarball import created_timestamp, source_date_epoch, tree_hash
 
 # (layer name, folder in the context, destination in the image)
 LAYERS = [
@@ -124,10 +125,15 @@ def strip_userinfo(url: str) -> str:
     return re.sub(r"^([a-z][a-z0-9+.-]*://)[^/@]*@", r"\1", url, flags=re.I)
 
 
-def oci_labels(cfg, ctx_tag: str) -> dict:
+def oci_labels(cfg, ctx_tag: str, reproducible: bool = False) -> dict:
+    """OCI annotations. `created` is SOURCE_DATE_EPOCH, else now (reproducible: else 0);
+    `source` is the git remote without credentials (never a local path: it would make
+    builds of the same content in two folders differ)."""
     project = cfg.project_dir
+    created = created_timestamp() if not reproducible else time.strftime(
+        "%Y-%m-%dT%H:%M:%SZ", time.gmtime(source_date_epoch()))
     labels = {
-        "org.opencontainers.image.created": created_timestamp(),
+        "org.opencontainers.image.created": created,
         "org.opencontainers.image.title": cfg.name,
         "org.opencontainers.image.version": ctx_tag,
         "org.opencontainers.image.base.name": cfg.build.base_image,
@@ -136,12 +142,13 @@ def oci_labels(cfg, ctx_tag: str) -> dict:
     if revision:
         labels["org.opencontainers.image.revision"] = revision
     remote = _git(project, "config", "--get", "remote.origin.url")
-    labels["org.opencontainers.image.source"] = strip_userinfo(remote) if remote else f"file://{project}"
+    if remote:
+        labels["org.opencontainers.image.source"] = strip_userinfo(remote)
     return labels
 
 
 def prepare_context(cfg, *, base_id: str = "", progress: Optional[Callable[[str], None]] = None,
-                    quantize: Optional[Callable] = None) -> BuildContext:
+                    quantize: Optional[Callable] = None, reproducible: bool = False) -> BuildContext:
     """Stage the function, the deps and the runtime into the build context folder."""
     say = progress or (lambda m: None)
     project = cfg.project_dir
@@ -188,7 +195,7 @@ def prepare_context(cfg, *, base_id: str = "", progress: Optional[Callable[[str]
         function=doc,
     )
     ctx.labels = {
-        **oci_labels(cfg, ctx.default_tag),
+        **oci_labels(cfg, ctx.default_tag, reproducible),
         "dev.mlfn.function": cfg.name,
         "dev.mlfn.model.sha256": ctx.model_sha256,
         "dev.mlfn.quantization": ctx.quantization,

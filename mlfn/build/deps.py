@@ -27,7 +27,7 @@ from mlfn.errors import BuildError
 PYTHON_VERSION = "3.11"
 PLATFORMS = ["manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_27_x86_64", "manylinux_2_28_x86_64"]
 IMAGE_STEPS = {"decode_image", "exif_transpose", "convert", "resize", "to_array"}
-DEPS_FORMAT = 2  # bump when pruning/compiling changes, to invalidate caches
+DEPS_FORMAT = 4  # bump when pruning/compiling changes, to invalidate caches
 
 # Relative paths (fnmatch patterns, matched against the POSIX path in the target dir)
 # removed after install. Verified: the interpreter still loads and runs a model.
@@ -37,8 +37,19 @@ PRUNE_PATTERNS = [
     "*.pyi", "*.pxd", "*.h", "*.c", "*.pyx", "*/py.typed",
     "numpy/_core/include", "numpy/_core/include/*", "numpy/f2py", "numpy/f2py/*",
     "numpy/_pyinstaller", "numpy/_pyinstaller/*", "numpy/doc", "numpy/doc/*",
-    "ai_edge_litert/libLiteRtWebGpuAccelerator.so",
-    "ai_edge_litert/aot", "ai_edge_litert/aot/*",
+    "numpy/distutils", "numpy/distutils/*", "numpy/_core/_simd.*", "numpy/_core/_*_tests.*",
+    "numpy/_core/_rational_tests.*", "numpy/_core/_umath_tests.*", "numpy/_core/_operand_flag_tests.*",
+    "numpy/_core/_struct_ufunc_tests.*", "numpy/_core/_multiarray_tests.*", "numpy/conftest.py",
+    # LiteRT: only the interpreter is used (libpywrap_litert_common.so + the Python wrapper);
+    # the WebGPU accelerator, the CompiledModel runtime (libLiteRt.so), the NPU vendor
+    # compiler plugins, the AOT tools, the converter protos and the schema bindings are not.
+    "ai_edge_litert/libLiteRtWebGpuAccelerator.so", "ai_edge_litert/libLiteRt.so",
+    "ai_edge_litert/aot", "ai_edge_litert/aot/*", "ai_edge_litert/tools", "ai_edge_litert/tools/*",
+    "ai_edge_litert/vendors", "ai_edge_litert/vendors/*", "ai_edge_litert/tflite/converter",
+    "ai_edge_litert/tflite/converter/*", "ai_edge_litert/*_pb2.py", "ai_edge_litert/schema_py_generated.py",
+    # Pillow: fonts (FreeType/HarfBuzz) and colour management are never used to decode inputs
+    "PIL/_imagingft.*", "PIL/_imagingcms.*", "pillow.libs/libfreetype*", "pillow.libs/libharfbuzz*",
+    "pillow.libs/libbrotli*", "pillow.libs/liblcms2*", "pillow.libs/libpng16*",
     "*.dist-info/RECORD", "*.dist-info/INSTALLER", "*.dist-info/REQUESTED", "*.dist-info/direct_url.json",
     "PIL/ImageTk.py", "PIL/_imagingtk*.so",
 ]
@@ -113,6 +124,7 @@ def ensure_deps(requirements: list[str], progress: Optional[Callable[[str], None
             raise BuildError(f"The disk holding {root} is full while installing the image dependencies.")
         raise BuildError(f"Installing the image dependencies ({', '.join(requirements)}) failed: {detail}")
     removed = prune_deps(tmp)
+    removed += strip_binaries(tmp)
     compile_tree(tmp, ddir="/opt/mlfn/deps")
     if site.exists():
         shutil.rmtree(site)
@@ -138,6 +150,26 @@ def prune_deps(site: Path) -> int:
             else:
                 p.unlink()
     return removed
+
+
+# Packages whose shared objects are stripped of symbols. Only these: wheels repaired by
+# auditwheel (numpy, Pillow) carry patchelf-edited ELF files that `strip` corrupts
+# ("ELF load command address/offset not page-aligned"); LiteRT's are plain builds.
+STRIP_PACKAGES = ("ai_edge_litert", "tflite_runtime")
+
+
+def strip_binaries(site: Path) -> int:
+    """`strip --strip-unneeded` the .so files of STRIP_PACKAGES (when binutils is installed)."""
+    strip = shutil.which("strip")
+    if not strip:
+        return 0
+    saved = 0
+    for pkg in STRIP_PACKAGES:
+        for so in sorted((site / pkg).glob("*.so")):
+            before = so.stat().st_size
+            if subprocess.run([strip, "--strip-unneeded", str(so)], capture_output=True).returncode == 0:
+                saved += before - so.stat().st_size
+    return saved
 
 
 def _size(p: Path) -> int:

@@ -125,7 +125,7 @@ def docker_push(client, image_id: str, repo: str, tag: str,
 
 def _push_error(registry: str, repo: str, msg: str) -> str:
     low = msg.lower()
-    if "unauthorized" in low or "authentication required" in low or "denied" in low:
+    if any(w in low for w in ("unauthorized", "authentication required", "denied", "no basic auth credentials")):
         return f"The registry {registry} refused the push of {repo} (unauthorized); run 'docker login {registry}' with an account that may push there."
     if "connection refused" in low or "no such host" in low or "dial tcp" in low or "timeout" in low:
         return f"The registry {registry} is unreachable ({_clean(msg)}); check the address and that it is running."
