@@ -149,6 +149,9 @@ class Routing:
             if not weights:
                 raise TargetError(f"The default alias of {service} always routes somewhere; give it a version.")
             self.default = {revision_name(service, _num(v)): w for v, w in weights.items() if w > 0}
+            # entries written by others (e.g. `latestRevision: true` from kn) that carried default
+            # traffic are replaced by the new split; their 0% tags stay
+            self.foreign = [e for e in self.foreign if not int(e.get("percent") or 0)]
             return
         if weights is None:
             self.aliases.pop(alias, None)

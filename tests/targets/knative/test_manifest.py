@@ -202,3 +202,11 @@ def test_routing_reads_tagged_entries_with_percent_written_by_kn():
 def test_bad_alias_names(alias):
     with pytest.raises(TargetError, match=f"Alias name '{alias}'"):
         km.check_alias_name(alias)
+
+
+def test_a_split_replaces_latest_revision_entries_written_by_others():
+    r = km.Routing.from_traffic("digits", [{"latestRevision": True, "percent": 100},
+                                           {"latestRevision": True, "tag": "latest", "percent": 0}])
+    r.assign("digits", None, {"v1": 100})
+    assert r.to_traffic() == [{"revisionName": "digits-v1", "percent": 100},
+                              {"latestRevision": True, "tag": "latest", "percent": 0}]
