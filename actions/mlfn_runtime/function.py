@@ -41,9 +41,20 @@ class Serving:
     workers: int = 8
 
     @classmethod
-    def from_dict(cls, data: Optional[dict]) -> "Serving":
+    def from_dict(cls, data: Optional[dict], environ: Optional[dict] = None) -> "Serving":
+        """function.json's `serving`, overridden by `MLFN_SERVING_<KEY>` environment
+        variables (e.g. MLFN_SERVING_INTERPRETER=per-thread) so a deployment can tune a
+        built image without rebuilding it."""
         data = dict(data or {})
+        env = os.environ if environ is None else environ
         out = cls()
+        for key in vars(out):
+            value = env.get("MLFN_SERVING_" + key.upper())
+            if value:
+                try:
+                    data[key] = int(value) if isinstance(getattr(out, key), int) else value
+                except ValueError:
+                    raise ConfigurationError(f"MLFN_SERVING_{key.upper()} must be an integer, not {value!r}.") from None
         for key, value in data.items():
             if not hasattr(out, key):
                 continue  # newer build sides may add keys; ignore what this runtime does not know

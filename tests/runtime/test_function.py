@@ -168,3 +168,15 @@ def test_infer_tensors_and_outputs_selection(tmp_path, rt_models, fn, digits):
 
 def test_runtime_never_imports_tensorflow(fn):
     assert "tensorflow" not in sys.modules
+
+
+def test_serving_settings_from_env_override_function_json():
+    from mlfn_runtime.function import Serving
+
+    s = Serving.from_dict({"interpreter": "lock", "max_batch_size": 4},
+                          {"MLFN_SERVING_INTERPRETER": "per-thread", "MLFN_SERVING_MAX_BATCH_SIZE": "16"})
+    assert s.interpreter == "per-thread" and s.max_batch_size == 16
+    with pytest.raises(ConfigurationError, match="MLFN_SERVING_WORKERS must be an integer"):
+        Serving.from_dict({}, {"MLFN_SERVING_WORKERS": "many"})
+    with pytest.raises(ConfigurationError, match="serving.max_batch_size"):
+        Serving.from_dict({"max_batch_size": 0}, {})

@@ -1,0 +1,283 @@
+"""Benchmark the function runtime in its real image.
+
+    python bench/runtime_bench.py --image mlfn/digits:TAG          # an image built by `mlfn build`
+    python bench/runtime_bench.py                                   # trains + builds the digits sample first
+
+Measures, on loopback, against the image in Docker:
+ (a) cold start: `docker run` -> first successful POST /predict, vs. `docker run` of the same
+     base image running `python3 -c pass` (the floor), interleaved, median of --cold-runs;
+ (b) warm latency p50/p99 of POST /predict for 1, 8 and 32 images per request;
+ (c) requests/s with 8 concurrent keep-alive clients, for serving.interpreter=lock and
+     per-thread (MLFN_SERVING_INTERPRETER), plus the same comparison in-process on the
+     model runner alone (no HTTP, no client overhead);
+ (d) peak memory of the container (cgroup v1 memory.max_usage_in_bytes, or cgroup v2
+     memory.peak), after all of the above.
+Prints a table and, with --json, one JSON document. Containers are named mlfnrtbench-*.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import http.client
+import io
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PREFIX = "mlfnrtbench-"
+
+
+def docker(*args, check=True, timeout=120) -> str:
+    r = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        raise SystemExit(f"docker {' '.join(args[:3])}...: {r.stderr.strip()}")
+    return r.stdout.strip()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def build_digits_image() -> str:
+    """Train the digits sample into a temp dir and build its image (like tests/fixtures_build.py)."""
+    import tempfile
+
+    sys.path.insert(0, str(ROOT))
+    from tests.fixtures_model import _train_module, copy_sample
+    from mlfn.build import build_image
+    from mlfn.config import load_config
+
+    project = copy_sample(Path(tempfile.mkdtemp(prefix="mlfnrtbench-")) / "digits")
+    _train_module().train(project, seed=0)
+    return build_image(load_config(str(project)), builder="docker").image
+
+
+def sample_pngs(n: int = 32) -> list:
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    out = []
+    for i in range(n):
+        buf = io.BytesIO()
+        Image.fromarray((d.images[i] * 255 / 16).round().astype("uint8"), "L").save(buf, "PNG")
+        out.append(buf.getvalue())
+    return out
+
+
+class Client:
+    """One keep-alive HTTP/1.1 connection."""
+
+    def __init__(self, port: int):
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+    def post(self, path: str, body: bytes, ctype="application/json") -> tuple:
+        self.conn.request("POST", path, body, {"Content-Type": ctype})
+        r = self.conn.getresponse()
+        return r.status, r.read()
+
+
+def start(image: str, env: dict | None = None, port: int | None = None) -> tuple:
+    port = port or free_port()
+    name = PREFIX + uuid.uuid4().hex[:8]
+    args = ["run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080"]
+    for k, v in (env or {}).items():
+        args += ["-e", f"{k}={v}"]
+    docker(*args, image)
+    wait_ready(port)
+    return name, port
+
+
+def wait_ready(port: int, body: bytes | None = None, timeout=30.0) -> float:
+    t_end = time.monotonic() + timeout
+    while time.monotonic() < t_end:
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            if body is None:
+                c.request("GET", "/healthz")
+            else:
+                c.request("POST", "/predict", body, {"Content-Type": "application/json"})
+            r = c.getresponse()
+            r.read()
+            c.close()
+            if r.status == 200:
+                return time.monotonic()
+        except (OSError, http.client.HTTPException):
+            pass
+        time.sleep(0.002)
+    raise SystemExit(f"nothing answered on port {port} within {timeout} s")
+
+
+def cold_start(image: str, base: str, runs: int, body: bytes) -> dict:
+    """Median wall time: docker run -> first 200 from /predict; and docker run base python3 -c pass."""
+    ours, floor, inside = [], [], []
+    for _ in range(runs):
+        t0 = time.monotonic()
+        docker("run", "--rm", "--entrypoint", "python3", base, "-c", "pass")
+        floor.append(time.monotonic() - t0)
+        port = free_port()
+        name = PREFIX + uuid.uuid4().hex[:8]
+        t0 = time.monotonic()
+        subprocess.Popen(["docker", "run", "--rm", "--name", name, "-p", f"127.0.0.1:{port}:8080", image],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        t1 = wait_ready(port, body)
+        ours.append(t1 - t0)
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        c.request("GET", "/metrics")
+        for line in c.getresponse().read().decode().splitlines():
+            if line.startswith("mlfn_startup_seconds"):
+                inside.append(float(line.rsplit(" ", 1)[1]))
+        docker("rm", "-f", name, check=False)
+    med = statistics.median
+    return {"runs": runs, "function_s": med(ours), "floor_s": med(floor), "overhead_s": med(ours) - med(floor),
+            "in_process_startup_s": med(inside) if inside else None,
+            "function_all_s": [round(v, 3) for v in ours], "floor_all_s": [round(v, 3) for v in floor]}
+
+
+def latency(port: int, pngs: list, n: int) -> dict:
+    client = Client(port)
+    out = {}
+    for batch in (1, 8, 32):
+        body = json.dumps({"images": [base64.b64encode(p).decode() for p in pngs[:batch]]}).encode()
+        for _ in range(20):
+            client.post("/predict", body)
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            status, _ = client.post("/predict", body)
+            times.append(time.perf_counter() - t0)
+            assert status == 200
+        times.sort()
+        out[f"batch_{batch}"] = {"p50_ms": times[len(times) // 2] * 1000, "p99_ms": times[int(len(times) * 0.99) - 1] * 1000}
+    return out
+
+
+def throughput(port: int, body: bytes, clients: int, seconds: float) -> float:
+    counts = [0] * clients
+    stop = time.monotonic() + seconds
+
+    def run(k):
+        c = Client(port)
+        while time.monotonic() < stop:
+            status, _ = c.post("/predict", body)
+            counts[k] += status == 200
+
+    ts = [threading.Thread(target=run, args=(k,)) for k in range(clients)]
+    [t.start() for t in ts]
+    [t.join() for t in ts]
+    return sum(counts) / seconds
+
+
+def in_process_runner(image: str, seconds: float) -> dict:
+    """Lock vs per-thread on the model runner alone (8 threads, batch 1 and 8)."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "actions"))
+    from mlfn_runtime.model import ModelRunner
+
+    cid = docker("create", image)
+    tmp = Path(f"/tmp/{PREFIX}model-{cid[:8]}.tflite")
+    try:
+        docker("cp", f"{cid}:/opt/mlfn/function/models/digits/model.tflite", str(tmp))
+    finally:
+        docker("rm", cid, check=False)
+    out = {}
+    for mode in ("lock", "per-thread"):
+        r = ModelRunner(str(tmp), mode=mode, max_interpreters=8)
+        for batch in (1, 8):
+            x = np.random.default_rng(0).random((batch, *r.inputs[0].shape[1:]), dtype=np.float32)
+            counts = [0] * 8
+            stop = time.monotonic() + seconds
+
+            def run(k):
+                while time.monotonic() < stop:
+                    r.predict(x)
+                    counts[k] += 1
+
+            ts = [threading.Thread(target=run, args=(k,)) for k in range(8)]
+            [t.start() for t in ts]
+            [t.join() for t in ts]
+            out[f"{mode}_batch_{batch}_calls_per_s"] = sum(counts) / seconds
+    tmp.unlink(missing_ok=True)
+    return out
+
+
+def peak_memory(name: str) -> int | None:
+    cid = docker("inspect", "-f", "{{.Id}}", name)
+    for path in (f"/sys/fs/cgroup/memory/docker/{cid}/memory.max_usage_in_bytes",
+                 f"/sys/fs/cgroup/system.slice/docker-{cid}.scope/memory.peak"):
+        try:
+            return int(Path(path).read_text())
+        except OSError:
+            continue
+    return None
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--image", help="function image (default: build the digits sample)")
+    ap.add_argument("--base", help="base image for the floor (default: the image's org.opencontainers.image.base.name label)")
+    ap.add_argument("--cold-runs", type=int, default=7)
+    ap.add_argument("--requests", type=int, default=300, help="requests per latency measurement")
+    ap.add_argument("--seconds", type=float, default=5.0, help="duration of each throughput run")
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args(argv)
+
+    image = a.image or build_digits_image()
+    base = a.base or docker("inspect", "-f", '{{index .Config.Labels "org.opencontainers.image.base.name"}}', image) or "mlfn-base:3.11"
+    pngs = sample_pngs(32)
+    one = json.dumps({"image": base64.b64encode(pngs[0]).decode()}).encode()
+    result = {"image": image, "base": base}
+    print(f"cold start ({a.cold_runs} runs)...", file=sys.stderr)
+    result["cold_start"] = cold_start(image, base, a.cold_runs, one)
+    result["throughput_rps"] = {}
+    names = []
+    try:
+        for mode in ("lock", "per-thread"):
+            name, port = start(image, {"MLFN_SERVING_INTERPRETER": mode})
+            names.append(name)
+            if mode == "lock":
+                print("warm latency...", file=sys.stderr)
+                result["latency"] = latency(port, pngs, a.requests)
+            print(f"throughput ({mode})...", file=sys.stderr)
+            result["throughput_rps"][mode] = {
+                "batch_1": throughput(port, one, 8, a.seconds),
+                "batch_8": throughput(port, json.dumps({"images": [base64.b64encode(p).decode() for p in pngs[:8]]}).encode(), 8, a.seconds),
+            }
+            result.setdefault("peak_memory_bytes", {})[mode] = peak_memory(name)
+        print("in-process runner (lock vs per-thread)...", file=sys.stderr)
+        result["runner_only"] = in_process_runner(image, a.seconds / 2)
+    finally:
+        for n in names:
+            docker("rm", "-f", n, check=False)
+    if a.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    c = result["cold_start"]
+    print(f"image {image}  (floor: {base})")
+    print(f"(a) cold start: function {c['function_s'] * 1000:.0f} ms, floor {c['floor_s'] * 1000:.0f} ms, "
+          f"overhead {c['overhead_s'] * 1000:+.0f} ms (median of {c['runs']}); in-process start-up "
+          f"{(c['in_process_startup_s'] or 0) * 1000:.0f} ms")
+    for k, v in result["latency"].items():
+        print(f"(b) {k:9s} p50 {v['p50_ms']:.2f} ms  p99 {v['p99_ms']:.2f} ms")
+    for mode, v in result["throughput_rps"].items():
+        print(f"(c) 8 clients, {mode:10s} batch 1: {v['batch_1']:.0f} req/s   batch 8: {v['batch_8']:.0f} req/s")
+    for k, v in result["runner_only"].items():
+        print(f"    runner only, 8 threads, {k}: {v:.0f}")
+    for mode, v in result["peak_memory_bytes"].items():
+        print(f"(d) peak memory ({mode}): {v / 2**20:.1f} MiB" if v else f"(d) peak memory ({mode}): n/a")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
