@@ -54,6 +54,7 @@ from mlfn.targets.knative_validate import validate_service
 FIELD_MANAGER = "mlfn"
 CONFLICT_RETRIES = 8
 CONFLICT_BACKOFF = 0.05  # seconds, doubled per retry, at most 1 s
+TRANSIENT_RETRIES = 3  # for 429/5xx answers of the API server
 SA_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
@@ -72,6 +73,13 @@ def merge_patch(old: Any, new: Any) -> Any:
         elif old[k] != v:
             patch[k] = merge_patch(old[k], v) if isinstance(old[k], dict) and isinstance(v, dict) else v
     return patch
+
+
+def _retry_after(e, attempt: int) -> float:
+    try:
+        return min(float((e.headers or {}).get("Retry-After")), 5.0)
+    except (TypeError, ValueError):
+        return min(CONFLICT_BACKOFF * 4 * 2 ** attempt, 2.0)
 
 
 def _condition(obj: dict, kind: str) -> Optional[dict]:
@@ -170,26 +178,36 @@ class KnativeTarget(Target):
         from kubernetes.client.exceptions import ApiException
 
         api = self._api()
-        try:
-            return getattr(api, method)(*args, _request_timeout=self.request_timeout, **kwargs)
-        except ApiException as e:
-            message = e.reason or ""
+        for attempt in range(TRANSIENT_RETRIES + 1):
             try:
-                message = json.loads(e.body or "{}").get("message") or message
-            except (ValueError, AttributeError):
-                pass
-            if e.status == 404:
-                raise NotFoundError(f"{what} was not found in namespace {self._namespace} ({self._where}).") from None
-            if e.status == 409:
-                raise _Conflict(message) from None
-            if e.status in (401, 403):
-                raise TargetError(
-                    f"{self._where} refused {what} ({e.status}: {message}); "
-                    "check the kubeconfig user and its RBAC rights."
-                ) from None
-            raise TargetError(f"{self._where} rejected {what} ({e.status}): {message}.") from None
-        except (OSError, urllib3.exceptions.HTTPError) as e:  # refused, DNS, TLS, timeouts
-            raise TargetError(f"Cannot reach {self._where} for {what}: {e}.") from None
+                return getattr(api, method)(*args, _request_timeout=self.request_timeout, **kwargs)
+            except ApiException as e:
+                # overload and failover answers (429, 500 etcd leader change, 503, 504) are retried;
+                # every write mlfn sends is safe to repeat (creates answer 409, patches carry a
+                # resourceVersion precondition)
+                if e.status in (429, 500, 502, 503, 504) and attempt < TRANSIENT_RETRIES:
+                    time.sleep(_retry_after(e, attempt))
+                    continue
+                self._raise(e, what)
+            except (OSError, urllib3.exceptions.HTTPError) as e:  # refused, DNS, TLS, timeouts
+                raise TargetError(f"Cannot reach {self._where} for {what}: {e}.") from None
+
+    def _raise(self, e, what: str):
+        message = e.reason or ""
+        try:
+            message = json.loads(e.body or "{}").get("message") or message
+        except (ValueError, AttributeError):
+            pass
+        if e.status == 404:
+            raise NotFoundError(f"{what} was not found in namespace {self._namespace} ({self._where}).") from None
+        if e.status == 409:
+            raise _Conflict(message) from None
+        if e.status in (401, 403):
+            raise TargetError(
+                f"{self._where} refused {what} ({e.status}: {message}); "
+                "check the kubeconfig user and its RBAC rights."
+            ) from None
+        raise TargetError(f"{self._where} rejected {what} ({e.status}): {message}.") from None
 
     def _get(self, service: str, required: bool = True) -> Optional[dict]:
         try:

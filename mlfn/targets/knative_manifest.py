@@ -253,6 +253,24 @@ def autoscaling_annotations(kn) -> dict:
     return ann
 
 
+def _check_limits(kn, spec, timeout: int) -> None:
+    """The Knative defaults a user is most likely to cross, named by their mlfn.yaml key."""
+    from mlfn.targets.knative_validate import MAX_CONTAINER_CONCURRENCY, MAX_TIMEOUT_SECONDS
+
+    if not 0 < timeout <= MAX_TIMEOUT_SECONDS:
+        key = "deploy.knative.timeout_seconds" if kn.timeout_seconds is not None else "deploy.timeout (ms)"
+        raise ConfigError(f"{key} gives a request timeout of {timeout} s; Knative allows 1 to "
+                          f"{MAX_TIMEOUT_SECONDS} s (max-revision-timeout-seconds).")
+    if not 0 <= int(spec.concurrency) <= MAX_CONTAINER_CONCURRENCY:
+        raise ConfigError(f"deploy.concurrency is {spec.concurrency}; Knative allows 0 (unlimited) to "
+                          f"{MAX_CONTAINER_CONCURRENCY} requests per container.")
+    if int(spec.memory) <= 0:
+        raise ConfigError(f"deploy.memory is {spec.memory}; give the container's memory in MB, e.g. 256.")
+    if kn.min_scale < 0 or kn.max_scale < 0 or (kn.max_scale and kn.max_scale < kn.min_scale):
+        raise ConfigError(f"deploy.knative.max_scale ({kn.max_scale}) must be 0 (unlimited) or at least "
+                          f"deploy.knative.min_scale ({kn.min_scale}), and neither may be negative.")
+
+
 @functools.lru_cache(maxsize=1)
 def _template():
     import jinja2
@@ -276,6 +294,7 @@ def render_service(cfg, spec, number: int, *, namespace: Optional[str], traffic:
     kn = cfg.deploy.knative
     service = spec.function
     timeout = kn.timeout_seconds if kn.timeout_seconds is not None else max(1, math.ceil(spec.timeout / 1000))
+    _check_limits(kn, spec, timeout)
     memory = f"{int(spec.memory)}Mi"
     requests = {"memory": memory}
     limits = {"memory": kn.memory_limit or memory}

@@ -22,7 +22,8 @@ ConfigurationsReady / RoutesReady / Ready, `observedGeneration`,
 
 Fault injection: `concurrent_writes = n` makes the next n PATCH/PUTs race a concurrent
 writer (another field manager changes the object first, so the client's precondition
-fails with a genuine 409).
+fails with a genuine 409); `fail_next = [503, 429, ...]` answers the next requests with
+those codes (an overloaded or failing-over API server).
 """
 from __future__ import annotations
 
@@ -77,6 +78,7 @@ class FakeKube:
         self.rv = 100
         self.fail_revisions: dict = {}  # revision name -> (reason, message)
         self.concurrent_writes = 0
+        self.fail_next: list = []  # HTTP codes answered to the next requests (e.g. [503, 429])
         self.conflicts_returned = 0
         self.requests: list = []  # (method, path, content-type)
         self._stop = threading.Event()
@@ -354,6 +356,10 @@ class _Handler(BaseHTTPRequestHandler):
         kube.requests.append((method, url.path, self.headers.get("Content-Type", "")))
         code = 200
         try:
+            if kube.fail_next:
+                failure = kube.fail_next.pop(0)
+                raise ApiError(failure, "ServiceUnavailable" if failure != 429 else "TooManyRequests",
+                               f"injected failure {failure}")
             if self.headers.get("Authorization") != f"Bearer {kube.token}":
                 raise ApiError(401, "Unauthorized", "Unauthorized")
             m = GROUP_PATH.match(url.path)

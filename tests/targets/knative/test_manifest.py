@@ -210,3 +210,14 @@ def test_a_split_replaces_latest_revision_entries_written_by_others():
     r.assign("digits", None, {"v1": 100})
     assert r.to_traffic() == [{"revisionName": "digits-v1", "percent": 100},
                               {"latestRevision": True, "tag": "latest", "percent": 0}]
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"deploy": {"timeout": 900000}}, r"deploy\.timeout \(ms\) gives a request timeout of 900 s"),
+    ({"deploy": {"knative": {"timeout_seconds": 0}}}, r"deploy\.knative\.timeout_seconds gives .* 0 s"),
+    ({"deploy": {"concurrency": 5000}}, r"deploy\.concurrency is 5000"),
+    ({"deploy": {"knative": {"min_scale": 3, "max_scale": 2}}}, r"deploy\.knative\.max_scale \(2\) must be"),
+])
+def test_limits_are_reported_by_their_mlfn_yaml_key(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        render(config(overrides))

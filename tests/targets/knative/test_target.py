@@ -340,3 +340,14 @@ def test_a_first_version_that_fails_says_what_to_do(api, make_target):
         make_target().publish(version_spec(1))
     assert make_target().publish(version_spec(2)).version.name == "v2"
     assert make_target().promote("digits", "v2").weights == {"v2": 100}
+
+
+def test_transient_api_errors_are_retried(api, make_target, monkeypatch):
+    monkeypatch.setattr("mlfn.targets.knative.CONFLICT_BACKOFF", 0.001)
+    make_target().publish(version_spec(1))
+    api.kube.fail_next = [503, 429, 500]
+    assert make_target().promote("digits", "v1", alias="stable").weights == {"v1": 100}
+    assert api.kube.fail_next == []
+    api.kube.fail_next = [503] * 4
+    with pytest.raises(TargetError, match=r"rejected Knative service digits \(503\): injected failure 503"):
+        make_target().status("digits")
