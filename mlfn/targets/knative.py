@@ -394,20 +394,23 @@ class KnativeTarget(Target):
             rev = km.revision_name(service, 1)
             try:
                 self._wait(service, created["metadata"].get("generation", 1), condition="ConfigurationsReady",
-                           revision=rev,
-                           progress=progress,
-                           what=f"Version v1 ({rev}) of {service}")
+                           revision=rev, progress=progress, what=f"Version v1 ({rev}) of {service}")
             except TargetError as e:
                 raise TargetError(f"{e} The service was created but serves nothing yet; fix the image or settings "
                                   f"and deploy again (that becomes v2), then promote it.") from None
             self._tag_version(service, rev, progress)
             return self._result(service, rev, created=True)
 
-        revisions = self._revisions(service)
-        same = next((r for r in revisions
-                     if (r["metadata"].get("annotations") or {}).get(km.ANN_CONTENT) == spec.content_hash), None)
-        if same is not None:
-            return self._existing(service, same, progress)
+        same = [r for r in self._revisions(service)
+                if (r["metadata"].get("annotations") or {}).get(km.ANN_CONTENT) == spec.content_hash]
+        working = [r for r in same if (_condition(r, "Ready") or {}).get("status") != "False"]
+        if working:
+            return self._existing(service, working[-1], obj, progress)
+        retry = bool(same)
+        if retry:  # a failed revision is no version: deploy the same content again under a new number
+            failed = same[-1]
+            progress(f"{km.version_of(service, failed['metadata']['name'])} of {service} has this content but "
+                     f"failed ({_describe(_condition(failed, 'Ready'))}); deploying it again as a new version")
 
         number = None
         rev = None
@@ -415,7 +418,7 @@ class KnativeTarget(Target):
         def change(current: dict) -> Optional[dict]:
             nonlocal number, rev
             manifest, number, _ = plan_publish(self.cfg, spec, current, self._revisions(service),
-                                               namespace=self.namespace)
+                                               namespace=self.namespace, force_new=retry)
             rev = km.revision_name(service, number)
             if manifest is None:
                 return None
@@ -438,22 +441,18 @@ class KnativeTarget(Target):
 
     def _wait_new_revision(self, service, new, rev, number, before, progress):
         try:
-            self._wait(service, new["metadata"].get("generation", 0), condition="ConfigurationsReady", revision=rev,
-                           progress=progress,
-                       what=f"Version v{number} ({rev}) of {service}")
+            self._wait(service, new["metadata"].get("generation", 0), condition="ConfigurationsReady",
+                       revision=rev, progress=progress, what=f"Version v{number} ({rev}) of {service}")
         except TargetError as e:
             routes = " ".join(f"{k}={v}" for k, v in (before or {}).items()) or "none"
             raise TargetError(f"{e} Traffic is unchanged (default alias: {routes}).") from None
 
-    def _existing(self, service: str, rev_obj: dict, progress) -> DeployResult:
+    def _existing(self, service: str, rev_obj: dict, obj: dict, progress) -> DeployResult:
         name = rev_obj["metadata"]["name"]
         ready = _condition(rev_obj, "Ready")
-        if ready is not None and ready.get("status") == "False":
-            raise TargetError(
-                f"Version {km.version_of(service, name)} ({name}) of {service} has this content but failed "
-                f"({_describe(ready)}); delete it (mlfn delete {service} --version {km.version_of(service, name)}) "
-                f"and deploy again."
-            )
+        template = ((obj["spec"].get("template") or {}).get("metadata") or {}).get("name")
+        if (ready or {}).get("status") != "True" and template == name:  # still coming up (a deploy cut short)
+            return self._existing_template(service, obj, progress)
         progress(f"{service} already has this content as {km.version_of(service, name)}; nothing to deploy")
         if not self.dry_run:
             self._tag_version(service, name, progress)
@@ -463,9 +462,8 @@ class KnativeTarget(Target):
         rev = obj["spec"]["template"]["metadata"]["name"]
         number = int(km.version_of(service, rev)[1:])
         if not self.dry_run:
-            self._wait(service, obj["metadata"].get("generation", 0), condition="ConfigurationsReady", revision=rev,
-                           progress=progress,
-                       what=f"Version v{number} ({rev}) of {service}")
+            self._wait(service, obj["metadata"].get("generation", 0), condition="ConfigurationsReady",
+                       revision=rev, progress=progress, what=f"Version v{number} ({rev}) of {service}")
             self._tag_version(service, rev, progress)
         return self._result(service, rev, created=False)
 
@@ -711,8 +709,10 @@ def identity(spec: VersionSpec) -> VersionSpec:
     return dataclasses.replace(spec, content_hash=digest)
 
 
-def plan_publish(cfg, spec: VersionSpec, existing: Optional[dict], revisions: list, namespace: Optional[str]):
-    """(manifest or None when the template already holds this content, version number, routing)."""
+def plan_publish(cfg, spec: VersionSpec, existing: Optional[dict], revisions: list, namespace: Optional[str],
+                 force_new: bool = False):
+    """(manifest or None when the template already holds this content, version number, routing).
+    force_new: a new number even when the template holds this content (its revision failed)."""
     spec = identity(spec)
     service = spec.function
     if existing is None:
@@ -727,7 +727,7 @@ def plan_publish(cfg, spec: VersionSpec, existing: Optional[dict], revisions: li
     tpl_rev = (tpl.get("metadata") or {}).get("name") or ""
     routing = km.Routing.from_traffic(service, (existing.get("spec") or {}).get("traffic"))
     tpl_hash = ((tpl.get("metadata") or {}).get("annotations") or {}).get(km.ANN_CONTENT)
-    if tpl_hash == spec.content_hash and km.version_of(service, tpl_rev):
+    if tpl_hash == spec.content_hash and km.version_of(service, tpl_rev) and not force_new:
         return None, int(km.version_of(service, tpl_rev)[1:]), routing
     numbers = [int(km.version_of(service, r["metadata"]["name"])[1:]) for r in revisions]
     if km.version_of(service, tpl_rev):

@@ -67,14 +67,19 @@ def test_a_revision_that_never_becomes_ready_leaves_traffic_unchanged(api, make_
     assert "Traffic is unchanged (default alias: v1=100)" in msg
     assert traffic(api) == before
     assert api.kube.service("digits")["status"]["latestReadyRevisionName"] == "digits-v1"
-    # the same content again: told to delete the failed version, not silently "already deployed"
-    with pytest.raises(TargetError, match=r"has this content but failed .*mlfn delete digits --version v2"):
-        make_target().publish(version_spec(2))
     # routing to the failed version is refused
     with pytest.raises(TargetError, match="its revision failed"):
         make_target().set_traffic("digits", "default", {"v1": 50, "v2": 50})
-    # a fixed build becomes v3; numbers are never reused
-    assert make_target().publish(version_spec(3)).version.name == "v3"
+    # the same content again (say the pull secret was fixed): a failed revision is no version,
+    # so it is deployed again under a new number, never reported as "already deployed"
+    messages = []
+    again = make_target().publish(version_spec(2), progress=messages.append)
+    assert again.created and again.version.name == "v3"
+    assert any("v2 of digits has this content but failed" in m for m in messages)
+    assert make_target().publish(version_spec(2)).version.name == "v3"  # and now it is idempotent
+    # the failed revision can be deleted (it is no longer the template); numbers are never reused
+    assert make_target().delete("digits", "v2") == ["v2"]
+    assert make_target().publish(version_spec(4)).version.name == "v4"
 
 
 def test_conflicts_are_retried(api, make_target):
