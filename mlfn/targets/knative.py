@@ -103,7 +103,7 @@ class KnativeTarget(Target):
 
     def __init__(self, cfg=None, *, kubeconfig: Optional[str] = None, context: Optional[str] = None,
                  namespace: Optional[str] = None, dry_run: bool = False, host: Optional[str] = None,
-                 wait_timeout: float = 300.0, poll_interval: float = 0.5, error_window: float = 2.0,
+                 wait_timeout: Optional[float] = None, poll_interval: float = 0.5, error_window: float = 2.0,
                  request_timeout: float = 30.0):
         from mlfn.config import Config
 
@@ -114,7 +114,7 @@ class KnativeTarget(Target):
         self._namespace = namespace or kn.namespace
         self.dry_run = dry_run
         self.host = host
-        self.wait_timeout = wait_timeout
+        self.wait_timeout = wait_timeout if wait_timeout is not None else getattr(kn, "wait_timeout", 300)
         self.poll_interval = poll_interval
         self.error_window = error_window
         self.request_timeout = request_timeout

@@ -356,3 +356,16 @@ def test_transient_api_errors_are_retried(api, make_target, monkeypatch):
     api.kube.fail_next = [503] * 4
     with pytest.raises(TargetError, match=r"rejected Knative service digits \(503\): injected failure 503"):
         make_target().status("digits")
+
+
+def test_wait_timeout_comes_from_mlfn_yaml(api, kubeconfig, make_target):
+    from mlfn.config import from_dict
+    from mlfn.targets.knative import KnativeTarget
+
+    make_target().publish(version_spec(1))
+    api.kube.revision_delay = 60
+    cfg = from_dict({"name": "digits", "deploy": {"knative": {"wait_timeout": 1}}})
+    target = KnativeTarget(cfg, kubeconfig=kubeconfig, poll_interval=0.05)
+    assert target.wait_timeout == 1
+    with pytest.raises(TargetError, match="timed out after 1s"):
+        target.publish(version_spec(2))
