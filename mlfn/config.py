@@ -122,8 +122,8 @@ class KnativeConfig:
     cpu_limit: Optional[str] = None  # e.g. "1"
     memory_limit: Optional[str] = None  # default: deploy.memory
     timeout_seconds: Optional[int] = None  # default: deploy.timeout / 1000
-
     wait_timeout: int = 300  # seconds mlfn waits for a new revision or a traffic change to become ready
+
 
 @dataclass
 class DeployConfig:
