@@ -22,11 +22,8 @@ import io
 import json
 import os
 import sys
-import tempfile
 import threading
-import traceback
 import types
-import zipfile
 from typing import Any, Callable, Optional
 from urllib.parse import parse_qsl
 
@@ -73,7 +70,7 @@ class ActionProxy:
                 try:
                     self.main = load_action(code, bool(value.get("binary")), value.get("main") or "main")
                 except Exception as e:  # the user's code: report, do not crash
-                    self.log(traceback.format_exc().rstrip())
+                    self.log(_traceback())
                     self._end_of_activation()
                     return 502, {"error": f"Initialization has failed: {e}"}
             elif self.function is None:
@@ -115,7 +112,7 @@ class ActionProxy:
         try:
             result = self.main(value)
         except Exception as e:
-            self.log(traceback.format_exc().rstrip())
+            self.log(_traceback())
             return 502, {"error": f"An error has occurred (see logs for details): {e.__class__.__name__}: {e}"}
         if not isinstance(result, (dict, list)):
             return 502, {"error": "The action did not return a dictionary or an array."}
@@ -135,7 +132,7 @@ class ActionProxy:
             self.log(f"error: {e}")
             return 502, {"error": str(e)}
         except Exception as e:
-            self.log(traceback.format_exc().rstrip())
+            self.log(_traceback())
             return 502, {"error": f"internal error: {e.__class__.__name__}: {e}"}
 
     def _run_web(self, value: dict) -> dict:
@@ -148,7 +145,7 @@ class ActionProxy:
                 self.log(f"error: {e}")
             return {"statusCode": status_of(e), "headers": headers, "body": {"error": str(e)}}
         except Exception as e:
-            self.log(traceback.format_exc().rstrip())
+            self.log(_traceback())
             return {"statusCode": 500, "headers": headers, "body": {"error": f"internal error: {e.__class__.__name__}: {e}"}}
 
     @staticmethod
@@ -159,6 +156,12 @@ class ActionProxy:
                 stream.flush()
             except (OSError, ValueError):
                 pass
+
+
+def _traceback() -> str:
+    import traceback  # lazy: only errors pay for it
+
+    return traceback.format_exc().rstrip()
 
 
 def web_request(value: dict) -> dict:
@@ -209,10 +212,14 @@ def load_action(code: str, binary: bool, main: str) -> Callable:
             data = base64.b64decode(code, validate=True)
         except (binascii.Error, ValueError):
             raise ValueError("the code is marked binary but is not valid base64") from None
+        import zipfile
+
         try:
             archive = zipfile.ZipFile(io.BytesIO(data))
         except zipfile.BadZipFile:
             raise ValueError("the binary code is not a zip archive") from None
+        import tempfile
+
         root = tempfile.mkdtemp(prefix="mlfn-action-")
         archive.extractall(root)
         entry = os.path.join(root, "__main__.py")

@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import importlib.util
 import io
 import os
 import sys
-import traceback
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -639,6 +637,8 @@ def _kind(x) -> str:
 
 def load_custom(base_dir: str, file: str, function: str):
     """Import `function` from `file` (relative to base_dir) without touching sys.path order."""
+    import importlib.util  # lazy: only functions with custom steps pay for it
+
     path = file if os.path.isabs(file) else os.path.normpath(os.path.join(base_dir, file))
     if not os.path.isfile(path):
         raise ValueError(f"custom step file '{file}' does not exist in {base_dir}")
@@ -664,6 +664,8 @@ def load_custom(base_dir: str, file: str, function: str):
 
 def _user_line(exc: BaseException, path: str) -> str:
     """', line N' of the deepest traceback frame inside the user's file."""
+    import traceback
+
     line = None
     for frame in traceback.extract_tb(exc.__traceback__):
         if os.path.abspath(frame.filename) == os.path.abspath(path):

@@ -27,7 +27,6 @@ import socket
 import sys
 import threading
 import time
-import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Optional
 from urllib.parse import urlsplit
@@ -41,7 +40,21 @@ from mlfn_runtime.openwhisk import ActionProxy
 
 INIT_LIMIT = 64 * 1024 * 1024  # /init carries code: OpenWhisk allows 48 MB of base64
 RUN_ENVELOPE = 16 * 1024  # /run wraps the payload in a few activation fields
-PROCESS_START = time.time()
+
+
+def _process_start() -> float:
+    """Wall-clock time this process started (from /proc; module import time elsewhere)."""
+    try:
+        with open("/proc/self/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return time.time() - uptime + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return time.time()
+
+
+PROCESS_START = _process_start()
 
 
 def log(message: str) -> None:
@@ -243,6 +256,8 @@ class Handler(BaseHTTPRequestHandler):
             if resp.status >= 500:
                 log(f"{self.command} {path}: {e}")
         except Exception as e:
+            import traceback
+
             log(f"{self.command} {path} failed:\n{traceback.format_exc().rstrip()}")
             resp = Response(500, {"error": f"internal error: {e.__class__.__name__}: {e}"})
         if not model:
