@@ -33,6 +33,7 @@ POST = "post"
 RESIZE_METHODS = ("bilinear", "nearest", "bicubic", "lanczos", "area")
 KEEP_ASPECT = ("false", "pad", "crop")
 PIL_MODES = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV", "I", "I;16", "F")
+MAX_IMAGE_PIXELS = int(os.environ.get("MLFN_MAX_IMAGE_PIXELS") or 40_000_000)  # ~120 MB as RGB
 DTYPES = ("float32", "float16", "float64", "int8", "uint8", "int16", "int32", "int64", "bool")
 
 
@@ -161,7 +162,13 @@ class DecodeImage(Step):
             img = Image.open(io.BytesIO(x))
             if self.draft_size and img.format == "JPEG":
                 img.draft(img.mode, self.draft_size)
+            if img.width * img.height > MAX_IMAGE_PIXELS:  # before decoding: no memory blow-up
+                raise InvalidInput(
+                    f"image is {img.width}x{img.height} pixels; at most {MAX_IMAGE_PIXELS} are decoded (MLFN_MAX_IMAGE_PIXELS)"
+                )
             img.load()
+        except InvalidInput:
+            raise
         except Image.DecompressionBombError as e:
             raise InvalidInput(f"image is too large to decode ({e})") from None
         except Exception as e:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ...

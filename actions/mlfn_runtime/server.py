@@ -200,6 +200,7 @@ class Request:
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive
     disable_nagle_algorithm = True  # no 40 ms delayed-ACK stalls on small responses
+    timeout = 300  # seconds an idle keep-alive connection (and its thread) is kept
     server_version = "mlfn"
     sys_version = ""
     app: App  # set by make_server

@@ -248,3 +248,16 @@ def test_validate_steps_accepts_the_digits_pipeline():
                     {"scale": {"factor": 0.00392156862745098}}], "pre")
     validate_steps(["softmax", {"top_k": {"k": 3}}], "post")
     validate_steps([{"resize": {"width": 2, "height": 2, "keep_aspect": False}}], "pre")
+
+
+def test_decode_image_refuses_decompression_bombs_before_decoding(monkeypatch):
+    import mlfn_runtime.pipeline as p
+
+    monkeypatch.setattr(p, "MAX_IMAGE_PIXELS", 10_000)
+    data = png(Image.new("L", (200, 200)))
+    with pytest.raises(InvalidInput, match="image is 200x200 pixels; at most 10000"):
+        Pipeline(["decode_image"], stage="pre")(data)
+    # a large JPEG is checked after DCT scaling (draft), so it still decodes when a resize follows
+    big = png(Image.new("RGB", (400, 400)), "JPEG")
+    x = Pipeline(["decode_image", {"resize": {"width": 8, "height": 8}}], stage="pre")(big)
+    assert x.shape == (8, 8, 3)
