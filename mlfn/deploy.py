@@ -229,7 +229,9 @@ def invoke(ref: str, payload: Any, options: Optional[TargetOptions] = None, cfg=
     """Call a deployed function through an alias or one version; says which version served."""
     name, alias, version = parse_ref(ref)
     t = open_target(cfg, options)
-    kwargs = {"timeout": timeout} if t.name in ("local", "openwhisk") else {}
+    import inspect
+
+    kwargs = {"timeout": timeout} if "timeout" in inspect.signature(t.invoke).parameters else {}
     return t.invoke(name, payload, alias=alias, version=version, **kwargs)
 
 

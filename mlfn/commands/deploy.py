@@ -142,7 +142,7 @@ def deploy(config_path, alias, weight, promote, push, web, web_secure, dry_run, 
         alias = None  # --weight alone: the default alias
     progress = Progress(quiet=output == "json")
     out = lib.deploy(cfg, _options(kw, dry_run), alias=alias, weight=weight, promote=promote, push=push, web=web,
-                     require_whisk_auth=web_secure, progress=progress)
+                     require_whisk_auth=web_secure or None, progress=progress)
 
     def text(o):
         v = o.version

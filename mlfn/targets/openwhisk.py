@@ -373,8 +373,11 @@ class OpenWhiskTarget(Target):
             src = actions[first]
             exec_ = {"kind": "blackbox", "image": src["exec"].get("image"), "main": "main",
                      "code": self._router_code(function, alias, weights)}
-            limits = {"memory": ROUTER_MEMORY, "timeout": (src.get("limits") or {}).get("timeout", 60000),
-                      "concurrency": 1, "logs": 10}
+            # The router starts the function image (which loads its model), so it gets the
+            # version's memory limit rather than the platform minimum.
+            src_limits = src.get("limits") or {}
+            limits = {"memory": max(ROUTER_MEMORY, int(src_limits.get("memory", 256))),
+                      "timeout": src_limits.get("timeout", 60000), "concurrency": 1, "logs": 10}
             params = []
             ann["conductor"] = True
         body = {"namespace": self.namespace, "name": alias, "exec": exec_, "limits": limits,

@@ -125,9 +125,11 @@ def up(port: int = DEFAULT_PORT, foreground: bool = False, idle_seconds: float =
     cmd = [sys.executable, "-m", "mlfn.targets.local.server", "--port", str(port), "--home", str(home),
            "--idle-seconds", str(idle_seconds)]
     if foreground:
+        from mlfn.targets.local.server import main as serve
+
         _write_runfile(os.getpid(), port)
         try:
-            return_code = subprocess.call(cmd)
+            return_code = serve(cmd[3:])
         finally:
             _runfile().unlink(missing_ok=True)
         return LocalStatus(running=False, apihost=f"http://127.0.0.1:{port}", state_dir=str(home),

@@ -33,7 +33,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from mlfn.targets.local.controller import MAX_PAYLOAD, ApiError, Controller, ann, truthy
 from mlfn.targets.wskprops import GUEST_AUTH, GUEST_NAMESPACE
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("mlfn.targets.local.server")
 
 BLOCKING_WAIT_S = 60.0
 WEB_EXTENSIONS = (".json", ".http", ".html", ".svg", ".text")
@@ -45,8 +45,8 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "mlfn-local"
     controller: Controller  # set by make_server
 
-    def log_message(self, fmt, *args):  # quiet by default; the daemon logs at INFO
-        log.info("%s %s", self.address_string(), fmt % args)
+    def log_message(self, fmt, *args):  # request lines at DEBUG; life cycle at INFO
+        log.debug("%s %s", self.address_string(), fmt % args)
 
     # ---- plumbing ------------------------------------------------------------------------------
 
@@ -352,6 +352,7 @@ def main(argv=None) -> int:
     p.add_argument("--idle-seconds", type=float, default=600.0)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("mlfn.targets.local").setLevel(logging.INFO)
     from mlfn.targets.local import state_dir
 
     home = Path(a.home) if a.home else state_dir()
