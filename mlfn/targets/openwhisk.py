@@ -154,6 +154,9 @@ class OpenWhiskTarget(Target):
         except TargetError:
             if self.dry_run:  # a dry run works offline: plan as if nothing existed yet
                 return None
+            if self.name == "local":
+                raise TargetError(f"The local OpenWhisk API at {self.base} is not running; start it with "
+                                  "'mlfn local up'.") from None
             raise
         if resp.status_code in ok:
             return resp
@@ -541,4 +544,5 @@ def local_target(cfg=None, *, port: Optional[int] = None, dry_run: bool = False,
     from mlfn.targets.wskprops import GUEST_AUTH, GUEST_NAMESPACE
 
     props = WskProps(apihost=local_apihost(port), auth=GUEST_AUTH, namespace=GUEST_NAMESPACE, source="mlfn local")
+    kw.setdefault("attempts", 3)  # a stopped local controller fails fast with a hint
     return OpenWhiskTarget(cfg, props=props, dry_run=dry_run, target_name="local", **kw)

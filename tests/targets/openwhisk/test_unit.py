@@ -158,3 +158,32 @@ def test_http_client_retries_then_names_the_host(monkeypatch):
     with pytest.raises(TargetError) as e:
         c.request("GET", "http://u:secret-key@127.0.0.1:9/api/v1?x=1")
     assert len(slept) == 2 and "127.0.0.1:9" in str(e.value) and "secret" not in str(e.value)
+
+
+def test_render_command_needs_no_platform(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from mlfn.cli import main
+
+    (tmp_path / "mlfn.yaml").write_text("name: digits\ndeploy:\n  memory: 512\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WSK_CONFIG_FILE", str(tmp_path / "none"))
+    r = CliRunner().invoke(main, ["render", "-t", "openwhisk", "--image", "reg.example/digits@sha256:abc",
+                                  "--out", "deploy", "-o", "json"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    doc = yaml.safe_load((tmp_path / "deploy" / "manifest.yaml").read_text())
+    v1 = doc["packages"]["digits"]["actions"]["v1"]
+    assert v1["docker"] == "reg.example/digits@sha256:abc" and v1["limits"]["memorySize"] == 512
+
+
+def test_local_target_hint_when_not_running(monkeypatch, tmp_path):
+    import socket
+
+    from mlfn.targets.openwhisk import local_target
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t = local_target(port=port, sleep=lambda s: None)
+    with pytest.raises(TargetError, match="mlfn local up"):
+        t.status("fn")
