@@ -161,3 +161,30 @@ def test_state_survives_a_restart(tmp_path, action_image):
         assert requests.get(url + f"activations/{aid}", auth=AUTH).status_code == 200
     finally:
         close(server, ctl)
+
+
+def test_idle_containers_are_removed(tmp_path, action_image):
+    import threading
+
+    import docker
+
+    from mlfn.targets.local.pool import OWNER_LABEL
+    from mlfn.targets.local.server import close, make_server, owner_id
+
+    server, ctl = make_server(tmp_path, port=0, idle_seconds=0.5)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/api/v1/namespaces/_/"
+    labels = {"label": [f"{OWNER_LABEL}={owner_id(tmp_path)}"]}
+    try:
+        requests.put(url + "actions/idle", json={"exec": {"kind": "blackbox", "image": action_image}}, auth=AUTH)
+        assert requests.post(url + "actions/idle?blocking=true", json={}, auth=AUTH).status_code == 200
+        assert len(docker.from_env().containers.list(filters=labels)) == 1
+        for _ in range(50):
+            if not docker.from_env().containers.list(all=True, filters=labels):
+                break
+            time.sleep(0.1)
+        assert not docker.from_env().containers.list(all=True, filters=labels)
+        r = requests.post(url + "actions/idle?blocking=true", json={}, auth=AUTH)  # cold again
+        assert "initTime" in {a["key"] for a in r.json()["annotations"]}
+    finally:
+        close(server, ctl)
