@@ -116,7 +116,8 @@ def _dry(out) -> str:
               "(default: deploy.openwhisk.web).")
 @click.option("--web-secure", is_flag=True, default=None, help="Protect the web action with a generated "
               "X-Require-Whisk-Auth secret (printed once, here).")
-@click.option("--dry-run", is_flag=True, help="Print the requests that would change the platform; send none.")
+@click.option("--dry-run", is_flag=True, help="Print the requests that would change the platform; send none "
+              "(the image is still built locally, but not pushed).")
 @output_option
 def deploy(config_path, alias, weight, promote, push, web, web_secure, dry_run, output, **kw):
     """Build (if needed) and publish the function as a new immutable version vN.

@@ -497,8 +497,14 @@ class OpenWhiskTarget(Target):
         """Which version ran: the component activation of a conductor, or the alias's one version."""
         ann = _unkv(act.get("annotations"))
         if ann.get("conductor"):
-            for aid in act.get("logs") or []:
-                sub = self._get("activations", aid)
+            # logs = [router, version, router]; activation records may land a moment later
+            ids = list(act.get("logs") or [])
+            for aid in ids[1:2] + ids[:1] + ids[2:]:
+                for attempt in range(5):
+                    sub = self._get("activations", aid)
+                    if sub is not None:
+                        break
+                    time.sleep(0.1 * (attempt + 1))
                 if sub and sub.get("name", "").startswith("v") and sub["name"][1:].isdigit():
                     return sub["name"]
             return None

@@ -76,6 +76,11 @@ def test_blocking_invoke_activation_record_and_logs(local_api, pkg, swagger):
     assert [b["activationId"] for b in brief[:2]] == [aid2, act["activationId"]]
     for b in brief:
         swagger.validate(b, "ActivationBrief")
+    for a in requests.get(api(local_api, "actions?limit=50"), auth=AUTH).json():
+        swagger.validate(a, "ActionMeta")
+    for p in requests.get(api(local_api, "packages"), auth=AUTH).json():
+        swagger.validate(p, "Package")
+    swagger.validate(requests.get(url, auth=AUTH).json(), "Action")
 
 
 def test_errors_map_to_502_and_the_container_keeps_serving(local_api, pkg):
