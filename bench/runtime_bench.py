@@ -122,13 +122,16 @@ def cold_start(image: str, base: str, runs: int, body: bytes) -> dict:
     """Median wall time: docker run -> first 200 from /predict; and docker run base python3 -c pass."""
     ours, floor, inside = [], [], []
     for _ in range(runs):
+        # the same `docker run` flags for both (port published, no --rm: removal is not timed)
+        name = PREFIX + uuid.uuid4().hex[:8]
         t0 = time.monotonic()
-        docker("run", "--rm", "--entrypoint", "python3", base, "-c", "pass")
+        docker("run", "--name", name, "-p", f"127.0.0.1:{free_port()}:8080", "--entrypoint", "python3", base, "-c", "pass")
         floor.append(time.monotonic() - t0)
+        docker("rm", "-f", name, check=False)
         port = free_port()
         name = PREFIX + uuid.uuid4().hex[:8]
         t0 = time.monotonic()
-        subprocess.Popen(["docker", "run", "--rm", "--name", name, "-p", f"127.0.0.1:{port}:8080", image],
+        subprocess.Popen(["docker", "run", "--name", name, "-p", f"127.0.0.1:{port}:8080", image],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         t1 = wait_ready(port, body)
         ours.append(t1 - t0)

@@ -90,6 +90,8 @@ class App:
             for name, m in function.models.items():
                 self.metrics.load_seconds[name] = m.runner.load_seconds
         self.max_payload = function.serving.max_payload_bytes if function else 1048576
+        # serving.workers bounds the requests doing work at once (connections are not bounded)
+        self.slots = threading.BoundedSemaphore(function.serving.workers if function else 8)
 
     def require_function(self):
         # while draining, requests already accepted still complete (only /healthz says 503)
@@ -248,7 +250,11 @@ class Handler(BaseHTTPRequestHandler):
             from urllib.parse import parse_qsl
 
             req = Request(self.command, path, dict(parse_qsl(parts.query)), self.headers, body)
-            resp = handler(req)
+            if endpoint in ("health", "metrics") or endpoint.endswith(("_live", "_ready")):
+                resp = handler(req)
+            else:
+                with app.slots:
+                    resp = handler(req)
             model = resp.model
         except RuntimeFunctionError as e:
             resp = Response(status_of(e), {"error": str(e)})

@@ -97,3 +97,25 @@ def test_unreadable_model_is_a_configuration_error(tmp_path):
         ModelRunner(str(tmp_path / "bad.tflite"))
     with pytest.raises(ConfigurationError, match="choose lock or per-thread"):
         ModelRunner(str(tmp_path / "bad.tflite"), mode="pool")
+
+
+def test_falls_back_to_tflite_runtime_when_ai_edge_litert_is_missing(monkeypatch, rt_models):
+    """The legacy import path: tflite_runtime.interpreter.Interpreter (stood in for by LiteRT's)."""
+    import sys
+    import types
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    from mlfn_runtime import model
+
+    legacy = types.ModuleType("tflite_runtime.interpreter")
+    legacy.Interpreter = type("LegacyInterpreter", (Interpreter,), {})
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)  # import fails
+    monkeypatch.setitem(sys.modules, "tflite_runtime", types.ModuleType("tflite_runtime"))
+    monkeypatch.setitem(sys.modules, "tflite_runtime.interpreter", legacy)
+    assert model.interpreter_class() is legacy.Interpreter
+    r = ModelRunner(str(rt_models / "digits_float.tflite"))
+    assert type(r._pool.queue[0].interpreter).__name__ == "LegacyInterpreter"
+    monkeypatch.setitem(sys.modules, "tflite_runtime.interpreter", None)
+    with pytest.raises(ConfigurationError, match="No LiteRT interpreter is installed"):
+        model.interpreter_class()
