@@ -37,6 +37,7 @@ def main(argv=None) -> int:
     ap.add_argument("--apihost", help="an existing OpenWhisk API (default: an in-process local controller)")
     ap.add_argument("--auth", help="uuid:key for --apihost")
     ap.add_argument("--namespace", default="_")
+    ap.add_argument("--base", default="mlfn-base:3.11", help="base image of the tiny test action (mlfn base build)")
     a = ap.parse_args(argv)
 
     import requests
@@ -50,7 +51,8 @@ def main(argv=None) -> int:
         import docker
 
         image = "mlfnow-test-action:1"
-        docker.from_env().images.build(path=str(ROOT / "tests/targets/openwhisk/action"), tag=image, rm=True)
+        docker.from_env().images.build(path=str(ROOT / "tests/targets/openwhisk/action"), tag=image, rm=True,
+                                       buildargs={"BASE": a.base})
     payload = json.loads(Path(a.payload).read_text()) if a.payload else {"x": [1, 2, 3]}
 
     server = controller = None

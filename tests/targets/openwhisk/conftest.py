@@ -1,7 +1,7 @@
 """Fixtures for the OpenWhisk target and the local controller.
 
 - `swagger`: validate a document against a definition of apiv1swagger.json.
-- `action_image`: a tiny stdlib action runtime built FROM mlfn-bootstrap:3.11 (fast).
+- `action_image`: a tiny stdlib action runtime on the base image (`base_image`; fast).
 - `local_api`: the local controller in-process on an ephemeral port, state in a tmp dir.
 - `proxy`: a recording, fault-injecting HTTP proxy in front of `local_api`.
 - `target`: an OpenWhiskTarget through the proxy (no real sleeping between retries).
@@ -41,11 +41,11 @@ def swagger() -> Swagger:
 
 
 @pytest.fixture(scope="session")
-def action_image():
+def action_image(base_image):
     import docker
 
     client = docker.from_env()
-    client.images.build(path=str(HERE / "action"), tag=ACTION_IMAGE, rm=True)
+    client.images.build(path=str(HERE / "action"), tag=ACTION_IMAGE, rm=True, buildargs={"BASE": base_image})
     return ACTION_IMAGE
 
 
