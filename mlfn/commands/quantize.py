@@ -20,6 +20,8 @@ MODES = ["none", "dynamic", "float16", "int8", "int16x8"]
               help="Interpreter the op versions must suit (tflite-runtime = the legacy 2.14 one).")
 @click.option("--allow-select-tf-ops", is_flag=True, default=None,
               help="Keep ops TFLite lacks as TensorFlow (Flex) ops; the image then needs full TensorFlow.")
+@click.option("--per-tensor", is_flag=True, default=None,
+              help="One scale per weight tensor instead of per channel: a smaller file, maybe less accurate.")
 @click.option("--max-accuracy-drop", type=float, default=None, metavar="POINTS",
               help="Fail when top-1 accuracy drops by more than this many points.")
 @click.option("--compare", is_flag=True,
@@ -28,7 +30,7 @@ MODES = ["none", "dynamic", "float16", "int8", "int16x8"]
               help="Folder for --compare's report.json and chart (default: .mlfn/report next to mlfn.yaml).")
 @click.option("--no-cache", is_flag=True, help="Convert again even when the cache holds this conversion.")
 @output_option
-def quantize(config_path, mode, out_path, model_name, target, allow_select_tf_ops, max_accuracy_drop,
+def quantize(config_path, mode, out_path, model_name, target, allow_select_tf_ops, per_tensor, max_accuracy_drop,
              compare, report_dir, no_cache, output):
     """Convert the model to TFLite, quantize it, and report size, ops, accuracy and latency.
 
@@ -50,7 +52,8 @@ def quantize(config_path, mode, out_path, model_name, target, allow_select_tf_op
     from mlfn.output import Progress, emit
 
     overrides = {"quantize.target": target, "quantize.max_accuracy_drop": max_accuracy_drop,
-                 "quantize.allow_select_tf_ops": True if allow_select_tf_ops else None}
+                 "quantize.allow_select_tf_ops": True if allow_select_tf_ops else None,
+                 "quantize.per_channel": False if per_tensor else None}
     cfg = load_config(config_path, overrides=overrides)
     progress = Progress()
     if compare:

@@ -2,6 +2,7 @@
 (`ai-edge-litert`), no TensorFlow. Used to validate, count ops, evaluate and time."""
 from __future__ import annotations
 
+import re
 from collections import Counter
 from typing import Optional
 
@@ -32,6 +33,14 @@ def check_tflite(content: bytes, where: str) -> None:
             raise ModelError(
                 f"{where} uses TensorFlow (Flex) ops ({flex}), which the LiteRT interpreter cannot run "
                 "without full TensorFlow."
+            ) from None
+        node = re.search(r"Node number (\d+) \((\w+)\) failed to prepare", str(e))
+        if node:
+            check = re.search(r"(\w+ was not true)", str(e))
+            why = f" ({check.group(1)})" if check else ""
+            raise ModelError(
+                f"{where} cannot be loaded by the LiteRT interpreter: node {node.group(1)} ({node.group(2)}) "
+                f"failed to prepare{why}; try another quantization mode."
             ) from None
         raise ModelError(f"{where} cannot be loaded by the LiteRT interpreter: {msg}") from None
 

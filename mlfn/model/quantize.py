@@ -45,6 +45,7 @@ class QuantizeResult:
     input_type: str = "float32"
     output_type: str = "float32"
     select_tf_ops: bool = False
+    per_channel: bool = True  # per-channel weight scales (false: per-tensor, smaller)
     verified: list = field(default_factory=list)  # runtimes that loaded the model
     warnings: list = field(default_factory=list)
 
@@ -112,6 +113,7 @@ class _Plan:
     input_type: str
     output_type: str
     allow_select: bool
+    per_channel: bool
     representative: Optional[str]
     samples: int
     validation: Optional[str]
@@ -140,6 +142,7 @@ def _plan(cfg: Config, model: Optional[ExtraModel], mode: Optional[str]) -> _Pla
     return _Plan(
         name=name, path=cfg.resolve(path), signature=signature, mode=mode, target=q.target,
         input_type=q.input_type, output_type=q.output_type, allow_select=bool(q.allow_select_tf_ops),
+        per_channel=bool(q.per_channel),
         representative=cfg.resolve(q.representative_data), samples=int(q.representative_samples),
         validation=cfg.resolve(q.validation_data), top_k=[int(k) for k in (q.top_k or [1])],
         max_drop=q.max_accuracy_drop, pre=list(pre or []), labels=cfg.resolve(labels),
@@ -156,6 +159,7 @@ def _conversion_key(plan: _Plan, src: ModelSource) -> str:
         "mode": plan.mode if src.format != "tflite" else "passthrough", "target": plan.target,
         "io": [plan.input_type, plan.output_type] if calibrated else None,
         "select_tf_ops": plan.allow_select,
+        "per_channel": plan.per_channel if plan.mode != "none" and src.format != "tflite" else None,
         "representative": [_data_hash(plan.representative), plan.samples] if calibrated else None,
         "pre": plan.pre if calibrated and rep_is_dir else None,
         "tensorflow": _tf_version() if src.format != "tflite" else None,
@@ -220,7 +224,7 @@ def quantize_model(cfg: Config, *, model: Optional[ExtraModel] = None, mode: Opt
         ops_before=meta["ops_before"], ops_after=meta["ops_after"], evaluation=evaluation,
         model_name=plan.name, source_format=src.format, target=plan.target,
         input_type=meta.get("input_type", "float32"), output_type=meta.get("output_type", "float32"),
-        select_tf_ops=plan.allow_select, verified=meta.get("verified", []), warnings=warnings,
+        select_tf_ops=plan.allow_select, per_channel=plan.per_channel, verified=meta.get("verified", []), warnings=warnings,
     )
     _gate(plan, result)
     if out_path:
@@ -262,7 +266,8 @@ def _convert(plan: _Plan, src: ModelSource, say: Callable[[str], None]):
             say(f"Calibrating on {len(rep[0])} representative sample(s)")
         content = convert(loaded, plan.mode, representative=rep, input_type=plan.input_type,
                           output_type=plan.output_type, runtime_target=plan.target,
-                          allow_select_tf_ops=plan.allow_select, progress=say)
+                          allow_select_tf_ops=plan.allow_select, per_channel=plan.per_channel,
+                          progress=say)
         meta = {"mode": plan.mode, "ops_before": loaded.ops(), "ops_after": litert.op_counts(content),
                 "input_type": plan.input_type if plan.mode in ("int8", "int16x8") else "float32",
                 "output_type": plan.output_type if plan.mode in ("int8", "int16x8") else "float32"}

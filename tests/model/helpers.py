@@ -10,8 +10,9 @@ from mlfn.config import from_dict
 
 
 def project(dirpath: Path, base: Path, **quantize) -> "object":
-    """A Config for a project in `dirpath` whose model and data default to the trained digits
-    sample in `base` (absolute paths), with `quantize` keys overridden; writes mlfn.yaml."""
+    """A Config for a project in `dirpath` whose model, data and conversion cache default to
+    the trained digits sample in `base` (absolute paths), with `quantize` keys overridden;
+    writes mlfn.yaml."""
     data = yaml.safe_load((base / "mlfn.yaml").read_text())
     model = quantize.pop("model", None)
     signature = quantize.pop("signature", None)
@@ -21,6 +22,7 @@ def project(dirpath: Path, base: Path, **quantize) -> "object":
     q = data["quantize"]
     q["representative_data"] = str(base / "calibration.npy")
     q["validation_data"] = str(base / "validation.npz")
+    q["cache_dir"] = str(base / ".mlfn" / "cache")  # conversions are shared between tests
     q.update(quantize)
     data["pipeline"]["labels"] = str(base / "labels.txt")
     dirpath.mkdir(parents=True, exist_ok=True)

@@ -69,7 +69,7 @@ def test_representative_wrong_shape(digits_project, tmp_path):
     err = one_line_error(run_cli("-c", cfg.source, "--out", tmp_path / "o.tflite"))
     assert "shape (8, 8, 3)" in err and "expects (8, 8, 1)" in err and "rgb.npy" in err
     assert not (tmp_path / "o.tflite").exists()
-    assert not leftovers(tmp_path)
+    assert not leftovers(tmp_path) and not leftovers(digits_project / ".mlfn")
 
 
 def test_representative_wrong_dtype(digits_project, tmp_path):

@@ -116,3 +116,12 @@ def test_regression_reports_mse(tmp_path):
     assert ev["task"] == "regression"
     assert "accuracy" not in ev["converted"] and ev["converted"]["mse"] > 0
     assert ev["converted"]["mse"] == pytest.approx(ev["original"]["mse"], rel=0.5)
+
+
+def test_per_tensor_is_smaller(digits_project, digits_tflite, tmp_path):
+    cfg = project(tmp_path, digits_project, mode="int8", per_channel=False)
+    r = quantize_model(cfg)
+    assert not r.per_channel and digits_tflite.per_channel
+    # one scale per weight tensor instead of one (scale, zero point) per output channel
+    assert r.size_bytes < digits_tflite.size_bytes
+    assert r.evaluation["accuracy_drop"] <= 2.0
