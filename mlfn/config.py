@@ -45,6 +45,7 @@ class QuantizeConfig:
     representative_samples: int = 100  # how many calibration samples to use
     input_type: str = "float32"  # int8 models: float32 | int8 | uint8
     output_type: str = "float32"  # int8 models: float32 | int8 | uint8
+    per_channel: bool = True  # per-channel weight scales (accurate); false: per-tensor (smaller file)
     allow_select_tf_ops: bool = False  # SELECT_TF_OPS fallback: needs full TensorFlow in the image
     validation_data: Optional[str] = None  # .npz (x, y) or an image folder with one sub-folder per label
     top_k: list = field(default_factory=lambda: [1])  # accuracies to report: top-1, top-5, ...
