@@ -139,8 +139,11 @@ def _plan(cfg: Config, model: Optional[ExtraModel], mode: Optional[str]) -> _Pla
         raise ConfigError(f"Quantization mode {mode!r} is unknown; choose one of: {', '.join(QUANTIZE_MODES)}.")
     if not path:
         raise ConfigError(f"model.path is empty in {cfg.source or 'mlfn.yaml'}.")
+    # A function image built with tflite-runtime needs op versions 2.14 can load, whatever
+    # quantize.target says; such models load in LiteRT too.
+    target = "tflite-runtime" if "tflite-runtime" in (q.target, cfg.build.runtime) else "litert"
     return _Plan(
-        name=name, path=cfg.resolve(path), signature=signature, mode=mode, target=q.target,
+        name=name, path=cfg.resolve(path), signature=signature, mode=mode, target=target,
         input_type=q.input_type, output_type=q.output_type, allow_select=bool(q.allow_select_tf_ops),
         per_channel=bool(q.per_channel),
         representative=cfg.resolve(q.representative_data), samples=int(q.representative_samples),

@@ -125,3 +125,25 @@ def test_per_tensor_is_smaller(digits_project, digits_tflite, tmp_path):
     # one scale per weight tensor instead of one (scale, zero point) per output channel
     assert r.size_bytes < digits_tflite.size_bytes
     assert r.evaluation["accuracy_drop"] <= 2.0
+
+
+def test_extra_model(digits_project, tmp_path):
+    import json
+
+    import yaml
+    from click.testing import CliRunner
+
+    from mlfn.cli import main
+    from mlfn.config import load_config
+
+    cfg = project(tmp_path, digits_project, mode="int8")
+    data = yaml.safe_load(cfg.source.read_text())
+    data["models"] = [{"name": "digits-saved", "path": str(digits_project / "model"), "quantize": "dynamic"}]
+    cfg.source.write_text(yaml.safe_dump(data))
+    cfg = load_config(str(cfg.source))
+    r = quantize_model(cfg, model=cfg.models[0])
+    assert r.model_name == "digits-saved" and r.mode == "dynamic" and r.source_format == "saved_model"
+    res = CliRunner().invoke(main, ["quantize", "-c", cfg.source, "--model", "digits-saved", "-o", "json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["sha256"] == r.sha256 and out["tflite_path"] == str(tmp_path / "digits-saved.tflite")

@@ -29,3 +29,10 @@ def test_target_tflite_runtime_loads_in_2_14(digits_project, tmp_path):
         info = verify_tflite_runtime(Path(r.tflite_path).read_bytes(), r.source)
         assert info["numpy"].startswith("1.") and info["output_shape"] == [1, 10]
         assert r.evaluation["accuracy_drop"] <= 2.0
+
+
+def test_build_runtime_implies_target(digits_project, tmp_path):
+    cfg = project(tmp_path, digits_project, mode="dynamic")
+    cfg.build.runtime = "tflite-runtime"
+    r = quantize_model(cfg)
+    assert r.target == "tflite-runtime" and "tflite-runtime" in r.verified
