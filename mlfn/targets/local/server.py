@@ -255,13 +255,15 @@ class Handler(BaseHTTPRequestHandler):
             if raw:
                 ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
                 body = None
-                if ctype in ("application/json", "") :
+                if ctype in ("application/json", ""):
                     try:
                         body = json.loads(raw)
                     except ValueError:
                         body = None
                 if isinstance(body, dict):
                     args.update(body)
+                elif ctype == "application/x-www-form-urlencoded":
+                    args.update({k: v[-1] for k, v in parse_qs(raw.decode(errors="replace")).items()})
                 elif ctype.startswith("text/"):
                     args["__ow_body"] = raw.decode(errors="replace")
                 else:

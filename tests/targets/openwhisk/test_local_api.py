@@ -142,6 +142,8 @@ def test_web_action_with_secret(local_api, pkg):
     r = requests.post(f"{web}/w.json", data=b"\x89PNG", headers={"X-Require-Whisk-Auth": "s3cret",
                                                                   "Content-Type": "image/png"})
     assert base64.b64decode(r.json()["value"]["__ow_body"]) == b"\x89PNG"
+    r = requests.post(f"{web}/w.json", data={"name": "Jane"}, headers={"X-Require-Whisk-Auth": "s3cret"})
+    assert r.json()["value"]["name"] == "Jane"  # form fields become parameters
     r = requests.post(f"{web}/w.json", json={"fail": "no"}, headers={"X-Require-Whisk-Auth": "s3cret"})
     assert r.status_code == 400 and r.json()["error"] == "no"
     assert requests.post(f"{web}/private.json", json={}).status_code == 404
