@@ -227,6 +227,24 @@ class Handler(BaseHTTPRequestHandler):
         self.server.track(self, idle=False)
         return ok
 
+    def send_error(self, code, message=None, explain=None):
+        """Protocol-level errors (bad request line, headers too long, ...) as JSON too."""
+        self.close_connection = True
+        body = _dumps({"error": message or self.responses.get(code, ("error",))[0]})
+        try:
+            self.send_response(code, message)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            if self.command != "HEAD" and code >= 200 and code not in (204, 304):
+                self.wfile.write(body)
+        except OSError:
+            pass
+
+    def version_string(self):
+        return self.server_version
+
     def log_message(self, format, *args):  # access logs off unless asked (stderr is the activation log)
         if os.environ.get("MLFN_ACCESS_LOG"):
             log(format % args)
@@ -283,9 +301,11 @@ class Handler(BaseHTTPRequestHandler):
             return b""
         try:
             n = int(length)
+            if n < 0:
+                raise ValueError(n)
         except ValueError:
             self.close_connection = True
-            raise InvalidInput("Content-Length is not a number") from None
+            raise InvalidInput("Content-Length is not a non-negative number") from None
         if n > max(limit, 0):
             self.close_connection = True
             if limit == 0:

@@ -182,3 +182,20 @@ def test_cold_import_is_light():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                        env={"PYTHONPATH": ":".join(sys.path)})
     assert r.stdout.strip() == "[]", r.stderr
+
+
+def test_malformed_http_gets_json_errors_and_the_server_keeps_serving(digits_server):
+    host, port = digits_server.split("//")[1].split(":")
+    for raw in (b"POST /predict HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", b"POST /predict HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
+                b"POST /predict HTTP/1.1\r\nContent-Length: abc\r\n\r\n"):
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            s.sendall(raw)
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.split()[1] == b"400" and "error" in json.loads(body)
+    assert requests.get(digits_server + "/healthz", timeout=5).status_code == 200
