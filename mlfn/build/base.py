@@ -76,6 +76,13 @@ PRUNE_GLOBS = [
     "usr/lib/python3.11/lib-dynload/_curses*", "usr/lib/python3.11/lib-dynload/_dbm*",
     "usr/lib/python3.11/lib-dynload/nis.*", "usr/lib/python3.11/lib-dynload/readline.*",
     "usr/lib/python3.11/lib-dynload/_sqlite3*", "usr/lib/python3.11/curses",
+    # CPython's own test helpers and modules nobody serves a model with
+    "usr/lib/python3.11/lib-dynload/_test*", "usr/lib/python3.11/lib-dynload/_ctypes_test*",
+    "usr/lib/python3.11/lib-dynload/xxlimited*", "usr/lib/python3.11/lib-dynload/_xxtestfuzz*",
+    "usr/lib/python3.11/lib-dynload/ossaudiodev*", "usr/lib/python3.11/lib-dynload/audioop*",
+    "usr/lib/python3.11/unittest", "usr/lib/python3.11/xmlrpc", "usr/lib/python3.11/wsgiref",
+    "usr/lib/python3.11/_pydecimal.py", "usr/lib/python3.11/pydoc.py", "usr/lib/python3.11/doctest.py",
+    "usr/lib/python3.11/__phello__", "usr/lib/python3.11/venv",
     "usr/lib/python3.11/dbm", "usr/lib/python3.11/sqlite3",
 ] + [
     f"{d}/{lib}" for d in ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu")
@@ -271,6 +278,12 @@ def base_image_config(debug_shell: bool) -> dict:
 
 def customize_rootfs(root: Path, debug_shell: bool = False) -> None:
     """Remove what a function never needs; add python3, users, /tmp and CA-free defaults."""
+    if debug_shell:  # keep busybox (Debian installs it as /bin/busybox; /bin is pruned)
+        for candidate in (root / "bin/busybox", root / "usr/bin/busybox"):
+            if candidate.is_file() and not candidate.is_symlink():
+                (root / "usr/bin").mkdir(parents=True, exist_ok=True)
+                os.replace(candidate, root / "usr/bin/busybox.keep")
+                break
     for rel in PRUNE:
         p = root / rel
         if p.is_symlink() or p.is_file():
@@ -285,7 +298,7 @@ def customize_rootfs(root: Path, debug_shell: bool = False) -> None:
                 p.unlink()
     usr_bin = root / "usr/bin"
     for p in usr_bin.iterdir():
-        if p.name not in KEEP_BIN and not (debug_shell and p.name == "busybox"):
+        if p.name not in KEEP_BIN and p.name != "busybox.keep":
             if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p)
             else:
@@ -295,8 +308,15 @@ def customize_rootfs(root: Path, debug_shell: bool = False) -> None:
     (usr_bin / "python3").symlink_to("python3.11")
     (usr_bin / "python").symlink_to("python3.11")
     if debug_shell:
+        os.replace(usr_bin / "busybox.keep", usr_bin / "busybox")
         (root / "bin").mkdir(exist_ok=True)
-        (root / "bin/sh").symlink_to("/usr/bin/busybox")
+        # one link per applet (sh, ls, cat, id, ...), from the binary's own list
+        out = subprocess.run([str(usr_bin / "busybox"), "--list"], capture_output=True, text=True)
+        applets = [a for a in out.stdout.split() if a and "/" not in a] or ["sh"]
+        for applet in sorted(set(applets) | {"sh"}):
+            link = root / "bin" / applet
+            if not link.exists() and not link.is_symlink() and not (usr_bin / applet).exists():
+                link.symlink_to("/usr/bin/busybox")
     etc = root / "etc"
     (etc / "passwd").write_text(
         "root:x:0:0:root:/root:/sbin/nologin\n"

@@ -114,3 +114,37 @@ def test_cli_errors_are_one_sentence(digits_project, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFN_BUILD__BASE_IMAGE", "mlfn-base:does-not-exist")
     res = CliRunner().invoke(main, ["build", "--config", str(digits_project)])
     assert res.exit_code == 1 and "mlfn base build" in res.stderr
+
+
+@pytest.mark.slow
+def test_debug_shell_base_and_a_user_chosen_base(digits_image, digits_project, docker_client, tmp_path):
+    """`--debug-shell` adds busybox's sh; any Python 3.11 image works as build.base_image."""
+    from mlfn.build import build_base_image, build_image
+    from mlfn.config import load_config
+
+    tag = "mlfnb-test/base-debug:3.11"
+    images = [tag]
+    try:
+        r = build_base_image(tag, debug_shell=True, force=True)
+        assert r.built and r.debug_shell
+        rc, out = _exec(docker_client, tag, ["sh", "-c", "id -u && echo shell-ok"])
+        assert rc == 0 and out.split() == ["65532", "shell-ok"]
+        cfg = load_config(str(digits_project), overrides={"build.base_image": tag})
+        fn = build_image(cfg, tag="mlfnb-test/digits:on-debug-base")
+        images.append(fn.image)
+        assert fn.labels["org.opencontainers.image.base.name"] == tag
+        # the same four function layers on another base (docker stamps directory mtimes at
+        # build time, so compare sizes; the oci builder is the byte-reproducible one)
+        assert [(layer["name"], layer["size_bytes"]) for layer in fn.layers[1:]] == \
+            [(layer["name"], layer["size_bytes"]) for layer in digits_image.layers[1:]]
+        with running(fn.image) as url:
+            png = digits_project / "inputs" / "digit-3.png"
+            resp = requests.post(url + "/predict", data=png.read_bytes(), headers={"Content-Type": "image/png"},
+                                 timeout=10)
+            assert resp.status_code == 200 and resp.json()["predictions"][0]["label"] == "3"
+    finally:
+        for ref in reversed(images):
+            try:
+                docker_client.images.remove(ref, force=True)
+            except Exception:
+                pass

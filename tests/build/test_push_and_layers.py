@@ -16,7 +16,13 @@ def _ids(result):
     return {layer["name"]: layer.get("diff_id") or tuple(layer.get("diff_ids", [])) for layer in result.layers}
 
 
+def _baseline(project_copy):
+    """The unchanged project built just before the change (a no-op when it matches digits_image)."""
+    return build_image(load_config(str(project_copy)))
+
+
 def test_changing_post_processing_rebuilds_only_the_config_layer(digits_image, project_copy, docker_client):
+    digits_image = _baseline(project_copy)
     before = _ids(digits_image)
     edit_yaml(project_copy, lambda d: d["pipeline"]["post"].__setitem__(1, {"top_k": {"k": 2}}))
     after = build_image(load_config(str(project_copy)), tag="mlfnb-test/digits:post")
@@ -35,6 +41,7 @@ def test_changing_post_processing_rebuilds_only_the_config_layer(digits_image, p
 
 
 def test_changing_the_model_rebuilds_model_and_config_only(digits_image, project_copy, docker_client):
+    digits_image = _baseline(project_copy)
     before = _ids(digits_image)
     edit_yaml(project_copy, lambda d: d["quantize"].update(mode="dynamic"))
     after = build_image(load_config(str(project_copy)), tag="mlfnb-test/digits:model")
@@ -60,7 +67,7 @@ def test_push_and_pull_back(digits_image, digits_project, registry, docker_clien
     docker_client.images.remove(f"{repo}:{tag}", force=False)
     pulled = docker_client.images.pull(r.repo_digest)
     try:
-        assert pulled.id == digits_image.image_id
+        assert pulled.id == r.image_id
     finally:
         docker_client.images.remove(r.repo_digest, force=True)
 
