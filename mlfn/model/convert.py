@@ -83,7 +83,8 @@ def convert(model: LoadedModel, mode: str, *, representative: Optional[Sequence]
 
 
 def _dataset(model: LoadedModel, arrays: Sequence):
-    keyed = model.saved_model is not None
+    # by name where order could differ: the TFLite signature lists inputs by name
+    keyed = model.saved_model is not None or len(model.inputs) > 1
 
     def gen():
         for i in range(len(arrays[0])):

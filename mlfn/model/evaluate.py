@@ -67,6 +67,8 @@ def evaluate(original, tflite: bytes, validation: Optional[ValidationSet], top_k
     from mlfn.model import litert
 
     runner = litert.load_runner(tflite, "the converted model")
+    if original is not None:
+        runner.order([s.name for s in original.inputs])
     if sample is None and validation is not None:
         sample = [x[:1] for x in validation.x]
     if sample is None:

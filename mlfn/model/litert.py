@@ -94,10 +94,31 @@ class Runner:
             x = np.clip(np.round(x / scale + zero), info.min, info.max)
         return x.astype(want, copy=False)
 
+    def order(self, names) -> None:
+        """Match interpreter inputs to model input names (the converter names them
+        `serving_default_<name>:0`; its order need not follow the model's)."""
+        def find(name):
+            for d in self.inputs:
+                base = d["name"].split(":")[0]
+                if base == name or base.endswith("_" + name):
+                    return d["index"]
+            return None
+
+        idx = [find(n) for n in names]
+        if len(names) == len(self.inputs) and None not in idx and len(set(idx)) == len(idx):
+            self._order = idx
+
+    def _details(self):
+        order = getattr(self, "_order", None)
+        if not order:
+            return self.inputs
+        by_index = {d["index"]: d for d in self.inputs}
+        return [by_index[i] for i in order]
+
     def __call__(self, xs: list):
         import numpy as np
 
-        for detail, x in zip(self.inputs, xs):
+        for detail, x in zip(self._details(), xs):
             self.it.set_tensor(detail["index"], self._fit(detail, np.asarray(x)))
         self.it.invoke()
         y = self.it.get_tensor(self.output["index"])

@@ -328,9 +328,15 @@ def _tflite_specs(content: bytes) -> list:
     from mlfn.model.data import InputSpec
 
     it = litert.interpreter(content, delegates=False)
-    return [InputSpec(d["name"], tuple(int(x) if x > 0 else None for x in d["shape_signature"][1:]),
+    return [InputSpec(_clean_name(d["name"]), tuple(int(x) if x > 0 else None for x in d["shape_signature"][1:]),
                       "float32" if d["dtype"].__name__ in ("int8", "uint8", "int16") else d["dtype"].__name__)
             for d in it.get_input_details()]
+
+
+def _clean_name(name: str) -> str:
+    """`serving_default_image:0` -> `image` (the model input's own name)."""
+    name = name.split(":")[0]
+    return name[len("serving_default_"):] if name.startswith("serving_default_") else name
 
 
 def _zero_sample(content: bytes) -> list:

@@ -147,3 +147,36 @@ def test_extra_model(digits_project, tmp_path):
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert out["sha256"] == r.sha256 and out["tflite_path"] == str(tmp_path / "digits-saved.tflite")
+
+
+def test_two_input_model_npz_by_input_name(tmp_path):
+    """Representative and validation .npz arrays are matched to inputs by name."""
+    import keras
+
+    from mlfn.config import from_dict
+
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(300, 3)).astype("float32")
+    b = rng.normal(size=(300, 5)).astype("float32")
+    y = (a.sum(axis=1) - 2.0 * b.sum(axis=1))[:, None].astype("float32")
+    keras.utils.set_random_seed(1)
+    ia, ib = keras.Input((3,), name="a"), keras.Input((5,), name="b")
+    h = keras.layers.Concatenate()([keras.layers.Dense(8)(ia), keras.layers.Dense(8)(ib)])
+    model = keras.Model([ia, ib], keras.layers.Dense(1)(h))
+    model.compile("adam", "mse")
+    model.fit([a, b], y, epochs=20, verbose=0)
+    model.save(tmp_path / "two.keras")
+    np.savez(tmp_path / "cal.npz", b=b[:50], a=a[:50])  # keys deliberately not in input order
+    np.savez(tmp_path / "val.npz", b=b[250:], a=a[250:], y=y[250:])
+    cfg = from_dict({"name": "two", "model": {"path": "two.keras"},
+                     "quantize": {"mode": "int8", "representative_data": "cal.npz", "validation_data": "val.npz"}},
+                    source=tmp_path / "mlfn.yaml")
+    r = quantize_model(cfg)
+    ev = r.evaluation
+    assert ev["task"] == "regression"
+    # wrong input order would feed (5,) into (3,) or give a wildly different error
+    assert ev["converted"]["mse"] == pytest.approx(ev["original"]["mse"], rel=0.25, abs=0.05)
+    np.savez(tmp_path / "bad.npz", a=a[:50], c=b[:50])
+    cfg.quantize.representative_data = str(tmp_path / "bad.npz")
+    with pytest.raises(ModelError, match="no array for model input 'b'"):
+        quantize_model(cfg, use_cache=False)
