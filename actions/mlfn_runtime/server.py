@@ -144,7 +144,8 @@ class App:
 
     def run(self, req) -> Response:
         status, body = self.proxy.run(req.json())
-        return Response(status, body)
+        model = body.get("model") if isinstance(body, dict) else None
+        return Response(status, body, model=model if isinstance(model, str) else "")
 
     def predict(self, req) -> Response:
         fn = self.require_function()

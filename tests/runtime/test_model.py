@@ -85,8 +85,21 @@ def test_concurrent_predictions_are_correct(rt_models, digits, mode):
     [t.start() for t in threads]
     [t.join() for t in threads]
     assert not errors
-    if mode == "per-thread":
-        assert 1 < r._created <= 4
+    assert r._created <= 4
+
+
+def test_per_thread_pool_gives_each_caller_its_own_interpreter_up_to_the_limit(rt_models):
+    r = ModelRunner(str(rt_models / "digits_float.tflite"), mode="per-thread", max_interpreters=3)
+    slots = [r._acquire() for _ in range(3)]
+    assert len({id(s.interpreter) for s in slots}) == 3 and r._created == 3
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(r._acquire()))
+    waiter.start()
+    waiter.join(0.3)
+    assert waiter.is_alive()  # the 4th caller waits for a free interpreter
+    r._release(slots[1])
+    waiter.join(5)
+    assert got == [slots[1]] and r._created == 3
 
 
 def test_unreadable_model_is_a_configuration_error(tmp_path):
