@@ -131,8 +131,11 @@ class Pool:
         self._stop.set()
         with self.lock:
             all_ = [c for lst in self.containers.values() for c in lst]
-        for c in all_:
-            self.destroy(c)
+        if all_:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(min(8, len(all_))) as ex:  # removal is ~0.3 s each: do it in parallel
+                list(ex.map(self.destroy, all_))
 
     def _reap_loop(self) -> None:
         while not self._stop.wait(min(5.0, max(0.2, self.idle_seconds / 4))):
