@@ -214,6 +214,9 @@ class OpenWhiskTarget(Target):
         if pkg is None:
             raise NotFoundError(f"Function '{function}' does not exist on {self.name} ({self.base}); "
                                 f"deploy it first with 'mlfn deploy'.")
+        return self._entities_of(pkg)
+
+    def _entities_of(self, pkg: dict):
         versions, aliases = [], {}
         for a in pkg.get("actions") or []:
             ann = _unkv(a.get("annotations"))
@@ -278,32 +281,33 @@ class OpenWhiskTarget(Target):
             "publish": False,
         }
 
-    def _ensure_package(self, function: str) -> None:
-        if self._package(function) is None:
-            self._put(("packages", function), {
-                "namespace": self.namespace, "name": function, "publish": False,
-                "annotations": _kv({ANN + "function": function,
-                                    "description": f"mlfn function {function}: versions vN and aliases"}),
-                "parameters": [],
-            })
+    def _package_body(self, function: str, annotations: dict, parameters: Optional[list] = None) -> dict:
+        return {"namespace": self.namespace, "name": function, "publish": False,
+                "annotations": _kv(annotations), "parameters": parameters or []}
+
+    def _reserve(self, function: str, pkg: Optional[dict], number: int) -> None:
+        """Record vN as allocated in the package (before creating it), so a number is never
+        reused for different content, even after vN is deleted."""
+        ann = _unkv((pkg or {}).get("annotations"))
+        if not ann:
+            ann = {ANN + "function": function, "description": f"mlfn function {function}: versions vN and aliases"}
+        ann[ANN + "last-version"] = number
+        self._put(("packages", function), self._package_body(function, ann, (pkg or {}).get("parameters")))
 
     def publish(self, spec: VersionSpec, progress: Callable[[str], None] = lambda m: None) -> DeployResult:
         function = check_function_name(spec.function)
-        self._ensure_package(function)
-        try:
-            versions, aliases = self._entities(function)
-        except NotFoundError:
-            if not self.dry_run:
-                raise
-            versions, aliases = [], {}
+        pkg = self._package(function)
+        versions, aliases = self._entities_of(pkg) if pkg is not None else ([], {})
         for v in versions:
             if spec.content_hash and v.content_hash == spec.content_hash:
                 progress(f"{function}/{v.name} already has this content ({spec.content_hash[:12]}); no new version")
                 return DeployResult(function=function, version=v, created=False,
                                     aliases=[self._alias_from(function, n, a) for n, a in sorted(aliases.items())])
-        number = (versions[-1].number if versions else 0) + 1
+        last = _unkv((pkg or {}).get("annotations")).get(ANN + "last-version") or 0
+        number = max([v.number for v in versions] + [int(last)]) + 1
         for _ in range(10):
             name = f"v{number}"
+            self._reserve(function, pkg, number)
             body = self._version_body(spec, name, number)
             progress(f"Creating {function}/{name} ({spec.image})")
             out = self._put(("actions", function, name), body, overwrite=False)
@@ -314,6 +318,7 @@ class OpenWhiskTarget(Target):
             if existing and _unkv(existing.get("annotations")).get(ANN + "content-hash") == spec.content_hash:
                 break
             number += 1
+            pkg = self._package(function)
         else:
             raise TargetError(f"Could not allocate a new version number for {function}; too many concurrent deploys.")
         version = self._version_from(_unkv(body["annotations"]), name)

@@ -146,3 +146,12 @@ def test_persistent_failure_stops_before_moving_aliases(proxy, fn_name, target):
         target.publish(spec(fn_name, "b"))
     st = assert_aliases_valid(target, fn_name)
     assert [v.name for v in st.versions] == ["v1"]
+
+
+def test_version_numbers_are_never_reused(target, fn_name):
+    target.publish(spec(fn_name, "a"))
+    target.publish(spec(fn_name, "b"))
+    target.delete(fn_name, "v2")
+    r = target.publish(spec(fn_name, "c"))
+    assert r.version.name == "v3"  # v2 meant other content; history may still name it
+    assert [v.name for v in target.versions(fn_name)] == ["v1", "v3"]
