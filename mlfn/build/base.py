@@ -100,7 +100,7 @@ class BaseResult:
     """What `mlfn base build` made (or found)."""
 
     image: str
-    image_id: str
+    image_id: Optional[str]  # None when only cached for the daemonless builder (--no-import)
     size_bytes: int
     built: bool  # False when the tag already existed and --force was not given
     debug_shell: bool = False
@@ -193,17 +193,28 @@ def build_base_image(
     *,
     debug_shell: bool = False,
     force: bool = False,
+    docker_import: bool = True,
     sources: Optional[list] = None,
     progress: Optional[Callable[[str], None]] = None,
 ) -> BaseResult:
-    """Build (or reuse) the base image `tag` and keep its root file system in the cache."""
+    """Build (or reuse) the base image `tag` and keep its root file system in the cache.
+
+    docker_import=False needs no Docker engine: the root file system and config stay in
+    the cache only, which is all the daemonless builder (`--builder oci`) needs."""
     import time
 
     say = progress or (lambda m: None)
     t0 = time.monotonic()
-    client = docker_client()
+    client = docker_client() if docker_import else None
     cache = base_cache_dir(tag)
-    existing = image_exists(client, tag)
+    if client is None and not force and (cache / "rootfs.tar").exists() and (cache / "config.json").exists():
+        say(f"{tag} is in the cache ({cache}); reusing it (pass --force to rebuild).")
+        tar = cache / "rootfs.tar"
+        return BaseResult(image=tag, image_id=None, size_bytes=tar.stat().st_size, built=False,
+                          debug_shell=json.loads((cache / "config.json").read_text())["Labels"].get(
+                              "dev.mlfn.base.debug-shell") == "true",
+                          rootfs_tar=str(tar), seconds=time.monotonic() - t0)
+    existing = image_exists(client, tag) if client is not None else None
     if existing is not None and not force:
         say(f"{tag} exists ({existing.id[:19]}); reusing it (pass --force to rebuild).")
         tar = cache / "rootfs.tar"
@@ -244,6 +255,13 @@ def build_base_image(
 
     config = base_image_config(debug_shell)
     (cache / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    if client is None:
+        say(f"Kept {tag} in {cache} for the daemonless builder (mlfn build --builder oci)")
+        return BaseResult(
+            image=tag, image_id=None, size_bytes=tar_path.stat().st_size, built=True, debug_shell=debug_shell,
+            rootfs_tar=str(tar_path), rootfs_sha256="sha256:" + sha256_file(tar_path), packages=packages,
+            seconds=time.monotonic() - t0,
+        )
     say(f"Importing into Docker as {tag}")
     changes = [f"ENV {k}={v}" for k, v in config["Env"].items()]
     changes += [f"USER {config['User']}", f"WORKDIR {config['WorkingDir']}", "CMD " + json.dumps(config["Cmd"])]

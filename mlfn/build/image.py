@@ -1,6 +1,7 @@
 """`build_image`: mlfn.yaml -> a function image (docker or daemonless oci builder)."""
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -60,13 +61,19 @@ def build_image(cfg, *, tag: Optional[str] = None, push: Optional[str] = None, b
     builder = builder or cfg.build.builder
     if builder not in ("docker", "oci"):
         raise ConfigError(f"--builder is {builder!r}; choose docker or oci.")
-    if builder == "oci":
-        from mlfn.build.oci import build_oci
-
-        return build_oci(cfg, tag=tag, push=push, progress=progress, oci_layout=oci_layout, quantize=quantize)
-    if oci_layout:
+    if oci_layout and builder != "oci":
         raise ConfigError("--oci-layout is written by the daemonless builder; add --builder oci.")
-    return _build_docker(cfg, tag=tag, push=push, progress=progress, quantize=quantize)
+    try:
+        if builder == "oci":
+            from mlfn.build.oci import build_oci
+
+            return build_oci(cfg, tag=tag, push=push, progress=progress, oci_layout=oci_layout, quantize=quantize)
+        return _build_docker(cfg, tag=tag, push=push, progress=progress, quantize=quantize)
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            where = f" ({e.filename})" if e.filename else ""
+            raise BuildError(f"The disk is full{where} while building the image of {cfg.name}; free space and retry.") from None
+        raise
 
 
 def _build_docker(cfg, *, tag, push, progress, quantize) -> BuildResult:

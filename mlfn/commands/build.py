@@ -71,8 +71,10 @@ def base():
 @click.option("--tag", "-t", default="mlfn-base:3.11", show_default=True, help="Tag of the base image.")
 @click.option("--debug-shell", is_flag=True, help="Include busybox and /bin/sh (for debugging only).")
 @click.option("--force", is_flag=True, help="Rebuild even when the tag already exists.")
+@click.option("--no-import", "no_import", is_flag=True,
+              help="No Docker engine: keep the root file system in mlfn's cache for --builder oci only.")
 @output_option
-def base_build(tag, debug_shell, force, output):
+def base_build(tag, debug_shell, force, no_import, output):
     """Build a distroless-style Python 3.11 base image from Debian bookworm packages.
 
     Only what Python, numpy, Pillow and LiteRT need (libc, libstdc++6, libgcc, zlib and
@@ -83,15 +85,17 @@ def base_build(tag, debug_shell, force, output):
     Examples:
       mlfn base build
       mlfn base build --force --debug-shell --tag mlfn-base:3.11-debug
+      mlfn base build --no-import        # no Docker here: for 'mlfn build --builder oci'
       mlfn base build -o json
     """
     from mlfn.build import build_base_image
     from mlfn.output import Progress, emit, human_bytes
 
-    result = build_base_image(tag, debug_shell=debug_shell, force=force, progress=Progress())
+    result = build_base_image(tag, debug_shell=debug_shell, force=force, docker_import=not no_import,
+                              progress=Progress())
 
     def text(r):
         state = "built" if r.built else "exists"
-        return f"{r.image}  {state}  {human_bytes(r.size_bytes)}  {r.image_id}"
+        return f"{r.image}  {state}  {human_bytes(r.size_bytes)}  {r.image_id or r.rootfs_tar}"
 
     emit(result, output, text)

@@ -1,0 +1,45 @@
+"""`mlfn base build --no-import`: the base for the daemonless builder, without Docker."""
+from __future__ import annotations
+
+import json
+import shutil
+import tarfile
+
+import pytest
+from click.testing import CliRunner
+
+from mlfn.cli import main
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("mmdebstrap") is None, reason="mmdebstrap is not installed")
+def test_no_import_keeps_a_reproducible_rootfs_in_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
+    res = CliRunner().invoke(main, ["base", "build", "--tag", "mlfnb-test/base:nodaemon", "--no-import", "-o", "json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["built"] and doc["image_id"] is None
+    with tarfile.open(doc["rootfs_tar"]) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+    names = set(members)
+    assert "usr/bin/python3.11" in names and members["usr/bin/python3"].linkname == "python3.11"
+    assert not names & {"bin/sh", "usr/bin/sh", "usr/bin/dpkg", "usr/bin/apt", "var/lib/dpkg/status"}
+    assert not any(n.startswith(("usr/share/doc/", "etc/apt/")) for n in names)
+    assert members["home/nonroot"].uid == 65532 and members["tmp"].mode == 0o1777
+    passwd = members["etc/passwd"]
+    assert passwd.isreg() and len({m.mtime for m in members.values()}) == 1  # one fixed mtime
+    assert any(n.startswith("usr/lib/python3.11/__pycache__/json") or "json/__pycache__" in n for n in names)
+    first = doc["rootfs_sha256"]
+
+    again = CliRunner().invoke(main, ["base", "build", "--tag", "mlfnb-test/base:nodaemon", "--no-import", "-o", "json"])
+    assert again.exit_code == 0 and json.loads(again.stdout)["built"] is False
+    forced = CliRunner().invoke(main, ["base", "build", "--tag", "mlfnb-test/base:nodaemon", "--no-import", "--force",
+                                       "-o", "json"])
+    assert forced.exit_code == 0 and json.loads(forced.stdout)["rootfs_sha256"] == first  # reproducible
+
+
+def test_base_build_without_docker_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
+    res = CliRunner().invoke(main, ["base", "build", "--tag", "mlfnb-test/base:x"])
+    assert res.exit_code == 1 and "No Docker engine is reachable" in res.stderr
