@@ -139,8 +139,6 @@ def deploy(config_path, alias, weight, promote, push, web, web_secure, dry_run, 
     cfg = _cfg(config_path)
     if cfg.source is None:
         raise click.UsageError("No mlfn.yaml here; run 'mlfn init MODEL' or pass --config PATH.")
-    if weight is not None and not alias and not promote:
-        alias = None  # --weight alone: the default alias
     progress = Progress(quiet=output == "json")
     out = lib.deploy(cfg, _options(kw, dry_run), alias=alias, weight=weight, promote=promote, push=push, web=web,
                      require_whisk_auth=web_secure or None, progress=progress)

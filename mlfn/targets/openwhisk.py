@@ -3,7 +3,8 @@ including the embedded local controller (`mlfn local up`).
 
 Naming on the platform (one package per function):
 
-    /NAMESPACE/FUNCTION            package; annotation mlfn-function
+    /NAMESPACE/FUNCTION            package; annotations mlfn-function and mlfn-last-version
+                                   (version numbers are reserved there, never reused)
     /NAMESPACE/FUNCTION/vN         version N: an immutable docker (blackbox) action that
                                    references the image (by digest when pushed), with
                                    mlfn's metadata in annotations (mlfn-*)
