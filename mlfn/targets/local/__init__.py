@@ -103,7 +103,11 @@ def status() -> LocalStatus:
         try:
             import docker
 
-            st.containers = len(docker.from_env().containers.list(filters={"label": "dev.mlfn.local=1"}))
+            from mlfn.targets.local.pool import LABEL, OWNER_LABEL
+            from mlfn.targets.local.server import owner_id
+
+            labels = [f"{LABEL}=1", f"{OWNER_LABEL}={owner_id(state_dir())}"]
+            st.containers = len(docker.from_env().containers.list(filters={"label": labels}))
         except Exception:  # noqa: BLE001 - docker not reachable: leave 0
             pass
     st.message = f"running on {apihost} (pid {pid})" if running else "not running; start it with 'mlfn local up'"
