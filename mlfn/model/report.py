@@ -29,7 +29,8 @@ def ops_table(before: dict, after: dict) -> str:
 def render_result(r) -> str:
     lines = [
         f"{r.model_name}: {r.source} ({r.source_format}) -> {r.tflite_path}",
-        f"mode {r.mode}, target {r.target}{' (cached)' if r.cached else ''}",
+        f"mode {r.mode}{'' if r.per_channel or r.mode in ('none', 'passthrough') else ' (per-tensor)'}, "
+        f"target {r.target}, loads in: {', '.join(r.verified) or 'not checked'}{' (cached)' if r.cached else ''}",
         f"size: {human_bytes(r.original_size_bytes)} -> {human_bytes(r.size_bytes)} "
         f"({r.size_ratio * 100:.1f}% of the original)",
         "",
