@@ -294,6 +294,26 @@ class Handler(BaseHTTPRequestHandler):
         app.metrics.observe(model, endpoint, resp.status, time.perf_counter() - t0)
 
     def _read_body(self, limit: int) -> bytes:
+        body = self._read_raw_body(limit)
+        encoding = (self.headers.get("Content-Encoding") or "identity").strip().lower()
+        if encoding in ("identity", "") or not body:
+            return body
+        if encoding not in ("gzip", "deflate"):
+            raise InvalidInput(f"Content-Encoding {encoding!r} is not supported; use gzip, deflate or none")
+        import zlib
+
+        d = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+        try:
+            out = d.decompress(body, limit + 1)  # bounded: no zip bombs
+        except zlib.error as e:
+            raise InvalidInput(f"the {encoding} request body cannot be decompressed: {e}") from None
+        if len(out) > limit:
+            raise PayloadTooLarge(
+                f"the request body is more than {limit} bytes decompressed (serving.max_payload_bytes)"
+            )
+        return out
+
+    def _read_raw_body(self, limit: int) -> bytes:
         te = (self.headers.get("Transfer-Encoding") or "").lower()
         if "chunked" in te:
             return self._read_chunked(limit)

@@ -47,6 +47,30 @@ def test_tritonclient_health_metadata_and_infer_binary_and_json(digits_server, d
     assert client.infer("digits", [inp]).as_numpy("output_0").shape == (1, 10)
 
 
+def test_tritonclient_compressed_requests(digits_server, digits):
+    import tritonclient.http as httpclient
+
+    x, y = digits
+    client = httpclient.InferenceServerClient(digits_server.split("//")[1])
+    inp = httpclient.InferInput("pixels", [4, 8, 8, 1], "FP32")
+    inp.set_data_from_numpy(x[:4, :, :, None].astype(np.float32))
+    for algo in ("gzip", "deflate"):
+        res = client.infer("digits", [inp], request_compression_algorithm=algo, response_compression_algorithm=algo)
+        assert list(res.as_numpy("output_0").argmax(1)) == list(y[:4])
+
+
+def test_compressed_bombs_are_413(digits_server):
+    import gzip
+
+    bomb = gzip.compress(b"{" + b" " * 5_000_000 + b"}")
+    r = requests.post(digits_server + "/predict", data=bomb, timeout=10,
+                      headers={"Content-Encoding": "gzip", "Content-Type": "application/json"})
+    assert r.status_code == 413 and "decompressed" in r.json()["error"]
+    r = requests.post(digits_server + "/predict", data=b"not gzip", timeout=10,
+                      headers={"Content-Encoding": "gzip", "Content-Type": "application/json"})
+    assert r.status_code == 400 and "cannot be decompressed" in r.json()["error"]
+
+
 def test_tritonclient_bytes_input_is_an_encoded_image(digits_server, digits):
     import tritonclient.http as httpclient
 
