@@ -7,6 +7,7 @@ Writes:
 - digits_float.tflite: [N,8,8,1] float32 -> [N,10] logits (a logistic regression trained
   with scikit-learn on load_digits/16, its weights put in a Keras Dense layer)
 - digits_int8.tflite: the same, full-integer int8 with int8 input and output tensors
+- digits_fixed_batch.tflite: the float model with a batch dimension fixed to 1
 - two_io.tflite: inputs a [N,3], b [N,3] float32 -> outputs a+b and a*b
 - digits.npz: x (N,8,8) floats 0..1, y labels
 """
@@ -45,6 +46,12 @@ def main(out):
     conv.inference_output_type = tf.int8
     with open(os.path.join(out, "digits_int8.tflite"), "wb") as f:
         f.write(conv.convert())
+
+    # a fixed batch of 1 (Flatten becomes a Reshape to [1, 64]): batches fall back to one call per row
+    inp1 = tf.keras.Input((8, 8, 1), batch_size=1, name="pixels")
+    fixed = tf.keras.Model(inp1, dense(tf.keras.layers.Reshape((64,))(inp1)))
+    with open(os.path.join(out, "digits_fixed_batch.tflite"), "wb") as f:
+        f.write(tf.lite.TFLiteConverter.from_keras_model(fixed).convert())
 
     a = tf.keras.Input((3,), name="a")
     b = tf.keras.Input((3,), name="b")

@@ -132,3 +132,14 @@ def test_falls_back_to_tflite_runtime_when_ai_edge_litert_is_missing(monkeypatch
     monkeypatch.setitem(sys.modules, "tflite_runtime.interpreter", None)
     with pytest.raises(ConfigurationError, match="No LiteRT interpreter is installed"):
         model.interpreter_class()
+
+
+def test_fixed_batch_model_runs_batches_row_by_row(rt_models, digits):
+    x, _ = digits
+    fixed = ModelRunner(str(rt_models / "digits_fixed_batch.tflite"))
+    free = ModelRunner(str(rt_models / "digits_float.tflite"))
+    assert fixed.inputs[0].shape == (-1, 8, 8, 1)  # clients may send any batch size
+    out = fixed.predict(x[:5, :, :, None])["output_0"]
+    assert out.shape == (5, 10) and np.allclose(out, free.predict(x[:5, :, :, None])["output_0"], atol=1e-5)
+    assert fixed._pool.queue[0].resizable is False  # remembered: no second resize attempt
+    assert np.allclose(fixed.predict(x[5:6, :, :, None])["output_0"], free.predict(x[5:6, :, :, None])["output_0"], atol=1e-5)
