@@ -235,6 +235,39 @@ def invoke(ref: str, payload: Any, options: Optional[TargetOptions] = None, cfg=
     return t.invoke(name, payload, alias=alias, version=version, **kwargs)
 
 
+@dataclass
+class InvokeSummary:
+    """`mlfn invoke --repeat N`: which versions served N calls, and how fast."""
+
+    calls: int
+    served: dict  # {"v1": 181, "v2": 19}
+    share: dict  # {"v1": 0.905, "v2": 0.095}
+    latency_ms_p50: float
+    latency_ms_p90: float
+    last: InvokeResult
+
+
+def invoke_repeated(ref: str, payload: Any, n: int, options: Optional[TargetOptions] = None, cfg=None,
+                    timeout: float = 120.0) -> InvokeSummary:
+    """Invoke n times and count the serving version (to watch a canary split)."""
+    import statistics
+    import time
+
+    served: dict = {}
+    times = []
+    res = None
+    for _ in range(n):
+        t0 = time.perf_counter()
+        res = invoke(ref, payload, options=options, cfg=cfg, timeout=timeout)
+        times.append((time.perf_counter() - t0) * 1000)
+        key = res.version or "?"
+        served[key] = served.get(key, 0) + 1
+    served = dict(sorted(served.items(), key=lambda kv: (len(kv[0]), kv[0])))
+    q = statistics.quantiles(times, n=10) if len(times) > 1 else [times[0]] * 9
+    return InvokeSummary(calls=n, served=served, share={k: round(v / n, 3) for k, v in served.items()},
+                         latency_ms_p50=round(statistics.median(times), 2), latency_ms_p90=round(q[8], 2), last=res)
+
+
 def render(cfg, out_dir: str, options: Optional[TargetOptions] = None, image: Optional[str] = None,
            progress: Progress = lambda m: None) -> list:
     """Write the target's own manifests (wskdeploy manifest.yaml, Knative Service YAML)."""

@@ -28,3 +28,26 @@ echo "predicted label: $(mlfn invoke "$URL" --protocol openwhisk --image "$IMG" 
 
 step "Invoke through the HTTP predict endpoint"
 echo "predicted label: $(mlfn invoke "$URL" --image "$IMG" | head -n1)"
+
+step "Start the embedded OpenWhisk-compatible controller on 127.0.0.1:3233"
+mlfn local up
+
+step "Deploy v1 (the first version takes the default alias)"
+mlfn deploy -c "$S"
+
+step "Deploy v2 (dynamic-range quantization instead of int8) as a 10% canary"
+MLFN_QUANTIZE__MODE=dynamic mlfn deploy -c "$S" --weight 10
+mlfn status digits
+
+step "The split, seen from 200 invocations of the default alias"
+mlfn invoke digits --image "$IMG" --repeat 200
+
+step "Promote v2 (blue/green: one atomic alias update)"
+mlfn promote digits v2
+mlfn invoke digits --image "$IMG"
+
+step "Roll back: the alias returns to its previous assignment"
+mlfn rollback digits
+mlfn status digits
+
+printf '\nDone. The controller keeps running (wsk-compatible API on http://127.0.0.1:3233, guest key);\nstop it with: %s/mlfn local down\n' "$VENV/bin"

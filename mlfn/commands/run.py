@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from mlfn.commands import config_option, output_option
+from mlfn.commands.deploy import target_options
 from mlfn.output import Progress, emit
 
 
@@ -60,18 +61,22 @@ def run(config_path, image, port, no_docker, stop, env, output):
 
 
 @click.command()
-@click.argument("target", metavar="URL|NAME[@ALIAS|:vN]")
+@click.argument("ref", metavar="URL|NAME[@ALIAS|:vN]")
 @click.option("--image", "-i", "images", multiple=True, type=click.Path(), help="Image file to send (repeat for a batch).")
 @click.option("--json", "-j", "json_input", help="JSON request: a file or a literal document.")
 @click.option("--model", help="Model to ask when the function bundles several.")
 @click.option("--protocol", type=click.Choice(["predict", "openwhisk", "v2", "v1"]), default="predict",
               show_default=True, help="With a URL: which endpoint to call (OpenWhisk = /init then /run).")
 @click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for the answer.")
+@click.option("--repeat", type=click.IntRange(1, 100000), default=1,
+              help="Deployed functions: invoke N times and count which version served (watch a canary).")
+@config_option
+@target_options
 @output_option
-def invoke(target, images, json_input, model, protocol, timeout, output):
+def invoke(ref, images, json_input, model, protocol, timeout, repeat, config_path, output, **kw):
     """Send an image or JSON to a function and print the result.
 
-    TARGET is the URL of a running function (from 'mlfn run'), or a deployed
+    The first argument is the URL of a running function (from 'mlfn run'), or a deployed
     function: NAME (default alias), NAME@ALIAS, or NAME:vN for one version.
 
     \b
@@ -79,19 +84,25 @@ def invoke(target, images, json_input, model, protocol, timeout, output):
       mlfn invoke http://127.0.0.1:8080 --image digit-3.png
       mlfn invoke http://127.0.0.1:8080 --protocol openwhisk --json '{"inputs": [[...]]}'
       mlfn invoke digits@canary --image digit-3.png --output json
+      mlfn invoke digits --image digit-3.png --repeat 200   # served by: v1 90%, v2 10%
     """
     from mlfn import client
 
     payload = client.build_payload(images, json_input, model)
-    if target.startswith(("http://", "https://")):
-        res = client.invoke_url(target, payload, protocol=protocol, timeout=timeout)
+    if ref.startswith(("http://", "https://")):
+        res = client.invoke_url(ref, payload, protocol=protocol, timeout=timeout)
         emit(res, output, lambda r: client.summarize(r["result"]))
         return
     # NAME[@ALIAS|:vN]: a deployed function, through the deploy target (mlfn.deploy.invoke).
-    from mlfn.commands.deploy import _cfg
-    from mlfn.deploy import TargetOptions, invoke as invoke_deployed
+    from mlfn.commands.deploy import _cfg, _options
+    from mlfn.deploy import invoke as invoke_deployed, invoke_repeated
 
-    cfg = _cfg(None)
-    res = invoke_deployed(target, payload, options=TargetOptions(target=cfg.deploy.target), cfg=cfg, timeout=timeout)
+    if repeat > 1:
+        summary = invoke_repeated(ref, payload, repeat, options=_options(kw), cfg=_cfg(config_path), timeout=timeout)
+        emit(summary, output, lambda s: "served by: " + ", ".join(
+            f"{v} {c} ({s.share[v]:.0%})" for v, c in s.served.items())
+            + f"\nlatency p50 {s.latency_ms_p50} ms, p90 {s.latency_ms_p90} ms over {s.calls} calls")
+        return
+    res = invoke_deployed(ref, payload, options=_options(kw), cfg=_cfg(config_path), timeout=timeout)
     emit(res, output, lambda r: f"{client.summarize(r.result)}\n(served by {r.version or '?'}, "
                                 f"activation {r.activation_id or '-'}, {r.duration_ms} ms)")
