@@ -121,7 +121,8 @@ def markdown(rows) -> str:
            "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         if r.get("error"):
-            out.append(f"| {r['model']} | {r['mode']} | failed: {r['error'][:90]} | | | | | | |")
+            why = r["error"].split("interpreter: ", 1)[-1]  # the cause, not the temp path
+            out.append(f"| {r['model']} | {r['mode']} | failed: {why[:120]} | | | | | | |")
             continue
         drop = None if r["accuracy_drop"] is None else 0.0 - r["accuracy_drop"] + 0.0
         out.append(f"| {r['model']} | {r['mode']} | {r['size_bytes'] / 1024:.1f} KB | {r['ratio_vs_float32']:.3f} | "
