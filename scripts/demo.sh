@@ -11,10 +11,10 @@ IMG="$S/inputs/digit-3.png"
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
 step "Train the digits sample (a small Keras CNN with Dropout, on scikit-learn's 8x8 digits)"
-python "$S/train.py" "$S"
+TF_CPP_MIN_LOG_LEVEL=2 python "$S/train.py" "$S"
 
 step "Quantize it (int8, calibrated) and compare with the Keras model"
-mlfn quantize -c "$S"
+TF_CPP_MIN_LOG_LEVEL=2 mlfn quantize -c "$S"
 
 step "Build the function image"
 mlfn build -c "$S"
@@ -31,6 +31,7 @@ echo "predicted label: $(mlfn invoke "$URL" --image "$IMG" | head -n1)"
 
 step "Start the embedded OpenWhisk-compatible controller on 127.0.0.1:3233"
 mlfn local up
+mlfn delete digits --force >/dev/null 2>&1 && echo "(removed what an earlier demo run deployed)" || true
 
 step "Deploy v1 (the first version takes the default alias)"
 mlfn deploy -c "$S"
