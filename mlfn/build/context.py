@@ -6,6 +6,9 @@
     <context>/models/             layer 4: /opt/mlfn/function/models/<model>/model.tflite
     <context>/config/             layer 5: /opt/mlfn/function/function.json, labels, custom files
 
+The staged function folder (stage_function) is kept beside it (`.mlfn/function`), usable
+by `mlfn run --no-docker`.
+
 Both builders (docker, oci) consume this same folder, so they produce the same layers.
 The content hash identifies the function: base + dependency set + runtime code + models
 + function.json and its files. Equal inputs give an equal hash, and the default tag is
@@ -153,7 +156,8 @@ def prepare_context(cfg, *, base_id: str = "", progress: Optional[Callable[[str]
     say = progress or (lambda m: None)
     project = cfg.project_dir
     path = Path(cfg.resolve(cfg.build.context_dir)) if cfg.build.context_dir else project / ".mlfn" / "build"
-    function_dir = path.parent / "function" if path.name == "build" else path / "_function"
+    # the staged function folder sits beside the context (never inside: the context is replaced)
+    function_dir = path.parent / "function" if path.name == "build" else path.with_name(path.name + "-function")
 
     function_dir = stage_function(cfg, function_dir, progress=progress, quantize=quantize)
     doc = json.loads((function_dir / FUNCTION_JSON).read_text())

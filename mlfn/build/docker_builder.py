@@ -100,8 +100,21 @@ def docker_push(client, image_id: str, repo: str, tag: str,
                 progress: Optional[Callable[[str], None]] = None) -> tuple[str, Optional[int]]:
     """Tag and push with the user's docker credentials; return (manifest digest, size)."""
     say = progress or (lambda m: None)
-    client.api.tag(image_id, repo, tag)
     registry = repo.split("/")[0] if "/" in repo else "docker.io"
+    tagged = image_exists(client, f"{repo}:{tag}") is None
+    client.api.tag(image_id, repo, tag)
+    try:
+        return _push(client, repo, tag, registry, say)
+    except BuildError:
+        if tagged:  # leave no tag behind for a push that did not happen
+            try:
+                client.api.remove_image(f"{repo}:{tag}", noprune=True)
+            except Exception:
+                pass
+        raise
+
+
+def _push(client, repo, tag, registry, say):
     say(f"Pushing {repo}:{tag}")
     digest, size = None, None
     try:

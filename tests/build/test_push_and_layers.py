@@ -101,3 +101,7 @@ def test_unreachable_registry_is_one_sentence(digits_image, digits_project):
     with pytest.raises(BuildError) as e:
         build_image(load_config(str(digits_project)), push=f"127.0.0.1:{port}/x/digits")
     assert f"127.0.0.1:{port}" in str(e.value) and "unreachable" in str(e.value)
+    import docker
+
+    leftovers = [t for img in docker.from_env().images.list() for t in img.tags if t.startswith(f"127.0.0.1:{port}/")]
+    assert leftovers == []  # a failed push leaves no tag behind

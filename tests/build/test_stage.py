@@ -103,3 +103,31 @@ def test_missing_labels_file_names_the_key(project, tmp_path):
     _edit(project, lambda d: d["pipeline"].update(labels="nope.txt"))
     with pytest.raises(ConfigError, match=r"pipeline.labels .*nope.txt.*does not exist"):
         stage_function(load_config(str(project)), tmp_path / "fn")
+
+
+def test_context_holds_exactly_the_layers(project):
+    """The build context: Dockerfile + one folder per layer; the function staged beside it."""
+    from mlfn.build.context import prepare_context
+
+    cfg = load_config(str(project), overrides={"build.context_dir": "out/ctx"})
+    ctx = prepare_context(cfg)
+    assert ctx.path == project / "out" / "ctx"
+    assert sorted(p.name for p in ctx.path.iterdir()) == [".dockerignore", "Dockerfile", "config", "deps", "models",
+                                                           "runtime"]
+    assert (ctx.function_dir / "function.json").is_file() and ctx.function_dir.parent == ctx.path.parent
+    assert (ctx.path / "models/models/digits/model.tflite").is_file()
+    assert not (ctx.path / "config/models").exists()
+    assert (ctx.path / "config/function.json").is_file() and (ctx.path / "config/labels.txt").is_file()
+    assert (ctx.path / "runtime/mlfn_runtime/__init__.py").is_file()
+    assert list((ctx.path / "runtime/mlfn_runtime/__pycache__").glob("*.cpython-311.pyc"))
+    deps = ctx.path / "deps"
+    assert (deps / "ai_edge_litert/interpreter.py").is_file() and (deps / "numpy").is_dir() and (deps / "PIL").is_dir()
+    assert not (deps / "ai_edge_litert/libLiteRtWebGpuAccelerator.so").exists()
+    assert not list(deps.glob("numpy/_core/tests"))
+    assert not (deps / "bin").exists()
+    # identical inputs, identical content hash; a different pipeline, a different one
+    again = prepare_context(cfg)
+    assert again.content_hash == ctx.content_hash and again.default_tag == ctx.default_tag
+    other = prepare_context(cfg.override({"pipeline.post": ["softmax"]}))
+    assert other.content_hash != ctx.content_hash and other.model_sha256 == ctx.model_sha256
+    assert other.pipeline_hash != ctx.pipeline_hash
