@@ -181,8 +181,9 @@ def throughput(port: int, body: bytes, clients: int, seconds: float) -> float:
     return sum(counts) / seconds
 
 
-def in_process_runner(image: str, seconds: float) -> dict:
-    """Lock vs per-thread on the model runner alone (8 threads, batch 1 and 8)."""
+def in_process_runner(image: str, seconds: float, extra_models=(), rounds: int = 5) -> dict:
+    """Lock vs per-thread on the model runner alone: 8 threads, batch 1 and 8, the two modes
+    interleaved for `rounds` rounds (medians reported: the machine may be shared)."""
     import numpy as np
 
     sys.path.insert(0, str(ROOT / "actions"))
@@ -195,22 +196,28 @@ def in_process_runner(image: str, seconds: float) -> dict:
     finally:
         docker("rm", cid, check=False)
     out = {}
-    for mode in ("lock", "per-thread"):
-        r = ModelRunner(str(tmp), mode=mode, max_interpreters=8)
+    for path in [tmp, *map(Path, extra_models)]:
+        label = "image_model" if path == tmp else path.stem
+        runners = {m: ModelRunner(str(path), mode=m, max_interpreters=8) for m in ("lock", "per-thread")}
         for batch in (1, 8):
-            x = np.random.default_rng(0).random((batch, *r.inputs[0].shape[1:]), dtype=np.float32)
-            counts = [0] * 8
-            stop = time.monotonic() + seconds
+            x = np.random.default_rng(0).random((batch, *runners["lock"].inputs[0].shape[1:]), dtype=np.float32)
+            rates = {m: [] for m in runners}
+            for _ in range(rounds):
+                for mode, r in runners.items():
+                    counts = [0] * 8
+                    stop = time.monotonic() + seconds / rounds
 
-            def run(k):
-                while time.monotonic() < stop:
-                    r.predict(x)
-                    counts[k] += 1
+                    def run(k):
+                        while time.monotonic() < stop:
+                            r.predict(x)
+                            counts[k] += 1
 
-            ts = [threading.Thread(target=run, args=(k,)) for k in range(8)]
-            [t.start() for t in ts]
-            [t.join() for t in ts]
-            out[f"{mode}_batch_{batch}_calls_per_s"] = sum(counts) / seconds
+                    ts = [threading.Thread(target=run, args=(k,)) for k in range(8)]
+                    [t.start() for t in ts]
+                    [t.join() for t in ts]
+                    rates[mode].append(sum(counts) / (seconds / rounds))
+            for mode, v in rates.items():
+                out[f"{label}_{mode}_batch_{batch}_calls_per_s"] = statistics.median(v)
     tmp.unlink(missing_ok=True)
     return out
 
@@ -233,6 +240,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cold-runs", type=int, default=7)
     ap.add_argument("--requests", type=int, default=300, help="requests per latency measurement")
     ap.add_argument("--seconds", type=float, default=5.0, help="duration of each throughput run")
+    ap.add_argument("--runner-model", action="append", default=[],
+                    help="extra .tflite for the in-process lock vs per-thread comparison (repeatable)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
 
@@ -246,20 +255,26 @@ def main(argv=None) -> int:
     result["throughput_rps"] = {}
     names = []
     try:
+        ports = {}
         for mode in ("lock", "per-thread"):
-            name, port = start(image, {"MLFN_SERVING_INTERPRETER": mode})
+            name, ports[mode] = start(image, {"MLFN_SERVING_INTERPRETER": mode})
             names.append(name)
-            if mode == "lock":
-                print("warm latency...", file=sys.stderr)
-                result["latency"] = latency(port, pngs, a.requests)
-            print(f"throughput ({mode})...", file=sys.stderr)
-            result["throughput_rps"][mode] = {
-                "batch_1": throughput(port, one, 8, a.seconds),
-                "batch_8": throughput(port, json.dumps({"images": [base64.b64encode(p).decode() for p in pngs[:8]]}).encode(), 8, a.seconds),
-            }
+        print("warm latency...", file=sys.stderr)
+        result["latency"] = latency(ports["lock"], pngs, a.requests)
+        bodies = {"batch_1": one,
+                  "batch_8": json.dumps({"images": [base64.b64encode(p).decode() for p in pngs[:8]]}).encode()}
+        rates = {m: {b: [] for b in bodies} for m in ports}
+        rounds = 3
+        for r in range(rounds):  # the two settings interleaved: the machine may be shared
+            print(f"throughput round {r + 1}/{rounds}...", file=sys.stderr)
+            for mode, port in ports.items():
+                for b, body in bodies.items():
+                    rates[mode][b].append(throughput(port, body, 8, a.seconds / rounds))
+        result["throughput_rps"] = {m: {b: statistics.median(v) for b, v in d.items()} for m, d in rates.items()}
+        for mode, name in zip(ports, names):
             result.setdefault("peak_memory_bytes", {})[mode] = peak_memory(name)
         print("in-process runner (lock vs per-thread)...", file=sys.stderr)
-        result["runner_only"] = in_process_runner(image, a.seconds / 2)
+        result["runner_only"] = in_process_runner(image, a.seconds, a.runner_model)
     finally:
         for n in names:
             docker("rm", "-f", n, check=False)

@@ -134,9 +134,15 @@ class Step:
 
 
 def _pil():
-    from PIL import Image, ImageOps  # noqa: F401  (lazy: only pipelines with image steps)
+    from PIL import Image  # lazy: only pipelines with image steps pay for Pillow
 
-    return Image, ImageOps
+    return Image, None
+
+
+def _imageops():
+    from PIL import ImageOps  # lazy: only exif_transpose and keep_aspect pad/crop need it
+
+    return ImageOps
 
 
 class DecodeImage(Step):
@@ -182,7 +188,8 @@ class ExifTranspose(Step):
     name, stages, image = "exif_transpose", (PRE,), True
 
     def setup(self):
-        _, self.ImageOps = _pil()
+        _pil()
+        self.ImageOps = _imageops()
 
     def __call__(self, img):
         return self.ImageOps.exif_transpose(img)
@@ -225,7 +232,8 @@ class Resize(Step):
     }
 
     def setup(self):
-        Image, self.ImageOps = _pil()
+        Image, _ = _pil()
+        self.ImageOps = _imageops() if self.keep_aspect != "false" else None
         R = Image.Resampling
         self.resample = {"bilinear": R.BILINEAR, "nearest": R.NEAREST, "bicubic": R.BICUBIC,
                          "lanczos": R.LANCZOS, "area": R.BOX}[self.method]
