@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from mlfn.build.base import DEFAULT_BASE_TAG, base_cache_dir, cache_dir
-from mlfn.build.tarball import gzip_layer, open_tar, sha256_file, source_date_epoch, tree_hash, write_tree
-from mlfn.build.registry import (DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, Registry,
+from mlfn.build.tarball import gzip_layer, open_tar, source_date_epoch, tree_hash, write_tree
+from mlfn.build.registry import (DOCKER_LIST, OCI_INDEX, OCI_MANIFEST, Registry,
                                  credentials_for, split_reference)
 from mlfn.errors import BuildError
 

@@ -1,7 +1,6 @@
 """The Dockerfile template and the pieces of the build context that need no Docker."""
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
