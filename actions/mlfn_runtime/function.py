@@ -36,7 +36,7 @@ INPUT_FIELDS = ("image", "images", "instances", "inputs")
 class Serving:
     max_batch_size: int = 32
     max_payload_bytes: int = 1048576
-    interpreter: str = "lock"  # lock | per-thread
+    interpreter: str = "per-thread"  # per-thread | lock (see bench/runtime_bench.py)
     num_threads: int = 1
     workers: int = 8
 
@@ -337,7 +337,7 @@ def load_function(function_dir: str) -> Function:
         model_path = m["path"] if os.path.isabs(m["path"]) else os.path.join(function_dir, m["path"])
         runner = ModelRunner(
             path=model_path, num_threads=serving.num_threads, mode=serving.interpreter,
-            max_interpreters=serving.workers, name=name,
+            max_interpreters=max(1, min(serving.workers, available_cpus())), name=name,
         )
         models[name] = ModelEntry(
             name=name, runner=runner, pre=pre, post=post, path=m["path"],
@@ -350,6 +350,31 @@ def load_function(function_dir: str) -> Function:
 
 
 # --------------------------------------------------------------------------- helpers
+
+def available_cpus() -> int:
+    """CPUs this process may use: its affinity set, capped by a cgroup CPU quota (v2 or v1).
+    More interpreters than CPUs run no faster and only cost memory."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    for path, parse in (("/sys/fs/cgroup/cpu.max", lambda t: t.split()),
+                        ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", None)):
+        try:
+            with open(path) as f:
+                text = f.read()
+            if parse:
+                quota, period = parse(text)
+            else:
+                with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as f:
+                    quota, period = text.strip(), f.read().strip()
+            if quota not in ("max", "-1") and int(period) > 0:
+                n = min(n, max(1, -(-int(quota) // int(period))))
+            break
+        except (OSError, ValueError):
+            continue
+    return n
+
 
 def to_numeric(value: Any, label: str, batch: bool = False) -> np.ndarray:
     """A JSON number/nested list -> ndarray; 400 naming `label` when ragged, non-numeric or NaN/Inf."""

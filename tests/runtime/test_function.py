@@ -180,3 +180,14 @@ def test_serving_settings_from_env_override_function_json():
         Serving.from_dict({}, {"MLFN_SERVING_WORKERS": "many"})
     with pytest.raises(ConfigurationError, match="serving.max_batch_size"):
         Serving.from_dict({"max_batch_size": 0}, {})
+
+
+def test_per_thread_interpreters_are_capped_by_the_cpus(tmp_path, rt_models):
+    import os
+
+    from mlfn_runtime.function import available_cpus
+
+    assert 1 <= available_cpus() <= (os.cpu_count() or 1)
+    d = make_function_dir(tmp_path / "pt", rt_models, serving={"interpreter": "per-thread", "workers": 64})
+    runner = load_function(str(d)).default_model.runner
+    assert runner.mode == "per-thread" and runner.max_interpreters == min(64, available_cpus())
