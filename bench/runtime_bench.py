@@ -21,7 +21,6 @@ import base64
 import http.client
 import io
 import json
-import os
 import socket
 import statistics
 import subprocess

@@ -29,7 +29,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Optional
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from mlfn_runtime import oip, tfserving
 from mlfn_runtime.errors import (
@@ -266,8 +266,6 @@ class Handler(BaseHTTPRequestHandler):
         try:
             endpoint, handler, limit = app.route(self.command, path)
             body = self._read_body(limit)
-            from urllib.parse import parse_qsl
-
             req = Request(self.command, path, dict(parse_qsl(parts.query)), self.headers, body)
             if endpoint in ("health", "metrics") or endpoint.endswith(("_live", "_ready")):
                 resp = handler(req)

@@ -11,7 +11,6 @@ errors `{"error": "..."}`.
 """
 from __future__ import annotations
 
-import json
 
 import numpy as np
 
