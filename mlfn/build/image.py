@@ -63,6 +63,10 @@ def build_image(cfg, *, tag: Optional[str] = None, push: Optional[str] = None, b
         raise ConfigError(f"--builder is {builder!r}; choose docker or oci.")
     if oci_layout and builder != "oci":
         raise ConfigError("--oci-layout is written by the daemonless builder; add --builder oci.")
+    if push:
+        from mlfn.build.docker_builder import parse_push_ref
+
+        parse_push_ref(push, "latest")  # a bad reference fails before any work
     try:
         if builder == "oci":
             from mlfn.build.oci import build_oci
