@@ -203,7 +203,10 @@ class Request:
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive
     disable_nagle_algorithm = True  # no 40 ms delayed-ACK stalls on small responses
-    timeout = 300  # seconds an idle keep-alive connection (and its thread) is kept
+    # No idle timeout: the platform's proxy (OpenWhisk invoker, Knative queue-proxy) owns its
+    # keep-alive pool, and a server-side close can race a request sent on that connection
+    # (e.g. right after OpenWhisk unpauses the container). SIGTERM closes idle connections.
+    timeout = None
     server_version = "mlfn"
     sys_version = ""
     app: App  # set by make_server
