@@ -148,3 +148,35 @@ def test_debug_shell_base_and_a_user_chosen_base(digits_image, digits_project, d
                 docker_client.images.remove(ref, force=True)
             except Exception:
                 pass
+
+
+@pytest.mark.slow
+def test_tflite_runtime_image(base_image, digits_project, docker_client, tmp_path):
+    """build.runtime: tflite-runtime installs tflite-runtime 2.14 + numpy<2 instead of LiteRT."""
+    import shutil
+
+    from mlfn.build import build_image
+    from mlfn.config import load_config
+    from tests.build.conftest import edit_yaml
+
+    project = tmp_path / "digits"
+    shutil.copytree(digits_project, project, ignore=shutil.ignore_patterns(".mlfn"))
+
+    def change(d):
+        d["build"]["runtime"] = "tflite-runtime"
+        d["quantize"]["target"] = "tflite-runtime"
+
+    edit_yaml(project, change)
+    r = build_image(load_config(str(project)), tag="mlfnb-test/digits:tflite-runtime")
+    try:
+        assert r.labels["dev.mlfn.runtime"] == "tflite-runtime"
+        deps = project / ".mlfn/build/deps"
+        assert (deps / "tflite_runtime").is_dir() and not (deps / "ai_edge_litert").exists()
+        assert any(p.name.startswith("numpy-1.") for p in deps.glob("numpy-*.dist-info"))
+        with running(r.image, read_only=True) as url:
+            png = project / "inputs" / "digit-9.png"
+            body = {"value": {"image": base64.b64encode(png.read_bytes()).decode()}}
+            resp = requests.post(url + "/run", json=body, timeout=10)
+            assert resp.status_code == 200 and resp.json()["predictions"][0]["label"] == "9"
+    finally:
+        docker_client.images.remove(r.image, force=True)
