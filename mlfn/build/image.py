@@ -112,6 +112,8 @@ def _build_docker(cfg, *, tag, push, progress, quantize) -> BuildResult:
         digest, _ = docker_push(client, image_id, repo, ptag, progress=say)
         repo_digest = f"{repo}@{digest}"
         compressed = _registry_compressed_size(repo, digest)
+    if compressed is None:
+        compressed = _estimate_compressed(ctx, layers)
     labels = attrs.get("Config", {}).get("Labels") or {}
     return BuildResult(
         image=ref, image_id=image_id, digest=digest, repo_digest=repo_digest,
@@ -122,6 +124,31 @@ def _build_docker(cfg, *, tag, push, progress, quantize) -> BuildResult:
         models=[{"name": m["name"], "sha256": m["sha256"], "quantization": m["quantization"]}
                 for m in ctx.function["models"]],
     )
+
+
+def _estimate_compressed(ctx, layers: list) -> Optional[int]:
+    """Compressed size as a registry would store it, from the daemonless builder's gzip
+    layers (cached by content, so only changed layers are compressed again). None when
+    the base is not in mlfn's cache (a user-chosen base)."""
+    try:
+        from mlfn.build.oci import base_from_cache, tree_layer
+        from mlfn.build.tarball import source_date_epoch
+
+        base = base_from_cache(ctx.base_image)
+        if base is None:
+            return None
+        total = sum(b.size for b in base.layers)
+        by_name = {layer["name"]: layer for layer in layers}
+        for name, folder, dest in ctx.layer_dirs():
+            blob = tree_layer(folder, dest.strip("/"), source_date_epoch())
+            if name in by_name:
+                by_name[name]["compressed_size_bytes"] = blob.size
+            total += blob.size
+        if "base" in by_name:
+            by_name["base"]["compressed_size_bytes"] = sum(b.size for b in base.layers)
+        return total
+    except Exception:  # an estimate only; never fail a build over it
+        return None
 
 
 def _registry_compressed_size(repo: str, digest: str) -> Optional[int]:

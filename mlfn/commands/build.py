@@ -9,8 +9,9 @@ from mlfn.commands import config_option, output_option
 def _render_build(r) -> str:
     from mlfn.output import human_bytes, table
 
-    rows = [(layer["name"], layer.get("path", ""), human_bytes(layer.get("size_bytes"))) for layer in r.layers]
-    lines = [table(rows, ["LAYER", "PATH", "SIZE"]), ""]
+    rows = [(layer["name"], layer.get("path", ""), human_bytes(layer.get("size_bytes")),
+             human_bytes(layer.get("compressed_size_bytes"))) for layer in r.layers]
+    lines = [table(rows, ["LAYER", "PATH", "SIZE", "COMPRESSED"]), ""]
     total = f"total {human_bytes(r.size_bytes)} uncompressed"
     if r.compressed_size_bytes:
         total += f", {human_bytes(r.compressed_size_bytes)} compressed"

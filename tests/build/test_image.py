@@ -53,6 +53,8 @@ def test_digits_image_answers_run_with_the_right_label(digits_image, digits_proj
     assert r.image.startswith("mlfn/digits:") and r.digest == r.image_id and r.repo_digest is None
     assert [layer["name"] for layer in r.layers] == ["base", "deps", "runtime", "models", "config"]
     assert r.size_bytes == docker_client.images.get(r.image).attrs["Size"]
+    assert 0 < r.compressed_size_bytes < r.size_bytes  # gzip layers as a registry stores them
+    assert all(layer["compressed_size_bytes"] for layer in r.layers)
     assert r.labels["dev.mlfn.model.sha256"] == r.model_sha256
     assert r.labels["dev.mlfn.quantization"] == "int8" == r.quantization
     assert r.labels["dev.mlfn.pipeline.hash"] == r.pipeline_hash
