@@ -6,6 +6,7 @@ import base64
 import contextlib
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -20,6 +21,20 @@ HERE = Path(__file__).resolve().parent
 DIGITS_PRE = [{"decode_image": {}}, {"convert": {"mode": "L"}}, {"resize": {"width": 8, "height": 8}},
               {"scale": {"factor": 0.00392156862745098}}]
 DIGITS_POST = [{"softmax": {}}, {"top_k": {"k": 3}}]
+
+
+@pytest.fixture(autouse=True)
+def _restore_environ():
+    """The OpenWhisk /init exports `value.env` into os.environ, as an action container
+    must; in-process that would leak into other tests (e.g. __OW_API_HOST), so every
+    runtime test gets the environment back as it found it."""
+    saved = dict(os.environ)
+    yield
+    for key in set(os.environ) - set(saved):
+        del os.environ[key]
+    for key, value in saved.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
 
 
 @pytest.fixture(scope="session")

@@ -50,7 +50,6 @@ def test_docker_action_init_then_run_with_invoker_bodies(digits_dir, digits, cap
     assert out.count(SENTINEL + "\n") == 4 and err.count(SENTINEL + "\n") == 4
     for k in ("__OW_ACTIVATION_ID", "__OW_DEADLINE"):  # activation env is not left behind
         assert os.environ.get(k) == INIT_ENV[k]
-    os.environ.pop("MLFN_TEST_PARAM", None)
 
 
 CODE = '''
