@@ -45,7 +45,9 @@ class Container:
             except requests.ConnectionError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name} did not become ready:\n{self.logs()}")
+                logs = self.logs()
+                self.remove()  # the fixture never yields: clean up here
+                raise RuntimeError(f"{self.name} did not become ready:\n{logs}")
             time.sleep(0.05)
 
     def logs(self) -> tuple:
