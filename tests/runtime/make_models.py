@@ -1,7 +1,7 @@
 """Tiny .tflite models for the runtime tests, built with TensorFlow in a subprocess so
 the test process itself never imports TensorFlow (like the function image).
 
-    python tests/runtime/make_models.py OUT_DIR
+    python tests/runtime/make_models.py OUT_DIR [--bench]
 
 Writes:
 - digits_float.tflite: [N,8,8,1] float32 -> [N,10] logits (a logistic regression trained
@@ -10,6 +10,8 @@ Writes:
 - digits_fixed_batch.tflite: the float model with a batch dimension fixed to 1
 - two_io.tflite: inputs a [N,3], b [N,3] float32 -> outputs a+b and a*b
 - digits.npz: x (N,8,8) floats 0..1, y labels
+- with --bench, conv.tflite: 4 conv layers at 96x96x3 (random weights), a compute-heavy
+  model for bench/runtime_bench.py --runner-model
 """
 import os
 import sys
@@ -17,7 +19,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-def main(out):
+def main(out, bench=False):
     import numpy as np
     import tensorflow as tf
     from sklearn.datasets import load_digits
@@ -61,5 +63,13 @@ def main(out):
         f.write(conv.convert())
 
 
+    if bench:
+        layers = [tf.keras.layers.Conv2D(32, 3, padding="same", activation="relu") for _ in range(4)]
+        conv = tf.keras.Sequential([tf.keras.Input((96, 96, 3))] + layers
+                                   + [tf.keras.layers.GlobalAveragePooling2D(), tf.keras.layers.Dense(10)])
+        with open(os.path.join(out, "conv.tflite"), "wb") as f:
+            f.write(tf.lite.TFLiteConverter.from_keras_model(conv).convert())
+
+
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], bench="--bench" in sys.argv[2:])
