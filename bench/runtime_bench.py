@@ -2,6 +2,8 @@
 
     python bench/runtime_bench.py --image mlfn/digits:TAG          # an image built by `mlfn build`
     python bench/runtime_bench.py                                   # trains + builds the digits sample first
+    python tests/runtime/make_models.py /tmp/m --bench && \
+    python bench/runtime_bench.py --image mlfn/digits:TAG --runner-model /tmp/m/conv.tflite
 
 Measures, on loopback, against the image in Docker:
  (a) cold start: `docker run -d` -> first successful POST /predict to the container's
