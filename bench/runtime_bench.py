@@ -2,7 +2,7 @@
 
     python bench/runtime_bench.py --image mlfn/digits:TAG          # an image built by `mlfn build`
     python bench/runtime_bench.py                                   # trains + builds the digits sample first
-    python tests/runtime/make_models.py /tmp/m --bench && \
+    python tests/runtime/make_models.py /tmp/m --bench        # + a compute-heavy model, then:
     python bench/runtime_bench.py --image mlfn/digits:TAG --runner-model /tmp/m/conv.tflite
 
 Measures, on loopback, against the image in Docker:
