@@ -94,7 +94,7 @@ class ServingConfig:
 
     max_batch_size: int = 32  # inputs per request, run as one interpreter call
     max_payload_bytes: int = 1048576  # like OpenWhisk's 1 MB invoke payload limit
-    interpreter: str = "lock"  # lock | per-thread (LiteRT interpreters are not thread-safe)
+    interpreter: str = "per-thread"  # per-thread | lock (LiteRT interpreters are not thread-safe)
     num_threads: int = 1  # interpreter threads per invoke
     workers: int = 8  # HTTP handler threads
 

@@ -70,7 +70,7 @@ def test_init_writes_every_key_at_default(tmp_path):
     for section in ("quantize", "build", "serving", "deploy"):
         assert written[section] == default[section]
     # every key is in the file and commented where the schema says what it means
-    assert "max_accuracy_drop: null  #" in text and "interpreter: lock  #" in text
+    assert "max_accuracy_drop: null  #" in text and "interpreter: per-thread  #" in text
     r2 = CliRunner().invoke(main, ["init", str(model), "--out", str(tmp_path)])
     assert r2.exit_code != 0 and "already exists" in r2.output
 

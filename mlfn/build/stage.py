@@ -43,14 +43,13 @@ def _step_items(steps: list, where: str, src: str) -> list:
     return out
 
 
-def validate_pipeline(steps: list, where: str, src: str) -> None:
-    """Reject a bad pipeline before building, naming mlfn.yaml and the step."""
+def validate_pipeline(steps: list, stage: str, where: str, src: str) -> None:
+    """Reject a bad pipeline before building, naming mlfn.yaml and the step; a
+    post-processing step under `pre` (or the reverse) is caught here too."""
+    from mlfn_runtime.pipeline import validate_steps  # installed with mlfn, always
+
     try:
-        from mlfn_runtime.pipeline import validate_steps
-    except ImportError:  # the runtime package is always installed with mlfn
-        return
-    try:
-        validate_steps(steps or [])
+        validate_steps(steps or [], stage)
     except ValueError as e:
         raise ConfigError(f"{where} in {src}: {e}") from None
 
@@ -128,8 +127,8 @@ def stage_function(cfg: Config, out_dir, progress: Optional[Callable[[str], None
             f"models[{i}]",
         ))
     for name, _, pre, post, _, where in entries:
-        validate_pipeline(pre, f"{where}.pre" if where == "pipeline" else f"{where}.pre (model {name})", src)
-        validate_pipeline(post, f"{where}.post" if where == "pipeline" else f"{where}.post (model {name})", src)
+        validate_pipeline(pre, "pre", f"{where}.pre" if where == "pipeline" else f"{where}.pre (model {name})", src)
+        validate_pipeline(post, "post", f"{where}.post" if where == "pipeline" else f"{where}.post (model {name})", src)
 
     if quantize is None:
         from mlfn.model import quantize_model as quantize

@@ -39,7 +39,7 @@ def test_function_json_matches_the_contract(project, tmp_path):
     doc = json.loads((out / "function.json").read_text())
     assert doc["name"] == "digits"
     assert doc["runtime"] == "litert"
-    assert doc["serving"] == {"max_batch_size": 32, "max_payload_bytes": 1048576, "interpreter": "lock",
+    assert doc["serving"] == {"max_batch_size": 32, "max_payload_bytes": 1048576, "interpreter": "per-thread",
                               "num_threads": 1, "workers": 8}
     (m,) = doc["models"]
     assert m["name"] == "digits" and m["path"] == "models/digits/model.tflite"
@@ -97,6 +97,13 @@ def test_unknown_step_is_rejected(project, tmp_path):
     _edit(project, lambda d: d["pipeline"]["post"].append("teleport"))
     with pytest.raises(ConfigError, match="teleport"):
         stage_function(load_config(str(project)), tmp_path / "fn")
+
+
+def test_step_in_the_wrong_stage_is_rejected(project, tmp_path):
+    _edit(project, lambda d: d["pipeline"]["pre"].append("softmax"))
+    with pytest.raises(ConfigError) as e:
+        stage_function(load_config(str(project)), tmp_path / "fn")
+    assert "pipeline.pre" in str(e.value) and "softmax" in str(e.value) and "post-processing" in str(e.value)
 
 
 def test_missing_labels_file_names_the_key(project, tmp_path):
