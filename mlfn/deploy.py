@@ -228,11 +228,7 @@ def invoke(ref: str, payload: Any, options: Optional[TargetOptions] = None, cfg=
            timeout: float = 120.0) -> InvokeResult:
     """Call a deployed function through an alias or one version; says which version served."""
     name, alias, version = parse_ref(ref)
-    t = open_target(cfg, options)
-    import inspect
-
-    kwargs = {"timeout": timeout} if "timeout" in inspect.signature(t.invoke).parameters else {}
-    return t.invoke(name, payload, alias=alias, version=version, **kwargs)
+    return open_target(cfg, options).invoke(name, payload, alias=alias, version=version, timeout=timeout)
 
 
 @dataclass

@@ -119,8 +119,9 @@ class Target(abc.ABC):
 
     @abc.abstractmethod
     def invoke(self, function: str, payload: Any, alias: Optional[str] = None,
-               version: Optional[str] = None) -> InvokeResult:
-        """Call the function through an alias (default alias when both are None) or a version."""
+               version: Optional[str] = None, timeout: Optional[float] = None) -> InvokeResult:
+        """Call the function through an alias (default alias when both are None) or a version;
+        wait at most `timeout` seconds (None: the target's default)."""
 
     def promote(self, function: str, version: str, alias: str = DEFAULT_ALIAS) -> Alias:
         """Blue/green: move alias to 100% version in one update."""
