@@ -166,8 +166,24 @@ def test_infer_tensors_and_outputs_selection(tmp_path, rt_models, fn, digits):
         fn.infer("digits", {"pixels": np.zeros((1, 8, 8, 1))}, ["nope"])
 
 
-def test_runtime_never_imports_tensorflow(fn):
-    assert "tensorflow" not in sys.modules
+def test_runtime_never_imports_tensorflow(digits_dir, digits):
+    """In a fresh interpreter (other tests in this process may have imported TensorFlow):
+    load the function and predict, then no tensorflow/keras module may be loaded."""
+    import json
+    import subprocess
+
+    x, _ = digits
+    code = (
+        "import json, sys\n"
+        "from mlfn_runtime.function import load_function\n"
+        f"fn = load_function({str(digits_dir)!r})\n"
+        "out = fn.predict({'inputs': json.loads(sys.argv[1])})\n"
+        "assert out['predictions'], out\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras'))\n"
+        "assert not bad, bad\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code, json.dumps(x[:1].tolist())], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
 
 
 def test_serving_settings_from_env_override_function_json():
