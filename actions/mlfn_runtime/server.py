@@ -342,7 +342,10 @@ class Handler(BaseHTTPRequestHandler):
         while True:
             line = self.rfile.readline(65537)
             try:
-                size = int(line.split(b";")[0].strip(), 16)
+                field = line.split(b";")[0].strip()
+                if not field or field.startswith((b"-", b"+")):  # int() takes a sign; read(-1) would read to EOF
+                    raise ValueError(field)
+                size = int(field, 16)
             except ValueError:
                 self.close_connection = True
                 raise InvalidInput("malformed chunked request body") from None

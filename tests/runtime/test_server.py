@@ -198,3 +198,22 @@ def test_malformed_http_gets_json_errors_and_the_server_keeps_serving(digits_ser
         head, _, body = data.partition(b"\r\n\r\n")
         assert head.split()[1] == b"400" and "error" in json.loads(body)
     assert requests.get(digits_server + "/healthz", timeout=5).status_code == 200
+
+
+@pytest.mark.parametrize("size_line", [b"-1", b"+10", b"-0x5"])
+def test_signed_chunk_size_is_400_not_a_read_to_eof(digits_server, size_line):
+    """A chunk size with a sign is malformed; int(x, 16) would take "-1" and read(-1)
+    would then read (and buffer) until the client closes, past the payload limit."""
+    host, port = digits_server.split("//")[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(b"POST /predict HTTP/1.1\r\nContent-Type: image/png\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  + size_line + b"\r\n" + b"x" * 100)  # the connection stays open
+        data = b""
+        while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.split()[1] == b"400" and "malformed chunked" in json.loads(body)["error"]
+    assert requests.get(digits_server + "/healthz", timeout=5).status_code == 200
