@@ -4,13 +4,16 @@
     <out_dir>/models/<model>/model.tflite
     <out_dir>/<labels and custom step files, at their project-relative paths>
 
-Files referenced by pipeline steps (`top_k.labels`, `custom.file`) and `build.custom_files`
-are copied next to function.json; a path outside the project goes under `files/`. The
-paths written into function.json are the copied ones (relative to function.json).
+Files referenced by pipeline steps (`labels` of top_k/argmax/threshold, `custom.file`) and
+`build.custom_files` are copied next to function.json; a path outside the project goes
+under `files/`. The paths written into function.json are the copied ones (relative to
+function.json). `pipeline.labels` (or a model's `labels`) is the default of every step
+that takes labels.
 """
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 import shutil
@@ -21,8 +24,17 @@ from mlfn.config import CONFIG_FILE, Config, to_dict
 from mlfn.errors import ConfigError
 
 FUNCTION_JSON = "function.json"
-# step name -> params that name a file (relative to the project folder)
-FILE_PARAMS = {"top_k": ("labels",), "custom": ("file",)}
+
+
+@functools.lru_cache(maxsize=None)
+def file_params() -> dict:
+    """Step name -> the params that name a file (relative to the project folder): every
+    runtime step that takes `labels` (top_k, argmax, threshold), and custom's `file`."""
+    from mlfn_runtime.pipeline import STEPS  # installed with mlfn, always; lazy: numpy
+
+    out = {name: ("labels",) for name, cls in STEPS.items() if "labels" in cls.params}
+    out["custom"] = ("file",)
+    return out
 
 
 def _step_items(steps: list, where: str, src: str) -> list:
@@ -86,9 +98,9 @@ def _rewrite_steps(steps: list, files: _Files, labels: Optional[str], where: str
     out = []
     for i, (name, params) in enumerate(_step_items(steps, where, src)):
         params = copy.deepcopy(params)
-        if name == "top_k" and not params.get("labels") and labels:
+        if "labels" in file_params().get(name, ()) and not params.get("labels") and labels:
             params["labels"] = labels
-        for key in FILE_PARAMS.get(name, ()):
+        for key in file_params().get(name, ()):
             if params.get(key):
                 params[key] = files.add(str(params[key]), f"{where}[{i}].{name}.{key}")
         out.append({name: params})

@@ -138,3 +138,28 @@ def test_context_holds_exactly_the_layers(project):
     other = prepare_context(cfg.override({"pipeline.post": ["softmax"]}))
     assert other.content_hash != ctx.content_hash and other.model_sha256 == ctx.model_sha256
     assert other.pipeline_hash != ctx.pipeline_hash
+
+
+def test_argmax_and_threshold_labels_are_bundled_and_defaulted(project, tmp_path):
+    """Every step that takes `labels` (not only top_k) gets its file copied into the
+    function folder and pipeline.labels as its default; else the image cannot start
+    (labels file missing) or answers indices instead of labels."""
+    (project / "classes").mkdir()
+    (project / "classes" / "names.txt").write_text("".join(f"digit {i}\n" for i in range(10)))
+    _edit(project, lambda d: d["pipeline"].update(post=[
+        "softmax", {"argmax": {"labels": "classes/names.txt"}}]))
+    out = stage_function(load_config(str(project)), tmp_path / "fn")
+    doc = json.loads((out / "function.json").read_text())
+    assert doc["models"][0]["post"][-1] == {"argmax": {"labels": "classes/names.txt"}}
+    assert (out / "classes" / "names.txt").is_file()
+
+    from mlfn_runtime.function import load_function
+
+    post = load_function(str(out)).default_model.post
+    assert post.steps[-1].names[:2] == ["digit 0", "digit 1"]
+
+    _edit(project, lambda d: d["pipeline"].update(post=["sigmoid", {"threshold": {"value": 0.5}}]))
+    out = stage_function(load_config(str(project)), tmp_path / "fn2")
+    post = json.loads((out / "function.json").read_text())["models"][0]["post"]
+    assert post[-1] == {"threshold": {"value": 0.5, "labels": "labels.txt"}}
+    assert load_function(str(out)).default_model.post.steps[-1].names[:2] == ["0", "1"]
