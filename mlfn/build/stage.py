@@ -87,6 +87,10 @@ class _Files:
             rel = f"files/{src.name}"
         if rel == FUNCTION_JSON or rel.startswith("models/"):
             rel = f"files/{rel}"
+        if rel in self.copied.values():  # two outside files with one name: keep both
+            import hashlib
+
+            rel = f"files/{hashlib.sha256(src.read_bytes()).hexdigest()[:12]}/{src.name}"
         dest = self.out_dir / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, dest)

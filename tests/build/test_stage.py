@@ -163,3 +163,17 @@ def test_argmax_and_threshold_labels_are_bundled_and_defaulted(project, tmp_path
     post = json.loads((out / "function.json").read_text())["models"][0]["post"]
     assert post[-1] == {"threshold": {"value": 0.5, "labels": "labels.txt"}}
     assert load_function(str(out)).default_model.post.steps[-1].names[:2] == ["0", "1"]
+
+
+def test_outside_files_with_the_same_name_do_not_overwrite_each_other(project, tmp_path):
+    a, b = tmp_path / "a" / "names.txt", tmp_path / "b" / "names.txt"
+    for path, word in ((a, "alpha"), (b, "beta")):
+        path.parent.mkdir()
+        path.write_text("".join(f"{word} {i}\n" for i in range(10)))
+    _edit(project, lambda d: d["pipeline"].update(post=[
+        "softmax", {"top_k": {"k": 2, "labels": str(a)}}, {"argmax": {"labels": str(b)}}]))
+    out = stage_function(load_config(str(project)), tmp_path / "fn")
+    post = json.loads((out / "function.json").read_text())["models"][0]["post"]
+    first, second = post[1]["top_k"]["labels"], post[2]["argmax"]["labels"]
+    assert first != second
+    assert (out / first).read_text().startswith("alpha 0") and (out / second).read_text().startswith("beta 0")
