@@ -73,6 +73,61 @@ def _json(resp) -> Any:
         raise InvokeError(f"{resp.url} answered HTTP {resp.status_code} with a body that is not JSON.") from None
 
 
+def _only_model(session, base: str, timeout: float) -> str:
+    """The model to address on /v2 and /v1 when --model is not given: the function's only one."""
+    import requests
+
+    try:
+        resp = session.get(f"{base}/healthz", timeout=timeout)
+    except requests.RequestException:
+        raise InvokeError(f"Cannot connect to {base}/healthz; is the function running (mlfn run)?") from None
+    models = (_json(resp) or {}).get("models") if resp.status_code == 200 else None
+    if not models:
+        raise InvokeError(f"The function at {base} did not list its models on /healthz; name one with --model.")
+    if len(models) > 1:
+        raise InvokeError(f"The function at {base} serves several models ({', '.join(models)}); "
+                          "choose one with --model.")
+    return models[0]
+
+
+def _images(payload: dict) -> Optional[list]:
+    if "image" in payload:
+        return [payload["image"]]
+    return payload.get("images")
+
+
+def _v2_body(session, base: str, model: str, payload: dict, timeout: float) -> dict:
+    """An Open Inference Protocol v2 request: images as one BYTES tensor, a bare nested list
+    (`{"inputs": [[...]]}`) as a tensor of the model's first input; tensor lists as given."""
+    images = _images(payload)
+    inputs = payload.get("inputs")
+    if images is None and not (isinstance(inputs, list) and inputs and not isinstance(inputs[0], dict)):
+        return {k: v for k, v in payload.items() if k != "model"}
+    meta = _json(session.get(f"{base}/v2/models/{model}", timeout=timeout))
+    first = ((meta or {}).get("inputs") or [{}])[0] if isinstance(meta, dict) else {}
+    name = first.get("name") or "input_0"
+    if images is not None:
+        return {"inputs": [{"name": name, "shape": [len(images)], "datatype": "BYTES", "data": list(images)}]}
+    import numpy as np
+
+    try:
+        array = np.asarray(inputs)
+    except ValueError:
+        raise InvokeError("--json 'inputs' is not a rectangular nested list of numbers.") from None
+    if array.dtype.kind not in "biuf":
+        raise InvokeError("--json 'inputs' must hold numbers to send it as an OIP v2 tensor.")
+    return {"inputs": [{"name": name, "shape": list(array.shape), "datatype": first.get("datatype") or "FP32",
+                        "data": array.ravel().tolist()}]}
+
+
+def _v1_body(payload: dict) -> dict:
+    """A TensorFlow Serving request: images as `instances` of `{"b64": ...}`; anything else as given."""
+    images = _images(payload)
+    if images is not None:
+        return {"instances": [{"b64": b} for b in images]}
+    return {k: v for k, v in payload.items() if k != "model"}
+
+
 def invoke_url(url: str, payload: dict, protocol: str = "predict", timeout: float = 60.0) -> dict:
     """Send payload to a running function at url; returns {"result", "status_code", "duration_ms"}."""
     import requests
@@ -101,13 +156,11 @@ def invoke_url(url: str, payload: dict, protocol: str = "predict", timeout: floa
             }
             resp = _post(s, f"{base}/run", body, timeout)
         else:
-            if not model:
-                meta = _json(s.get(f"{base}/v2", timeout=timeout)) if protocol == "v2" else {}
-                model = (meta.get("models") or [None])[0] if protocol == "v2" else None
+            model = model or _only_model(s, base, timeout)
             if protocol == "v2":
-                resp = _post(s, f"{base}/v2/models/{model}/infer", payload, timeout)
+                resp = _post(s, f"{base}/v2/models/{model}/infer", _v2_body(s, base, model, payload, timeout), timeout)
             else:
-                resp = _post(s, f"{base}/v1/models/{model or 'default'}:predict", payload, timeout)
+                resp = _post(s, f"{base}/v1/models/{model}:predict", _v1_body(payload), timeout)
         duration = (time.perf_counter() - t0) * 1000
         result = _json(resp)
     if resp.status_code >= 400 or (isinstance(result, dict) and "error" in result and protocol != "openwhisk"):

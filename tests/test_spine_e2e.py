@@ -82,3 +82,29 @@ def test_bad_requests_get_4xx_and_the_function_keeps_serving(running, digits_pro
     png = sorted((digits_project / "inputs").glob("digit-*.png"))[0]
     ok = requests.post(f"{url}/predict", json={"image": base64.b64encode(png.read_bytes()).decode()}, timeout=30)
     assert ok.status_code == 200 and ok.json()["predictions"][0]["label"] == _label_of(png)
+
+
+def _argmax_of(protocol, result):
+    if protocol == "v2":
+        out = result["outputs"][0]
+        rows = [out["data"][i:i + out["shape"][1]] for i in range(0, len(out["data"]), out["shape"][1])]
+    else:
+        rows = result.get("predictions") or result.get("outputs")
+    return [str(max(range(len(r)), key=r.__getitem__)) for r in rows]
+
+
+@pytest.mark.parametrize("protocol", ["v2", "v1"])
+def test_invoke_v2_and_tf_serving_without_naming_the_model(running, digits_project, protocol):
+    """`mlfn invoke URL --protocol v2|v1 --image` finds the function's only model and sends the
+    image in that protocol's own shape (a BYTES tensor; TF Serving `{"b64": ...}` instances),
+    and `--json` with a bare nested list becomes the model's input tensor."""
+    pngs = sorted((digits_project / "inputs").glob("digit-*.png"))[:2]
+    args = ["invoke", running["url"], "--protocol", protocol, "--output", "json"]
+    r = CliRunner().invoke(main, args + [a for p in pngs for a in ("--image", str(p))])
+    assert r.exit_code == 0, r.output
+    assert _argmax_of(protocol, json.loads(r.output)["result"]) == [_label_of(p) for p in pngs]
+    r = CliRunner().invoke(main, args + ["--json", str(digits_project / "inputs" / "digit-3.json")])
+    assert r.exit_code == 0, r.output
+    assert _argmax_of(protocol, json.loads(r.output)["result"]) == ["3"]
+    r = CliRunner().invoke(main, args + ["--model", "nope", "--image", str(pngs[0])])
+    assert r.exit_code == 1 and "model 'nope'" in r.output and "Traceback" not in r.output

@@ -66,7 +66,7 @@ def run(config_path, image, port, no_docker, stop, env, output):
 @click.option("--json", "-j", "json_input", help="JSON request: a file or a literal document.")
 @click.option("--model", help="Model to ask when the function bundles several.")
 @click.option("--protocol", type=click.Choice(["predict", "openwhisk", "v2", "v1"]), default="predict",
-              show_default=True, help="With a URL: which endpoint to call (OpenWhisk = /init then /run).")
+              show_default=True, help="With a URL: which endpoint to call (openwhisk = /init then /run; v2 = OIP v2 /v2/models/M/infer, v1 = TF Serving :predict, both answer the model's raw tensors).")
 @click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for the answer.")
 @click.option("--repeat", type=click.IntRange(1, 100000), default=1,
               help="Deployed functions: invoke N times and count which version served (watch a canary).")
@@ -83,6 +83,7 @@ def invoke(ref, images, json_input, model, protocol, timeout, repeat, config_pat
     Examples:
       mlfn invoke http://127.0.0.1:8080 --image digit-3.png
       mlfn invoke http://127.0.0.1:8080 --protocol openwhisk --json '{"inputs": [[...]]}'
+      mlfn invoke http://127.0.0.1:8080 --protocol v2 --image digit-3.png   # KServe/Triton
       mlfn invoke digits@canary --image digit-3.png --output json
       mlfn invoke digits --image digit-3.png --repeat 200   # served by: v1 90%, v2 10%
     """
