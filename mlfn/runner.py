@@ -71,7 +71,8 @@ def run_container(image: str, *, name: str, port: Optional[int] = None, env: Opt
     try:
         client.images.get(image)
     except ImageNotFound:
-        raise BuildError(f"Image {image} does not exist in the local Docker engine; run 'mlfn build' first.") from None
+        raise BuildError(f"Image {image} is not in the local Docker engine; build it with 'mlfn build' "
+                         f"(or pull it: docker pull {image}).") from None
     try:
         client.containers.get(name).remove(force=True)
     except NotFound:
@@ -96,9 +97,20 @@ def run_container(image: str, *, name: str, port: Optional[int] = None, env: Opt
     try:
         ready = wait_ready(url, timeout=timeout, is_alive=alive)
     except MlfnError:
-        logs = container.logs(tail=20).decode(errors="replace")
+        logs = container.logs(tail=20).decode(errors="replace").strip()
+        container.reload()
+        exited = container.status == "exited"
+        code = container.attrs.get("State", {}).get("ExitCode")
         container.remove(force=True)
-        raise MlfnError(f"Container from {image} did not become ready; its last log lines:\n{logs}") from None
+        what = (f"exited with code {code} before it answered on port 8080" if exited
+                else f"did not answer on port 8080 within {timeout:.0f} s")
+        if not logs:
+            raise MlfnError(f"The container from {image} {what} and logged nothing; is {image} a function image "
+                            "made by 'mlfn build'?") from None
+        raise MlfnError(f"The container from {image} {what}; its last log lines:\n{logs}") from None
+    except BaseException:
+        container.remove(force=True)
+        raise
     return RunResult(url=url, container=container.id[:12], image=image, name=name, ready_ms=round(ready, 1))
 
 

@@ -38,17 +38,18 @@ def _options(kw: dict, dry_run: bool = False):
                          context=kw.pop("context"), port=kw.pop("port"), dry_run=dry_run)
 
 
-def _cfg(config_path):
+def _cfg(config_path, required: bool = False):
+    """mlfn.yaml when there is one; a --config PATH that names nothing is an error, not ignored."""
     from mlfn.config import load_config
 
-    return load_config(config_path, required=False)
+    return load_config(config_path, required=required or config_path is not None)
 
 
 def _function(name, cfg) -> str:
     if name:
         return name
     if cfg.source is None:
-        raise click.UsageError("Name the function (no mlfn.yaml here to take it from).")
+        raise click.UsageError("Name the function, e.g. 'digits' (there is no mlfn.yaml here to take it from).")
     return cfg.name
 
 
@@ -93,6 +94,8 @@ def _alias_text(a) -> str:
 
 
 def _dry(out) -> str:
+    if not out.requests:
+        return "Dry run: nothing was changed, and nothing would be (no requests to send)."
     lines = ["Dry run: nothing was changed. These requests would be sent:"]
     import json
 
@@ -136,9 +139,7 @@ def deploy(config_path, alias, weight, promote, push, web, web_secure, dry_run, 
     """
     from mlfn import deploy as lib
 
-    cfg = _cfg(config_path)
-    if cfg.source is None:
-        raise click.UsageError("No mlfn.yaml here; run 'mlfn init MODEL' or pass --config PATH.")
+    cfg = _cfg(config_path, required=True)
     progress = Progress(quiet=output == "json")
     out = lib.deploy(cfg, _options(kw, dry_run), alias=alias, weight=weight, promote=promote, push=push, web=web,
                      require_whisk_auth=web_secure or None, progress=progress)
@@ -326,8 +327,6 @@ def render(config_path, out_dir, image, output, **kw):
     """
     from mlfn import deploy as lib
 
-    cfg = _cfg(config_path)
-    if cfg.source is None:
-        raise click.UsageError("No mlfn.yaml here; run 'mlfn init MODEL' or pass --config PATH.")
+    cfg = _cfg(config_path, required=True)
     files = lib.render(cfg, out_dir, _options(kw), image=image, progress=Progress(quiet=output == "json"))
     emit({"files": files}, output, lambda r: "\n".join(r["files"]))

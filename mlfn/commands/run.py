@@ -33,9 +33,11 @@ def run(config_path, image, port, no_docker, stop, env, output):
     from mlfn.config import load_config
     from mlfn import runner
 
-    environment = dict(kv.split("=", 1) for kv in env) if env else {}
-    if any("=" not in kv for kv in env):
-        raise click.BadParameter("use KEY=VALUE", param_hint="--env")
+    bad = [kv for kv in env if "=" not in kv or not kv.split("=", 1)[0]]
+    if bad:
+        raise click.BadParameter(f"'{bad[0]}' is not KEY=VALUE (e.g. -e MLFN_SERVING_INTERPRETER=lock).",
+                                 param_hint="--env")
+    environment = dict(kv.split("=", 1) for kv in env)
     cfg = load_config(config_path, required=image is None)
     name = "mlfn-" + (cfg.name if cfg.source else image.rsplit("/", 1)[-1].split(":")[0].split("@")[0])
     if stop:

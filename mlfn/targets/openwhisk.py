@@ -155,15 +155,21 @@ class OpenWhiskTarget(Target):
         except TargetError:
             if self.dry_run:  # a dry run works offline: plan as if nothing existed yet
                 return None
-            if self.name == "local":
-                raise TargetError(f"The local OpenWhisk API at {self.base} is not running; start it with "
-                                  "'mlfn local up'.") from None
+            self._raise_if_local_down()
             raise
         if resp.status_code in ok:
             return resp
         if resp.status_code == 404 and missing_ok:
             return None
         raise self._error(method, url, resp)
+
+    def _raise_if_local_down(self) -> None:
+        """The local target's controller is ours to start: say how, instead of 'cannot reach'."""
+        from mlfn.targets.local import _ping
+
+        if self.name == "local" and not _ping(self.base, timeout=1.0):
+            raise TargetError(f"The local OpenWhisk API at {self.base} is not running; start it with "
+                              "'mlfn local up'.") from None
 
     def _error(self, method: str, url: str, resp) -> TargetError:
         try:
@@ -404,7 +410,8 @@ class OpenWhiskTarget(Target):
         known = {v.name for v in versions}
         missing = [v for v in weights if v not in known]
         if missing and not self.dry_run:
-            raise NotFoundError(f"{', '.join(missing)} of '{function}' do not exist; existing versions: "
+            raise NotFoundError(f"{', '.join(missing)} of '{function}' {'does' if len(missing) == 1 else 'do'} not "
+                                f"exist; existing versions: "
                                 f"{', '.join(sorted(known, key=version_number)) or 'none'}.")
         actions = self._version_actions(function, [v for v, w in weights.items() if w > 0])
         self._require_auth = bool(require_whisk_auth)
@@ -470,8 +477,12 @@ class OpenWhiskTarget(Target):
         entity = version or alias or DEFAULT_ALIAS
         url = self._url("actions", function, entity)
         t0 = time.monotonic()
-        resp = self.http.request("POST", url, params={"blocking": "true"}, json=payload,
-                                 retry_statuses=(429, 503), timeout=timeout)
+        try:
+            resp = self.http.request("POST", url, params={"blocking": "true"}, json=payload,
+                                     retry_statuses=(429, 503), timeout=timeout)
+        except TargetError:
+            self._raise_if_local_down()
+            raise
         if resp.status_code == 404:
             raise NotFoundError(f"'{function}/{entity}' does not exist on {self.name}; see 'mlfn status {function}'.")
         if resp.status_code not in (200, 202, 502):

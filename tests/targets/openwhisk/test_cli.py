@@ -128,3 +128,17 @@ def test_local_daemon_up_status_down(tmp_path, action_image):
     assert r.returncode == 0 and json.loads(r.stdout)["running"] is False
     st = subprocess.run(cli + ["local", "status", "-o", "json"], env=env, capture_output=True, text=True)
     assert json.loads(st.stdout)["running"] is False
+
+
+def test_unknown_versions_in_a_split_are_named(project, local_api, monkeypatch):
+    port = local_api.server_address[1]
+    monkeypatch.chdir(project.dir)
+    run(["deploy"], port)
+    r = run(["traffic", project.name, "v1=50", "v9=50", "-o", "json"], port, ok=False)
+    assert r.exit_code == 1 and r.stdout == ""
+    assert f"v9 of '{project.name}' does not exist; existing versions: v1." in r.stderr
+    r = run(["promote", project.name, "v8"], port, ok=False)
+    assert f"v8 of '{project.name}' does not exist" in r.stderr
+    r = run(["traffic", project.name, "v8=50", "v9=50"], port, ok=False)
+    assert f"v8, v9 of '{project.name}' do not exist" in r.stderr
+    run(["delete", project.name], port)

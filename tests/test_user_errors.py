@@ -1,0 +1,81 @@
+"""Mistakes a user makes on the command line: each ends in one sentence that names what
+and where, a non-zero exit, no traceback, and nothing on stdout (so `-o json` stays valid)."""
+import socket
+from types import SimpleNamespace
+
+import pytest
+from click.testing import CliRunner
+
+from mlfn.cli import main
+
+
+def _cli(args):
+    return CliRunner().invoke(main, args)
+
+
+def _one_sentence(r, code):
+    assert r.exit_code == code, r.output
+    assert "Traceback" not in r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
+    assert r.stdout == ""
+    return r.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("value", ["FOO", "=x"])
+def test_run_env_without_key_value(value):
+    err = _one_sentence(_cli(["run", "-e", value, "-o", "json"]), 2)
+    assert f"'{value}' is not KEY=VALUE" in err and "--env" in err
+
+
+@pytest.mark.parametrize("command", [["deploy"], ["render"], ["status", "digits"], ["versions", "digits"],
+                                     ["rollback", "digits"]])
+def test_a_config_path_that_names_nothing_is_an_error_naming_it(tmp_path, command):
+    missing = tmp_path / "nope"
+    err = _one_sentence(_cli([*command, "-c", str(missing), "-o", "json"]), 2)
+    assert f"No mlfn.yaml at {missing}" in err
+
+
+def test_deploy_without_mlfn_yaml_names_the_file_it_looked_for(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    err = _one_sentence(_cli(["deploy", "-o", "json"]), 2)
+    assert f"No mlfn.yaml at {tmp_path / 'mlfn.yaml'}" in err or "No mlfn.yaml at mlfn.yaml" in err
+
+
+def test_invoke_a_deployed_function_when_the_local_controller_is_down(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFN_LOCAL_HOME", str(tmp_path / "local"))
+    png = tmp_path / "x.png"
+    png.write_bytes(b"not sent")
+    port = _free_port()
+    err = _one_sentence(_cli(["invoke", "digits", "--port", str(port), "--image", str(png), "-o", "json"]), 1)
+    assert f"The local OpenWhisk API at http://127.0.0.1:{port} is not running; start it with 'mlfn local up'." in err
+
+
+def test_dry_run_with_nothing_to_send_says_so():
+    from mlfn.commands.deploy import _dry
+
+    assert _dry(SimpleNamespace(requests=[])) == \
+        "Dry run: nothing was changed, and nothing would be (no requests to send)."
+    text = _dry(SimpleNamespace(requests=[{"method": "PUT", "url": "https://x/api", "body": {"a": 1}}]))
+    assert "would be sent" in text and "PUT https://x/api" in text
+
+
+@pytest.mark.docker
+def test_run_an_image_that_is_not_a_function(base_image, docker_client_or_skip, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no mlfn.yaml: the container is named after the image
+    err = _one_sentence(_cli(["run", "--image", base_image, "-o", "json"]), 1)
+    assert f"The container from {base_image} exited with code 0 before it answered on port 8080" in err
+    assert "function image made by 'mlfn build'" in err
+    assert not docker_client_or_skip.containers.list(all=True, filters={"name": "mlfn-mlfn-base"})
+
+
+@pytest.fixture
+def docker_client_or_skip():
+    import docker
+
+    return docker.from_env()
