@@ -30,7 +30,7 @@ def local():
 
 
 @local.command()
-@click.option("--port", type=int, default=3233, show_default=True, help="Port on 127.0.0.1.")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port on 127.0.0.1 (default 3233).")
 @click.option("--foreground", is_flag=True, help="Run in this terminal (for debugging) instead of as a daemon.")
 @click.option("--detach/--no-detach", default=True, help="Run as a background daemon (default).")
 @click.option("--idle-seconds", type=float, default=600.0, show_default=True,
@@ -42,7 +42,8 @@ def up(port, foreground, detach, idle_seconds, output):
     \b
     Examples:
       mlfn local up
-      mlfn local up --port 3300 --foreground
+      mlfn local up --port 3300             # then: mlfn deploy --port 3300, mlfn status NAME --port 3300
+      mlfn local up --foreground            # logs in this terminal, Ctrl-C stops it
     """
     from mlfn.output import log
     from mlfn.targets import local as lib
@@ -52,22 +53,27 @@ def up(port, foreground, detach, idle_seconds, output):
 
 
 @local.command()
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="Check that the controller runs on this port (the one given to 'mlfn local up').")
 @output_option
-def down(output):
+def down(port, output):
     """Stop the local controller and remove its action containers.
 
     \b
-    Example:
+    Examples:
       mlfn local down
+      mlfn local down --port 3300
     """
     from mlfn.targets import local as lib
 
-    emit(lib.down(), output, _text)
+    emit(lib.down(port=port), output, _text)
 
 
 @local.command()
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="Check that the controller runs on this port (the one given to 'mlfn local up').")
 @output_option
-def status(output):
+def status(port, output):
     """Is the local controller running, where, and how many functions and containers.
 
     \b
@@ -76,4 +82,4 @@ def status(output):
     """
     from mlfn.targets import local as lib
 
-    emit(lib.status(), output, _text)
+    emit(lib.status(port=port), output, _text)

@@ -165,9 +165,13 @@ class OpenWhiskTarget(Target):
 
     def _raise_if_local_down(self) -> None:
         """The local target's controller is ours to start: say how, instead of 'cannot reach'."""
-        from mlfn.targets.local import _ping
+        from mlfn.targets.local import _ping, _status
 
         if self.name == "local" and not _ping(self.base, timeout=1.0):
+            st = _status()
+            if st.running and st.apihost != self.base:
+                raise TargetError(f"Nothing answers on {self.base}; the local OpenWhisk API runs on {st.apihost} "
+                                  f"(pass --port {st.apihost.rsplit(':', 1)[1]}).") from None
             raise TargetError(f"The local OpenWhisk API at {self.base} is not running; start it with "
                               "'mlfn local up'.") from None
 

@@ -81,7 +81,21 @@ def _ping(apihost: str, timeout: float = 1.0) -> bool:
         return False
 
 
-def status() -> LocalStatus:
+def _check_port(st: "LocalStatus", port: Optional[int], fix: str) -> None:
+    """A --port that is not the running controller's is a mistake to name, not to ignore."""
+    if port and st.running and st.apihost != f"http://127.0.0.1:{port}":
+        raise TargetError(f"The local controller for {st.state_dir} runs on {st.apihost}, not on port {port}; "
+                          f"{fix}")
+
+
+def status(port: Optional[int] = None) -> LocalStatus:
+    """Whether the controller of this state folder runs; with port, also that it runs there."""
+    st = _status()
+    _check_port(st, port, "drop --port, or set MLFN_LOCAL_HOME to the folder of the controller on that port.")
+    return st
+
+
+def _status() -> LocalStatus:
     info = _read_runfile() or {}
     port = info.get("port") or DEFAULT_PORT
     apihost = f"http://127.0.0.1:{port}"
@@ -114,13 +128,18 @@ def status() -> LocalStatus:
     return st
 
 
-def up(port: int = DEFAULT_PORT, foreground: bool = False, idle_seconds: float = 600.0,
+def up(port: Optional[int] = DEFAULT_PORT, foreground: bool = False, idle_seconds: float = 600.0,
        progress=lambda m: None, wait_s: float = 15.0) -> LocalStatus:
-    """Start the controller (a daemon unless foreground); idempotent when already running."""
-    st = status()
+    """Start the controller (a daemon unless foreground); idempotent when already running.
+
+    port None: DEFAULT_PORT, or wherever this state folder's controller already runs."""
+    st = _status()
+    _check_port(st, port, "stop it first with 'mlfn local down', or set MLFN_LOCAL_HOME to another folder to run "
+                          "a second one.")
     if st.running:
         st.message = f"already running on {st.apihost} (pid {st.pid})"
         return st
+    port = port or DEFAULT_PORT
     home = state_dir()
     home.mkdir(parents=True, exist_ok=True)
     _check_docker()
@@ -149,14 +168,16 @@ def up(port: int = DEFAULT_PORT, foreground: bool = False, idle_seconds: float =
             tail = log_file.read_text(errors="replace").strip().splitlines()[-1:] or [""]
             raise TargetError(f"The local controller exited at start-up: {tail[0]} (see {log_file}).")
         if _ping(f"http://127.0.0.1:{port}", timeout=0.5):
-            st = status()
+            st = _status()
             st.message = f"started on {st.apihost} (pid {proc.pid})"
             return st
         time.sleep(0.1)
     raise TargetError(f"The local controller did not answer on port {port} within {wait_s:.0f}s; see {log_file}.")
 
 
-def down(wait_s: float = 20.0) -> LocalStatus:
+def down(wait_s: float = 20.0, port: Optional[int] = None) -> LocalStatus:
+    _check_port(_status(), port, "drop --port to stop it, or set MLFN_LOCAL_HOME to the folder of the controller "
+                                 "on that port.")
     info = _read_runfile()
     pid = (info or {}).get("pid")
     if not pid or not _alive(pid):

@@ -142,3 +142,39 @@ def test_unknown_versions_in_a_split_are_named(project, local_api, monkeypatch):
     r = run(["traffic", project.name, "v8=50", "v9=50"], port, ok=False)
     assert f"v8, v9 of '{project.name}' do not exist" in r.stderr
     run(["delete", project.name], port)
+
+
+def test_local_port_mismatches_are_named(tmp_path, action_image):
+    """`--port` on local up/status/down and on the deploy commands is checked against the
+    port the controller of MLFN_LOCAL_HOME runs on, instead of being ignored."""
+    import socket
+
+    env = {**os.environ, "MLFN_LOCAL_HOME": str(tmp_path)}
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    port, other = ports
+    cli = [sys.executable, "-m", "mlfn.cli"]
+
+    def mlfn(*args):
+        return subprocess.run(cli + list(args), env=env, capture_output=True, text=True, timeout=60)
+
+    try:
+        r = mlfn("local", "up", "--port", str(port))
+        assert r.returncode == 0, r.stderr
+        r = mlfn("local", "up", "--port", str(other), "-o", "json")
+        assert r.returncode == 1 and r.stdout == ""
+        assert f"runs on http://127.0.0.1:{port}, not on port {other}; stop it first" in r.stderr
+        r = mlfn("local", "status", "--port", str(other))
+        assert r.returncode == 1 and f"not on port {other}" in r.stderr
+        assert mlfn("local", "status", "--port", str(port)).returncode == 0
+        r = mlfn("status", "nofunc", "--port", str(other))
+        assert r.returncode == 1 and f"(pass --port {port})" in r.stderr and "Traceback" not in r.stderr
+        r = mlfn("local", "down", "--port", str(other))
+        assert r.returncode == 1 and f"not on port {other}" in r.stderr
+        assert json.loads(mlfn("local", "status", "-o", "json").stdout)["running"] is True
+    finally:
+        r = mlfn("local", "down", "--port", str(port), "-o", "json")
+    assert r.returncode == 0 and json.loads(r.stdout)["running"] is False
