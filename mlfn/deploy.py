@@ -94,8 +94,11 @@ def split_for(new: str, weight: int, current: Optional[dict]) -> dict:
     if weight == 100:
         return {new: 100}
     others = {v: w for v, w in (current or {}).items() if v != new and w > 0}
+    if not others and (current or {}).get(new):
+        raise TrafficError(f"The alias already routes only to {new}, so no other version would take the remaining "
+                           f"{100 - weight}%; a canary needs new content (a new version), or drop --weight.")
     if not others:
-        raise TrafficError(f"Nothing else routes the remaining {100 - weight}% ; deploy without --weight, "
+        raise TrafficError(f"Nothing else routes the remaining {100 - weight}%; deploy without --weight, "
                            f"or use --weight 100 / --promote.")
     rest, total = 100 - weight, sum(others.values())
     shares = {v: rest * w // total for v, w in others.items()}
@@ -264,6 +267,20 @@ def invoke_repeated(ref: str, payload: Any, n: int, options: Optional[TargetOpti
                          latency_ms_p50=round(statistics.median(times), 2), latency_ms_p90=round(q[8], 2), last=res)
 
 
+_IMAGE_REF = re.compile(
+    r"(?:(?:(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+|localhost)(?::[0-9]+)?|[A-Za-z0-9-]+:[0-9]+)/)?"  # registry
+    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"  # repository
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?")  # tag, digest
+
+
+def check_image_ref(image: str) -> str:
+    """An image reference a platform can pull: [REGISTRY/]REPO[:TAG][@sha256:DIGEST]."""
+    if not _IMAGE_REF.fullmatch(image or ""):
+        raise ConfigError(f"--image {image!r} is not an image reference; use [REGISTRY/]REPO[:TAG][@sha256:DIGEST] "
+                          "with a lower-case repository.")
+    return image
+
+
 def render(cfg, out_dir: str, options: Optional[TargetOptions] = None, image: Optional[str] = None,
            progress: Progress = lambda m: None) -> list:
     """Write the target's own manifests (wskdeploy manifest.yaml, Knative Service YAML)."""
@@ -271,6 +288,7 @@ def render(cfg, out_dir: str, options: Optional[TargetOptions] = None, image: Op
     o = TargetOptions(**{**options.__dict__, "dry_run": True})
     t = open_target(cfg, o)
     if image:
+        check_image_ref(image)
         spec = VersionSpec(function=cfg.name, image=image, digest=image.partition("@")[2], model_sha256="",
                            quantization=cfg.quantize.mode, pipeline_hash="", content_hash="",
                            memory=cfg.deploy.memory, timeout=cfg.deploy.timeout,

@@ -79,3 +79,25 @@ def docker_client_or_skip():
     import docker
 
     return docker.from_env()
+
+
+def test_invoke_repeat_and_timeout_are_checked(tmp_path):
+    png = tmp_path / "x.png"
+    png.write_bytes(b"not sent")
+    err = _one_sentence(_cli(["invoke", "http://127.0.0.1:9", "--repeat", "5", "--image", str(png)]), 2)
+    assert "--repeat counts which version served a deployed function" in err and "http://127.0.0.1:9" in err
+    err = _one_sentence(_cli(["invoke", "http://127.0.0.1:9", "--timeout", "0", "--image", str(png)]), 2)
+    assert "'--timeout'" in err
+
+
+def test_a_weight_that_nothing_else_could_take_is_explained():
+    from mlfn.deploy import split_for
+    from mlfn.errors import MlfnError
+
+    with pytest.raises(MlfnError) as e:  # deploy --weight 20 of unchanged content: v1 is the new version
+        split_for(current={"v1": 100}, new="v1", weight=20)
+    assert str(e.value).startswith("The alias already routes only to v1, so no other version would take the "
+                                   "remaining 80%;")
+    with pytest.raises(MlfnError) as e:
+        split_for(current=None, new="v1", weight=20)
+    assert "Nothing else routes the remaining 80%; deploy without --weight" in str(e.value)

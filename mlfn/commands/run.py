@@ -69,7 +69,7 @@ def run(config_path, image, port, no_docker, stop, env, output):
 @click.option("--model", help="Model to ask when the function bundles several.")
 @click.option("--protocol", type=click.Choice(["predict", "openwhisk", "v2", "v1"]), default="predict",
               show_default=True, help="With a URL: which endpoint to call (openwhisk = /init then /run; v2 = OIP v2 /v2/models/M/infer, v1 = TF Serving :predict, both answer the model's raw tensors).")
-@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for the answer.")
+@click.option("--timeout", type=click.FloatRange(0, min_open=True), default=60.0, show_default=True, help="Seconds to wait for the answer.")
 @click.option("--repeat", type=click.IntRange(1, 100000), default=1,
               help="Deployed functions: invoke N times and count which version served (watch a canary).")
 @config_option
@@ -93,6 +93,9 @@ def invoke(ref, images, json_input, model, protocol, timeout, repeat, config_pat
 
     payload = client.build_payload(images, json_input, model)
     if ref.startswith(("http://", "https://")):
+        if repeat > 1:
+            raise click.UsageError("--repeat counts which version served a deployed function (NAME[@ALIAS]); "
+                                   f"{ref} is one running function, so drop --repeat.")
         res = client.invoke_url(ref, payload, protocol=protocol, timeout=timeout)
         emit(res, output, lambda r: client.summarize(r["result"]))
         return

@@ -69,8 +69,11 @@ def check_alias_name(alias: str) -> str:
 
     if re.match(r"^v[0-9]+$", alias or ""):
         raise TargetError(f"Alias '{alias}' looks like a version name; pick a name such as 'stable' or 'canary'.")
-    if not re.match(ENTITY_NAME, alias or "") or alias.endswith((".json", ".http", ".html", ".svg", ".text")):
-        raise TargetError(f"Alias '{alias}' is not a valid OpenWhisk entity name; use letters, digits, '-' and '_'.")
+    # OpenWhisk's entity names allow spaces, '@' and '&' too, but an alias must also be callable
+    # as NAME@ALIAS (mlfn invoke, mlfn.deploy.parse_ref).
+    if (not re.match(ENTITY_NAME, alias or "") or not re.match(r"\A[\w][\w.-]*\Z", alias)
+            or alias.endswith((".json", ".http", ".html", ".svg", ".text"))):
+        raise TargetError(f"Alias '{alias}' is not a valid alias name; use letters, digits, '.', '-' and '_'.")
     return alias
 
 

@@ -82,7 +82,11 @@ def test_alias_names_cannot_look_like_versions():
         check_alias_name("v2")
     with pytest.raises(TargetError):
         check_alias_name("bad/alias")
-    assert check_alias_name("canary") == "canary"
+    # valid OpenWhisk entity names, but not callable as NAME@ALIAS
+    for name in ("Bad Name", "a@b", "x&y"):
+        with pytest.raises(TargetError, match="letters, digits, '.', '-' and '_'"):
+            check_alias_name(name)
+    assert check_alias_name("canary") == "canary" and check_alias_name("ab_test-2.1") == "ab_test-2.1"
 
 
 def offline_target(**kw):
@@ -168,12 +172,19 @@ def test_render_command_needs_no_platform(tmp_path, monkeypatch):
     (tmp_path / "mlfn.yaml").write_text("name: digits\ndeploy:\n  memory: 512\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WSK_CONFIG_FILE", str(tmp_path / "none"))
-    r = CliRunner().invoke(main, ["render", "-t", "openwhisk", "--image", "reg.example/digits@sha256:abc",
+    image = "reg.example/digits@sha256:" + "abc" * 21 + "d"
+    r = CliRunner().invoke(main, ["render", "-t", "openwhisk", "--image", image,
                                   "--out", "deploy", "-o", "json"], catch_exceptions=False)
     assert r.exit_code == 0, r.output
     doc = yaml.safe_load((tmp_path / "deploy" / "manifest.yaml").read_text())
     v1 = doc["packages"]["digits"]["actions"]["v1"]
-    assert v1["docker"] == "reg.example/digits@sha256:abc" and v1["limits"]["memorySize"] == 512
+    assert v1["docker"] == image and v1["limits"]["memorySize"] == 512
+    # an image reference no platform could pull is refused before anything is written
+    for bad in ("reg.example/digits@sha256:abc", "Reg Example/digits", "reg.example/Digits:1"):
+        r = CliRunner().invoke(main, ["render", "-t", "openwhisk", "--image", bad, "--out", "bad", "-o", "json"])
+        assert r.exit_code == 2 and r.stdout == "" and "Traceback" not in r.output
+        assert f"--image '{bad}' is not an image reference" in r.stderr
+    assert not (tmp_path / "bad").exists()
 
 
 def test_local_target_hint_when_not_running(monkeypatch, tmp_path):
@@ -184,6 +195,7 @@ def test_local_target_hint_when_not_running(monkeypatch, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    monkeypatch.setenv("MLFN_LOCAL_HOME", str(tmp_path))  # not a controller this machine may run in ~/.mlfn
     t = local_target(port=port, sleep=lambda s: None)
     with pytest.raises(TargetError, match="mlfn local up"):
         t.status("fn")
