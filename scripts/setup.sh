@@ -11,7 +11,8 @@ venv="${VENV:-.venv}"
 say() { printf '==> %s\n' "$*" >&2; }
 
 need_pkgs=()
-for p in docker.io mmdebstrap skopeo umoci docker-registry; do
+# python3-venv: Debian's python3 has no ensurepip without it, so `python3 -m venv` would fail
+for p in python3-venv docker.io mmdebstrap skopeo umoci docker-registry; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
@@ -22,8 +23,13 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
 fi
 
 if ! docker info >/dev/null 2>&1; then
-  say "starting dockerd"
   sudo_=""; [ "$(id -u)" = 0 ] || sudo_="sudo"
+  if [ -n "$sudo_" ] && sudo docker info >/dev/null 2>&1; then
+    # dockerd runs (Debian's docker.io starts it), but this user may not use its socket
+    echo "dockerd is running but $(id -un) may not use it: sudo usermod -aG docker $(id -un), then log in again." >&2
+    exit 1
+  fi
+  say "starting dockerd"
   mkdir -p /var/log
   $sudo_ sh -c 'nohup dockerd >/var/log/mlfn-dockerd.log 2>&1 &'
   for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
