@@ -101,3 +101,17 @@ def test_a_weight_that_nothing_else_could_take_is_explained():
     with pytest.raises(MlfnError) as e:
         split_for(current=None, new="v1", weight=20)
     assert "Nothing else routes the remaining 80%; deploy without --weight" in str(e.value)
+
+
+@pytest.mark.parametrize("command", [["status", "digits"], ["traffic", "digits", "v1=100"],
+                                     ["invoke", "digits", "--json", "{}"]])
+def test_without_port_the_local_target_is_the_controller_of_mlfn_local_home(tmp_path, monkeypatch, command):
+    """Not whatever else listens on 3233 (another MLFN_LOCAL_HOME's controller, a wsk standalone)."""
+    monkeypatch.setenv("MLFN_LOCAL_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MLFN_LOCAL_APIHOST", raising=False)
+    err = _one_sentence(_cli([*command, "-o", "json"]), 1)
+    assert f"The local OpenWhisk API of {tmp_path / 'home'} is not running; start it with 'mlfn local up'" in err
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "server.json").write_text('{"pid": 999999999, "port": 3233}')  # a stale run file
+    err = _one_sentence(_cli([*command, "-o", "json"]), 1)
+    assert "is not running; start it with 'mlfn local up'" in err

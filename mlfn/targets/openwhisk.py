@@ -570,9 +570,18 @@ def templates_dir() -> Path:
 
 def local_target(cfg=None, *, port: Optional[int] = None, dry_run: bool = False, **kw) -> OpenWhiskTarget:
     """The same OpenWhisk client pointed at the embedded controller (`mlfn local up`)."""
-    from mlfn.targets.local import local_apihost
+    import os
+
+    from mlfn.targets.local import _alive, _read_runfile, local_apihost, state_dir
     from mlfn.targets.wskprops import GUEST_AUTH, GUEST_NAMESPACE
 
+    if port is None and not os.environ.get("MLFN_LOCAL_APIHOST") and not dry_run:
+        # Without --port the controller is the one of this state folder (MLFN_LOCAL_HOME): when it
+        # is not running, say so rather than talk to whatever else listens on the default port.
+        pid = (_read_runfile() or {}).get("pid")
+        if not pid or not _alive(pid):
+            raise TargetError(f"The local OpenWhisk API of {state_dir()} is not running; start it with "
+                              "'mlfn local up' (or pass --port N for one that runs elsewhere).")
     props = WskProps(apihost=local_apihost(port), auth=GUEST_AUTH, namespace=GUEST_NAMESPACE, source="mlfn local")
     kw.setdefault("attempts", 3)  # a stopped local controller fails fast with a hint
     return OpenWhiskTarget(cfg, props=props, dry_run=dry_run, target_name="local", **kw)
