@@ -120,3 +120,10 @@ def test_help_in_a_virtualenv_without_tensorflow(tmp_path):
                            env={**os.environ, "PYTHONPATH": ""})
         assert r.returncode == 0, (args, r.stderr[-500:])
         assert "Usage:" in r.stdout
+
+
+@pytest.mark.parametrize("args", [a for a in _help_commands() if a], ids=" ".join)
+def test_every_help_teaches_with_an_example(args):
+    r = CliRunner().invoke(main, [*args, "--help"])
+    assert r.exit_code == 0, r.output
+    assert "Example" in r.output and f"mlfn {' '.join(args)}" in r.output.split("Example", 1)[1], r.output

@@ -65,7 +65,13 @@ def build(config_path, tag, push, builder, oci_layout, output):
 
 @click.group()
 def base():
-    """The base image function images are built on (`mlfn-base:3.11`)."""
+    """The base image function images are built on (`mlfn-base:3.11`).
+
+    \b
+    Examples:
+      mlfn base build                   # once per machine, about 10 s
+      mlfn build                        # then function images use it (build.base_image)
+    """
 
 
 @base.command("build")

@@ -25,7 +25,15 @@ def local():
     `mlfn deploy --target local` talks to it; so does the standard `wsk` CLI:
     wsk property set --apihost http://127.0.0.1:3233 --auth <OpenWhisk standalone's well-known
     guest key>.
-    State lives in ~/.mlfn/local (MLFN_LOCAL_HOME overrides).
+    State lives in ~/.mlfn/local (MLFN_LOCAL_HOME overrides); without --port, the deploy
+    commands use the controller of that folder.
+
+    \b
+    Examples:
+      mlfn local up && mlfn deploy && mlfn invoke digits --image digit-3.png
+      mlfn local up --port 3300 && mlfn status digits --port 3300
+      mlfn local status -o json
+      mlfn local down
     """
 
 
