@@ -45,6 +45,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def check_port_free(port: int) -> int:
+    """port, when nothing listens on 127.0.0.1:port; else a one-sentence error."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as e:
+            raise MlfnError(f"Port {port} on 127.0.0.1 is not free ({e.strerror}); pass another --port, or none "
+                            "to pick a free one.") from None
+    return port
+
+
 def wait_ready(url: str, timeout: float = 30.0, is_alive: Callable[[], bool] = lambda: True) -> float:
     """Poll GET {url}/healthz until 200; returns the milliseconds it took."""
     import requests
@@ -65,7 +76,7 @@ def wait_ready(url: str, timeout: float = 30.0, is_alive: Callable[[], bool] = l
 def run_container(image: str, *, name: str, port: Optional[int] = None, env: Optional[dict] = None,
                   timeout: float = 60.0) -> RunResult:
     """Start image detached (replacing a container of the same name) and wait until it is ready."""
-    from docker.errors import ImageNotFound, NotFound
+    from docker.errors import APIError, ImageNotFound, NotFound
 
     client = docker_client()
     try:
@@ -77,17 +88,24 @@ def run_container(image: str, *, name: str, port: Optional[int] = None, env: Opt
         client.containers.get(name).remove(force=True)
     except NotFound:
         pass
-    port = port or free_port()
-    container = client.containers.run(
-        image,
-        name=name,
-        detach=True,
-        read_only=True,
-        tmpfs={"/tmp": "rw,size=64m"},
-        ports={"8080/tcp": ("127.0.0.1", port)},
-        environment=env or {},
-        labels={"dev.mlfn.run": "1"},
-    )
+    port = check_port_free(port) if port else free_port()
+    try:
+        container = client.containers.run(
+            image,
+            name=name,
+            detach=True,
+            read_only=True,
+            tmpfs={"/tmp": "rw,size=64m"},
+            ports={"8080/tcp": ("127.0.0.1", port)},
+            environment=env or {},
+            labels={"dev.mlfn.run": "1"},
+        )
+    except APIError as e:  # e.g. the port was taken in between
+        try:
+            client.containers.get(name).remove(force=True)
+        except NotFound:
+            pass
+        raise MlfnError(f"Docker could not start {image} as {name}: {e.explanation or e}.") from None
     url = f"http://127.0.0.1:{port}"
 
     def alive() -> bool:

@@ -115,3 +115,26 @@ def test_without_port_the_local_target_is_the_controller_of_mlfn_local_home(tmp_
     (tmp_path / "home" / "server.json").write_text('{"pid": 999999999, "port": 3233}')  # a stale run file
     err = _one_sentence(_cli([*command, "-o", "json"]), 1)
     assert "is not running; start it with 'mlfn local up'" in err
+
+
+@pytest.fixture
+def busy_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield s.getsockname()[1]
+
+
+def test_run_no_docker_on_a_busy_port(tmp_path, monkeypatch, busy_port):
+    (tmp_path / "mlfn.yaml").write_text("name: fn\nmodel:\n  path: model.tflite\n")
+    monkeypatch.chdir(tmp_path)
+    err = _one_sentence(_cli(["run", "--no-docker", "--port", str(busy_port)]), 1)
+    assert f"Port {busy_port} on 127.0.0.1 is not free" in err and "pass another --port" in err
+
+
+@pytest.mark.docker
+def test_run_on_a_busy_port_leaves_no_container(base_image, docker_client_or_skip, tmp_path, monkeypatch, busy_port):
+    monkeypatch.chdir(tmp_path)
+    err = _one_sentence(_cli(["run", "--image", base_image, "--port", str(busy_port), "-o", "json"]), 1)
+    assert f"Port {busy_port} on 127.0.0.1 is not free" in err
+    assert not docker_client_or_skip.containers.list(all=True, filters={"name": "mlfn-mlfn-base"})

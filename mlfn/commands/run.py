@@ -47,6 +47,7 @@ def run(config_path, image, port, no_docker, stop, env, output):
         return
     progress = Progress(quiet=output == "json")
     if no_docker:
+        runner.check_port_free(port or 8080)
         from mlfn.build import stage_function
         from mlfn_runtime.server import serve
 
