@@ -33,6 +33,8 @@ def build_payload(images: tuple = (), json_input: Optional[str] = None, model: O
         encoded = []
         for name in images:
             p = Path(name)
+            if p.is_dir():
+                raise InvokeError(f"--image {name} is a folder; give an image file (repeat --image for a batch).")
             if not p.is_file():
                 raise InvokeError(f"Image file {name} does not exist.")
             encoded.append(base64.b64encode(p.read_bytes()).decode("ascii"))
@@ -64,6 +66,8 @@ def _post(session, url: str, body: Any, timeout: float):
         raise InvokeError(f"Cannot connect to {url}; is the function running (mlfn run)?") from None
     except requests.Timeout:
         raise InvokeError(f"{url} did not answer within {timeout:.0f} s.") from None
+    except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema, ValueError):
+        raise InvokeError(f"{url} is not a valid URL; use http://HOST:PORT as printed by 'mlfn run'.") from None
 
 
 def _json(resp) -> Any:
@@ -79,7 +83,7 @@ def _only_model(session, base: str, timeout: float) -> str:
 
     try:
         resp = session.get(f"{base}/healthz", timeout=timeout)
-    except requests.RequestException:
+    except (requests.RequestException, ValueError):
         raise InvokeError(f"Cannot connect to {base}/healthz; is the function running (mlfn run)?") from None
     models = (_json(resp) or {}).get("models") if resp.status_code == 200 else None
     if not models:
@@ -135,6 +139,10 @@ def invoke_url(url: str, payload: dict, protocol: str = "predict", timeout: floa
     if protocol not in PROTOCOLS:
         raise InvokeError(f"Unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}.")
     base = url.rstrip("/")
+    try:
+        requests.Request("GET", base).prepare()
+    except (requests.RequestException, ValueError):
+        raise InvokeError(f"{url} is not a valid URL; use http://HOST:PORT as printed by 'mlfn run'.") from None
     model = payload.get("model")
     t0 = time.perf_counter()
     with requests.Session() as s:

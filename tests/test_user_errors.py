@@ -138,3 +138,16 @@ def test_run_on_a_busy_port_leaves_no_container(base_image, docker_client_or_ski
     err = _one_sentence(_cli(["run", "--image", base_image, "--port", str(busy_port), "-o", "json"]), 1)
     assert f"Port {busy_port} on 127.0.0.1 is not free" in err
     assert not docker_client_or_skip.containers.list(all=True, filters={"name": "mlfn-mlfn-base"})
+
+
+@pytest.mark.parametrize("protocol", ["predict", "openwhisk", "v2", "v1"])
+def test_invoke_a_url_that_is_not_one(tmp_path, protocol):
+    png = tmp_path / "x.png"
+    png.write_bytes(b"not sent")
+    err = _one_sentence(_cli(["invoke", "http://[bad", "--protocol", protocol, "--image", str(png)]), 1)
+    assert err.strip() == "Error: http://[bad is not a valid URL; use http://HOST:PORT as printed by 'mlfn run'."
+
+
+def test_invoke_a_folder_as_an_image(tmp_path):
+    err = _one_sentence(_cli(["invoke", "http://127.0.0.1:9", "--image", str(tmp_path)]), 1)
+    assert f"--image {tmp_path} is a folder; give an image file" in err
