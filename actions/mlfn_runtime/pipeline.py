@@ -161,6 +161,8 @@ class DecodeImage(Step):
         if isinstance(x, str):
             x = b64decode(x)
         elif isinstance(x, dict) and set(x) == {"b64"}:
+            if not isinstance(x["b64"], str):
+                raise InvalidInput(f"'b64' must be base64 text, not {_kind(x['b64'])}")
             x = b64decode(x["b64"])
         if not isinstance(x, (bytes, bytearray, memoryview)):
             raise InvalidInput(f"expected an encoded image (base64 text or bytes), got {_kind(x)}")

@@ -261,3 +261,10 @@ def test_decode_image_refuses_decompression_bombs_before_decoding(monkeypatch):
     big = png(Image.new("RGB", (400, 400)), "JPEG")
     x = Pipeline(["decode_image", {"resize": {"width": 8, "height": 8}}], stage="pre")(big)
     assert x.shape == (8, 8, 3)
+
+
+@pytest.mark.parametrize("value", [None, 5, ["aGk="], {"b64": "aGk="}])
+def test_decode_image_b64_that_is_not_text_is_invalid_input(value):
+    """{"b64": <not a string>} is the client's mistake (400), not an AttributeError (500)."""
+    with pytest.raises(InvalidInput, match="'b64' must be base64 text"):
+        Pipeline(["decode_image"], stage="pre")({"b64": value})

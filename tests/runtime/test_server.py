@@ -217,3 +217,9 @@ def test_signed_chunk_size_is_400_not_a_read_to_eof(digits_server, size_line):
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.split()[1] == b"400" and "malformed chunked" in json.loads(body)["error"]
     assert requests.get(digits_server + "/healthz", timeout=5).status_code == 200
+
+
+@pytest.mark.parametrize("body", [{"image": {"b64": None}}, {"instances": [{"b64": 5}]}, {"images": [{"b64": [1]}]}])
+def test_b64_that_is_not_text_is_400(digits_server, body):
+    r = requests.post(digits_server + "/predict", json=body, timeout=10)
+    assert r.status_code == 400 and "'b64' must be base64 text" in r.json()["error"]
