@@ -63,8 +63,11 @@ class ActionProxy:
             env = value.get("env") or {}
             if not isinstance(env, dict):
                 return 400, {"error": "value.env in /init must be an object of strings."}
-            for k, v in env.items():
-                os.environ[str(k)] = v if isinstance(v, str) else json.dumps(v)
+            env = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in env.items()}
+            bad = [k for k, v in env.items() if not k or "=" in k or "\0" in k or "\0" in v]
+            if bad:
+                return 400, {"error": f"value.env in /init holds {bad[0]!r}, which cannot be an environment variable."}
+            os.environ.update(env)
             code = value.get("code")
             if code:
                 try:

@@ -138,3 +138,12 @@ def test_web_action_raw_http_image_and_json(digits_dir, digits):
         web = {"__ow_method": "post", "__ow_headers": {"content-type": "image/png"}, "__ow_body": b64(b"nope")}
         r = post(url, "/run", {"value": web, **ACTIVATION})
         assert r.status_code == 200 and r.json()["statusCode"] == 400 and "error" in r.json()["body"]
+
+
+@pytest.mark.parametrize("env", [{"A=B": "x"}, {"": "x"}, {"OK": "nul\0byte"}])
+def test_init_env_that_cannot_be_exported_is_400_and_init_can_be_retried(digits_dir, env):
+    with running(digits_dir) as (url, _):
+        r = post(url, "/init", {"value": {"name": "digits", "main": "main", "binary": False, "env": env}})
+        assert r.status_code == 400 and "cannot be an environment variable" in r.json()["error"]
+        r = post(url, "/init", {"value": {"name": "digits", "main": "main", "binary": False, "env": {}}})
+        assert r.status_code == 200
