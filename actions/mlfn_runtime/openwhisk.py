@@ -181,7 +181,10 @@ def web_request(value: dict) -> dict:
     body = value.get("__ow_body")
     if body is None or body == "":
         return params
-    headers = {str(k).lower(): v for k, v in (value.get("__ow_headers") or {}).items()}
+    headers = value.get("__ow_headers") or {}
+    if not isinstance(headers, dict):
+        raise InvalidInput("'__ow_headers' must be an object")
+    headers = {str(k).lower(): v for k, v in headers.items()}
     ctype = str(headers.get("content-type", "")).split(";")[0].strip().lower()
     if not isinstance(body, str):
         if isinstance(body, dict):

@@ -147,3 +147,12 @@ def test_init_env_that_cannot_be_exported_is_400_and_init_can_be_retried(digits_
         assert r.status_code == 400 and "cannot be an environment variable" in r.json()["error"]
         r = post(url, "/init", {"value": {"name": "digits", "main": "main", "binary": False, "env": {}}})
         assert r.status_code == 200
+
+
+def test_web_action_headers_that_are_not_an_object_are_400(digits_dir):
+    with running(digits_dir) as (url, _):
+        post(url, "/init", {"value": {"name": "digits", "main": "main", "binary": False, "env": {}}})
+        web = {"__ow_method": "post", "__ow_headers": ["content-type", "image/png"], "__ow_body": "{}"}
+        r = post(url, "/run", {"value": web, **ACTIVATION})
+        assert r.status_code == 200 and r.json()["statusCode"] == 400
+        assert "'__ow_headers' must be an object" in r.json()["body"]["error"]
