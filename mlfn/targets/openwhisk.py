@@ -138,6 +138,7 @@ class OpenWhiskTarget(Target):
                                attempts=attempts, backoff=backoff, sleep=sleep)
         self._resolved_ns: Optional[str] = None
         self.web_secret: Optional[str] = None  # set once when a new require-whisk-auth secret is generated
+        self._warned_offline = False
 
     # ---- low level ---------------------------------------------------------------------------
 
@@ -155,8 +156,11 @@ class OpenWhiskTarget(Target):
             resp = self.http.request(method, url, params=params, json=body,
                                      retry_statuses=(429, 503) if invoke else (429, 500, 502, 503, 504),
                                      timeout=(300 if invoke else None))
-        except TargetError:
+        except TargetError as e:
             if self.dry_run:  # a dry run works offline: plan as if nothing existed yet
+                if not self._warned_offline:
+                    self._warned_offline = True
+                    log.warning("%s; the dry run plans as if nothing were deployed there.", str(e).split(";")[0])
                 return None
             self._raise_if_local_down()
             raise

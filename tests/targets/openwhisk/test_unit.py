@@ -199,3 +199,25 @@ def test_local_target_hint_when_not_running(monkeypatch, tmp_path):
     t = local_target(port=port, sleep=lambda s: None)
     with pytest.raises(TargetError, match="mlfn local up"):
         t.status("fn")
+
+
+def test_dry_run_against_an_unreachable_host_says_it_plans_blind(caplog):
+    import logging
+    import socket
+
+    from mlfn.targets.openwhisk import OpenWhiskTarget
+    from mlfn.targets.wskprops import WskProps
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t = OpenWhiskTarget(props=WskProps(apihost=f"http://127.0.0.1:{port}", auth="a:secret", namespace="ns"),
+                        dry_run=True, sleep=lambda s: None)
+    with caplog.at_level(logging.WARNING, logger="mlfn.targets.openwhisk"):
+        a = t.set_traffic("fn", "default", {"v1": 100})
+    assert a.weights == {"v1": 100} and t.recorder.requests
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert f"Cannot reach http://127.0.0.1:{port}/api/v1/namespaces/ns/" in warnings[0]
+    assert warnings[0].endswith("the dry run plans as if nothing were deployed there.")
+    assert "secret" not in warnings[0]
