@@ -316,6 +316,11 @@ class Handler(BaseHTTPRequestHandler):
 
     def _read_raw_body(self, limit: int) -> bytes:
         te = (self.headers.get("Transfer-Encoding") or "").lower()
+        if limit <= 0 and ("chunked" in te or (self.headers.get("Content-Length") or "0").strip() != "0"):
+            # a route that takes no body (or no route): its handler answers (404, 405, ...);
+            # the body is not read, so the connection cannot be reused
+            self.close_connection = True
+            return b""
         if "chunked" in te:
             return self._read_chunked(limit)
         length = self.headers.get("Content-Length")
@@ -328,10 +333,8 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError:
             self.close_connection = True
             raise InvalidInput("Content-Length is not a non-negative number") from None
-        if n > max(limit, 0):
+        if n > limit:
             self.close_connection = True
-            if limit == 0:
-                raise InvalidInput(f"{self.command} {self.path} takes no request body")
             raise PayloadTooLarge(
                 f"the request body is {n} bytes; this function takes at most {limit} (serving.max_payload_bytes)"
             )

@@ -223,3 +223,16 @@ def test_signed_chunk_size_is_400_not_a_read_to_eof(digits_server, size_line):
 def test_b64_that_is_not_text_is_400(digits_server, body):
     r = requests.post(digits_server + "/predict", json=body, timeout=10)
     assert r.status_code == 400 and "'b64' must be base64 text" in r.json()["error"]
+
+
+def test_a_body_on_a_route_that_takes_none_gets_that_routes_answer(digits_server):
+    """404 for no route and 405 for a wrong method, as without a body (was a 400 'takes no
+    request body' that hid the real mistake); the unread body closes the connection."""
+    r = requests.post(digits_server + "/nope", json={"image": "x"}, timeout=5)
+    assert r.status_code == 404 and "no route /nope" in r.json()["error"]
+    r = requests.post(digits_server + "/healthz", data=b"x", timeout=5)
+    assert r.status_code == 405 and "takes GET or HEAD" in r.json()["error"]
+    assert r.headers.get("Connection") == "close"
+    r = requests.post(digits_server + "/metrics", data=iter([b"a", b"b"]), timeout=5)  # chunked
+    assert r.status_code == 405
+    assert requests.get(digits_server + "/healthz", timeout=5).status_code == 200
