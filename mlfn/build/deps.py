@@ -26,7 +26,6 @@ from mlfn.errors import BuildError
 
 PYTHON_VERSION = "3.11"
 PLATFORMS = ["manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_27_x86_64", "manylinux_2_28_x86_64"]
-IMAGE_STEPS = {"decode_image", "exif_transpose", "convert", "resize", "to_array"}
 DEPS_FORMAT = 4  # bump when pruning/compiling changes, to invalidate caches
 
 # Relative paths (fnmatch patterns, matched against the POSIX path in the target dir)
@@ -64,11 +63,20 @@ def _host_version(dist: str) -> Optional[str]:
         return None
 
 
+def image_steps() -> frozenset:
+    """The runtime's steps that work on Pillow images (the ones that import Pillow)."""
+    from mlfn_runtime.pipeline import STEPS  # installed with mlfn, always
+
+    return frozenset(name for name, cls in STEPS.items() if cls.image)
+
+
 def pipeline_decodes_images(steps_lists: Iterable[list]) -> bool:
+    """True when a pre-processing pipeline holds a step that needs Pillow in the image."""
+    image = image_steps()
     for steps in steps_lists:
         for step in steps or []:
             name = step if isinstance(step, str) else next(iter(step)) if isinstance(step, dict) and step else ""
-            if name in IMAGE_STEPS:
+            if name in image:
                 return True
     return False
 

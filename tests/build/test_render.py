@@ -67,3 +67,14 @@ def test_tags_and_push_references():
         parse_push_ref("localhost:5000/Team/Digits", "abc")
     with pytest.raises(BuildError, match="not a digest"):
         parse_push_ref("localhost:5000/x@sha256:00", "abc")
+
+
+def test_pillow_follows_the_runtime_steps_that_import_it():
+    """to_array works on arrays without Pillow, so a tensor pipeline with it needs none;
+    every step the runtime runs on Pillow images does."""
+    from mlfn_runtime.pipeline import STEPS
+
+    assert not pipeline_decodes_images([["to_array", {"scale": {"factor": 2}}]])
+    for name, cls in STEPS.items():
+        assert pipeline_decodes_images([[name]]) == cls.image, name
+    assert pipeline_decodes_images([[{"convert": {"mode": "L"}}]])
