@@ -87,12 +87,21 @@ def resolve_source(path: str, cache_dir: Optional[Path] = None,
     return ModelSource(path=local, format=fmt, origin=origin, size_bytes=size, sha256=sha)
 
 
+def _escapes(rel: str) -> bool:
+    """True when a key (relative to the download folder) would land outside it."""
+    parts = rel.split("/")
+    return rel.startswith("/") or any(p in ("..", ".") for p in parts) or "\0" in rel
+
+
 def _split_s3(url: str) -> tuple[str, str]:
     rest = url[len("s3://"):]
     bucket, _, key = rest.partition("/")
     if not bucket or not key:
         raise ModelError(f"{url} is not a valid S3 URL; expected s3://bucket/key.")
-    return bucket, key.rstrip("/")
+    key = key.rstrip("/")
+    if _escapes(key) or bucket in (".", ".."):
+        raise ModelError(f"{url} has '.' or '..' in its key; give the object's plain key.")
+    return bucket, key
 
 
 def _s3_client():
@@ -160,6 +169,9 @@ def download_s3(url: str, dest_root: Path, progress: Optional[Callable[[str], No
                 target = tmp / Path(key).name
                 for obj_key in objects:
                     rel = obj_key[len(key) + 1:]
+                    if _escapes(rel):
+                        raise ModelError(f"S3 object s3://{bucket}/{obj_key} under {url} has a key that points "
+                                         "outside the model folder ('..' or '/'); refusing to download it.")
                     out = target / rel
                     out.parent.mkdir(parents=True, exist_ok=True)
                     client.download_file(bucket, obj_key, str(out))

@@ -92,3 +92,21 @@ def test_access_denied(digits_project, aws_env, s3_server, tmp_path):
     assert msg.startswith(f"Access denied reading s3://{BUCKET}/digits/model.keras")
     assert secret not in msg and key_id not in msg
     assert not leftovers(tmp_path) and not leftovers(digits_project / ".mlfn")
+
+
+def test_object_keys_with_dot_dot_are_not_written_outside_the_download(aws_env, s3_server, tmp_path):
+    """A listed key like 'prefix/../../x' must not be written outside the cache folder
+    (a bucket someone else controls could otherwise write anywhere the user may)."""
+    import boto3
+
+    from mlfn.model.source import download_s3
+
+    s3 = boto3.client("s3")
+    s3.put_object(Bucket=BUCKET, Key="trap/saved_model.pb", Body=b"x")
+    s3.put_object(Bucket=BUCKET, Key="trap/../../../escaped.txt", Body=b"evil")
+    root = tmp_path / "deep" / "cache" / "s3"
+    with pytest.raises(ModelError, match=r"points outside the model folder"):
+        download_s3(f"s3://{BUCKET}/trap", root)
+    assert not [p for p in tmp_path.rglob("escaped.txt")]
+    with pytest.raises(ModelError, match=r"has '\.' or '\.\.' in its key"):
+        download_s3(f"s3://{BUCKET}/digits/../../x", root)
