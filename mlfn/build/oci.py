@@ -68,11 +68,13 @@ def _cached_layer(key: str, make_tar: Callable[[Path], None]) -> Blob:
     index = cache_dir() / "layers"
     index.mkdir(parents=True, exist_ok=True)
     meta = index / f"{key}.json"
-    if meta.exists():
+    try:
         m = json.loads(meta.read_text())
         p = _blob_dir() / m["digest"].split(":", 1)[1]
         if p.exists():
             return Blob(p, m["digest"], m["size"], m["diff_id"], m["uncompressed_size"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass  # no entry, or one left unreadable by an older interrupted build: make the layer again
     with tempfile.TemporaryDirectory(dir=str(index)) as tmp:
         tar_path = Path(tmp) / "layer.tar"
         make_tar(tar_path)
@@ -80,7 +82,10 @@ def _cached_layer(key: str, make_tar: Callable[[Path], None]) -> Blob:
         sha, size, diff, usize = gzip_layer(tar_path, gz_tmp)
         path = _store(gz_tmp, sha)
     blob = Blob(path, f"sha256:{sha}", size, f"sha256:{diff}", usize)
-    meta.write_text(json.dumps({"digest": blob.digest, "size": size, "diff_id": blob.diff_id, "uncompressed_size": usize}))
+    tmp_meta = meta.with_name(f".{meta.name}.{os.getpid()}.tmp")  # atomic: never a half-written entry
+    tmp_meta.write_text(json.dumps({"digest": blob.digest, "size": size, "diff_id": blob.diff_id,
+                                    "uncompressed_size": usize}))
+    os.replace(tmp_meta, meta)
     return blob
 
 

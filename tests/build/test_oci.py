@@ -173,3 +173,20 @@ def test_oci_errors(digits_project, tmp_path):
         build_image(cfg, builder="oci", oci_layout=str(tmp_path / "x"))
     with pytest.raises(BuildError, match="unreachable"):
         build_image(load_config(str(digits_project)), builder="oci", push="127.0.0.1:9/x/digits")
+
+
+def test_a_broken_layer_cache_entry_is_rebuilt(tmp_path, monkeypatch):
+    """A cache entry cut short (an interrupted build) must not break every later build."""
+    from mlfn.build.oci import tree_layer
+
+    monkeypatch.setenv("MLFN_CACHE_DIR", str(tmp_path / "cache"))
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("hello\n")
+    first = tree_layer(src, "opt/x", 0)
+    entries = list((tmp_path / "cache" / "layers").glob("*.json"))
+    assert len(entries) == 1 and not list((tmp_path / "cache" / "layers").glob(".*.tmp"))
+    entries[0].write_text('{"digest": "sha256:')  # half-written
+    again = tree_layer(src, "opt/x", 0)
+    assert again.digest == first.digest and again.path.is_file()
+    assert json.loads(entries[0].read_text())["digest"] == first.digest
