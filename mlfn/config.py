@@ -200,6 +200,13 @@ class Config:
         for i, m in enumerate(self.models):
             if not m.name or not m.path:
                 raise ConfigError(f"models[{i}] in {self.source or CONFIG_FILE} needs both 'name' and 'path'.")
+        for key, n in [("model.name" if self.model.name else "name", self.model_name)] + [
+                (f"models[{i}].name", m.name) for i, m in enumerate(self.models)]:
+            # a model name is a folder in the image (models/NAME/) and a URL path segment
+            if n in (".", "..") or any(c in n for c in '/\\:?#%\0') or n != n.strip():
+                also = " (it names the model too; set model.name)" if key == "name" else ""
+                raise ConfigError(f"{key} in {self.source or CONFIG_FILE} is {n!r}{also}; a model name cannot be "
+                                  "'.' or '..', hold '/', '\\', ':', '?', '#' or '%', or start or end with a space.")
         if len(set(names)) != len(names):
             raise ConfigError(f"Model names must be unique in {self.source or CONFIG_FILE}; got {names}.")
         return self

@@ -177,3 +177,24 @@ def test_outside_files_with_the_same_name_do_not_overwrite_each_other(project, t
     first, second = post[1]["top_k"]["labels"], post[2]["argmax"]["labels"]
     assert first != second
     assert (out / first).read_text().startswith("alpha 0") and (out / second).read_text().startswith("beta 0")
+
+
+@pytest.mark.parametrize("key,name", [("model.name", "../../escaped"), ("name", "a/b"), ("models", ".."),
+                                      ("model.name", "v1:predict")])
+def test_a_model_name_that_is_not_one_path_segment_is_a_config_error(project, tmp_path, key, name):
+    """A model name is models/NAME/ in the function folder and a segment of /v2/models/NAME:
+    '../../x' would write the model outside the staged folder."""
+    def change(d):
+        if key == "models":
+            d["models"] = [{"name": name, "path": "model.keras"}]
+        elif key == "name":
+            d["name"] = name
+            d.get("model", {}).pop("name", None)
+        else:
+            d.setdefault("model", {})["name"] = name
+
+    _edit(project, change)
+    with pytest.raises(ConfigError, match="a model name cannot be") as e:
+        stage_function(load_config(str(project)), tmp_path / "out" / "fn")
+    assert repr(name) in str(e.value) and "mlfn.yaml" in str(e.value)
+    assert not list(tmp_path.rglob("model.tflite"))
