@@ -18,10 +18,14 @@ def main(argv=None) -> int:
     else:  # the image's CMD: no flags, so no argparse import on the cold-start path
         function_dir = os.environ.get("MLFN_FUNCTION_DIR")
         host = os.environ.get("MLFN_HOST", "0.0.0.0")
-        port = int(os.environ.get("PORT") or 8080)
+        port = _env_port()
 
     from mlfn_runtime.errors import RuntimeFunctionError
     from mlfn_runtime.server import log, serve
+
+    if port is None:
+        log(f"error: PORT is {os.environ.get('PORT')!r}; set it to a port number (0-65535) or unset it for 8080")
+        return 2
 
     try:
         return serve(function_dir, host, port)
@@ -47,8 +51,16 @@ def _parse(argv):
     parser.add_argument("--host", default=os.environ.get("MLFN_HOST", "0.0.0.0"), help="address to bind (default 0.0.0.0)")
     parser.add_argument("--port", type=int, default=None, help="port (default: $PORT or 8080)")
     args = parser.parse_args(argv)
-    port = args.port if args.port is not None else int(os.environ.get("PORT") or 8080)
+    port = args.port if args.port is not None else _env_port()
     return args.function_dir, args.host, port
+
+
+def _env_port():
+    """$PORT (Knative's runtime contract), 8080 when unset; None when it is not a port."""
+    value = (os.environ.get("PORT") or "").strip()
+    if not value:
+        return 8080
+    return int(value) if value.isdigit() and int(value) <= 65535 else None
 
 
 if __name__ == "__main__":

@@ -236,3 +236,10 @@ def test_a_body_on_a_route_that_takes_none_gets_that_routes_answer(digits_server
     r = requests.post(digits_server + "/metrics", data=iter([b"a", b"b"]), timeout=5)  # chunked
     assert r.status_code == 405
     assert requests.get(digits_server + "/healthz", timeout=5).status_code == 200
+
+
+@pytest.mark.parametrize("argv", [[], ["--host", "127.0.0.1"]])
+def test_a_port_env_that_is_not_a_port_exits_with_one_sentence(tmp_path, argv):
+    env = {"PORT": "eighty", "MLFN_FUNCTION_DIR": str(tmp_path), "PYTHONPATH": ":".join(sys.path)}
+    r = subprocess.run([sys.executable, "-m", "mlfn_runtime", *argv], capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 2 and "PORT is 'eighty'" in r.stderr and "Traceback" not in r.stderr
