@@ -73,21 +73,13 @@ def _ready(app):
     return _resp(200 if ok else 503, {"ready": ok})
 
 
-def _entry(app, name, version):
-    fn = app.require_function()
-    entry = fn.model(name)
-    if version not in (None, "", "1"):
-        raise NotFound(f"model '{name}' has no version '{version}' (this function serves version 1)")
-    return entry
-
-
 def _metadata(app, name, version):
-    return _resp(200, _entry(app, name, version).metadata(), model=name)
+    return _resp(200, app.model_entry(name, version).metadata(), model=name)
 
 
 def _model_ready(app, name, version):
     try:
-        _entry(app, name, version)
+        app.model_entry(name, version)
     except NotReady:
         return _resp(503, {"name": name, "ready": False}, model=name)
     return _resp(200, {"name": name, "ready": True}, model=name)
@@ -95,7 +87,7 @@ def _model_ready(app, name, version):
 
 def infer(app, req, name, version):
     fn = app.require_function()
-    entry = _entry(app, name, version)
+    entry = app.model_entry(name, version)
     body = req.body
     header_len = req.headers.get("Inference-Header-Content-Length")
     binary = b""

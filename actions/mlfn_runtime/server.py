@@ -99,6 +99,13 @@ class App:
             raise NotReady("this image holds no model (no function.json); initialize it with code via /init")
         return self.function
 
+    def model_entry(self, name: str, version: Optional[str] = None):
+        """The bundled model `name` for the OIP v2 and TF Serving routes (one version: 1)."""
+        entry = self.require_function().model(name)
+        if version not in (None, "", "1"):
+            raise NotFound(f"model '{name}' has no version '{version}' (this function serves version 1)")
+        return entry
+
     # ------------------------------------------------------------------ routing
     def route(self, method: str, path: str):
         """(endpoint label, handler(req) -> Response, body limit) for a request line."""

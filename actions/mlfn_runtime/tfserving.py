@@ -51,15 +51,8 @@ def _resp(status, body, model=""):
     return Response(status, body, None, model)
 
 
-def _entry(app, name, version):
-    entry = app.require_function().model(name)
-    if version not in (None, "", "1"):
-        raise NotFound(f"model '{name}' has no version '{version}' (this function serves version 1)")
-    return entry
-
-
 def _status(app, name, version):
-    _entry(app, name, version)
+    app.model_entry(name, version)
     return _resp(200, {"model_version_status": [
         {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]}, name)
 
@@ -73,7 +66,7 @@ def _tensor_info(t) -> dict:
 
 
 def _metadata(app, name, version):
-    entry = _entry(app, name, version)
+    entry = app.model_entry(name, version)
     r = entry.runner
     sig = {
         "inputs": {t.name: _tensor_info(t) for t in r.inputs},
@@ -103,7 +96,7 @@ def _column(values: list, label: str):
 
 def predict(app, req, name, version):
     fn = app.require_function()
-    entry = _entry(app, name, version)
+    entry = app.model_entry(name, version)
     doc = req.json()
     if not isinstance(doc, dict):
         raise InvalidInput("the request must be a JSON object with 'instances' or 'inputs'")

@@ -177,3 +177,14 @@ def test_tfserving_errors(two_io_server, body, status, message):
     assert r.status_code == status and message in r.json()["error"]
     assert requests.post(two_io_server + "/v1/models/two:classify", json={}, timeout=5).status_code == 404
     assert requests.get(two_io_server + "/v1/models/nope", timeout=5).status_code == 404
+
+
+def test_oip_and_tf_serving_answer_one_version_and_name_the_model_and_version(digits_server):
+    for path in ("/v2/models/digits/versions/1", "/v1/models/digits/versions/1"):
+        assert requests.get(digits_server + path, timeout=5).status_code == 200
+    for path in ("/v2/models/digits/versions/2", "/v2/models/digits/versions/2/ready",
+                 "/v1/models/digits/versions/2", "/v1/models/digits/versions/2/metadata"):
+        r = requests.get(digits_server + path, timeout=5)
+        assert r.status_code == 404 and "model 'digits' has no version '2'" in r.json()["error"], path
+    r = requests.get(digits_server + "/v1/models/nope/metadata", timeout=5)
+    assert r.status_code == 404 and "model 'nope' is not in function 'digits'" in r.json()["error"]
