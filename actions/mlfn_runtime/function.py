@@ -174,6 +174,8 @@ class Function:
                     items.append((label, to_numeric(v, label)))
         else:  # inputs: a tensor with the batch dimension, or {input name: tensor}
             if isinstance(value, dict) and not (set(value) == {"b64"}):
+                if not value:
+                    raise InvalidInput("'inputs' is an empty object; send {input_name: tensor, ...} or a tensor")
                 arrays = {k: to_numeric(x, f"inputs.{k}", batch=True) for k, x in value.items()}
                 sizes = {a.shape[0] for a in arrays.values()}
                 if len(sizes) != 1:
@@ -388,7 +390,8 @@ def to_numeric(value: Any, label: str, batch: bool = False) -> np.ndarray:
         except (ValueError, TypeError):
             raise InvalidInput(f"'{label}' is not a rectangular nested list of numbers") from None
     if arr.dtype.kind not in "biuf":
-        raise InvalidInput(f"'{label}' must hold only numbers (got {'a ragged list' if arr.dtype == object else arr.dtype})")
+        what = "a ragged list, or integers beyond 64 bits" if arr.dtype == object else arr.dtype
+        raise InvalidInput(f"'{label}' must hold only numbers (got {what})")
     if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
         raise InvalidInput(f"'{label}' holds NaN or infinite values")
     if arr.dtype == np.float64:

@@ -243,3 +243,12 @@ def test_a_port_env_that_is_not_a_port_exits_with_one_sentence(tmp_path, argv):
     env = {"PORT": "eighty", "MLFN_FUNCTION_DIR": str(tmp_path), "PYTHONPATH": ":".join(sys.path)}
     r = subprocess.run([sys.executable, "-m", "mlfn_runtime", *argv], capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 2 and "PORT is 'eighty'" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("body,message", [
+    ({"inputs": {}}, "'inputs' is an empty object"),
+    ({"inputs": [[[[2 ** 70]] * 8] * 8]}, "integers beyond 64 bits"),
+])
+def test_empty_named_inputs_and_huge_integers_get_messages_that_say_so(digits_server, body, message):
+    r = requests.post(digits_server + "/predict", json=body, timeout=10)
+    assert r.status_code == 400 and message in r.json()["error"]
