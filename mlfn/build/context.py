@@ -115,6 +115,23 @@ def _copy_tree(src: Path, dest: Path, link: bool) -> None:
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc") if not link else None)
 
 
+def _readable_modes(root: Path) -> None:
+    """Folders 0755, files 0644 (0755 when executable), like the oci builder's layers.
+
+    COPY keeps the host's modes and makes root the owner: files written under a umask
+    of 077 (0600) could not be read by the image's non-root user, and the function
+    would not start."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        os.chmod(dirpath, 0o755)
+        for name in filenames:
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            if not os.path.islink(p):
+                want = 0o755 if st.st_mode & 0o111 else 0o644
+                if st.st_mode & 0o7777 != want:
+                    os.chmod(p, want)
+
+
 def _git(project: Path, *args: str) -> Optional[str]:
     try:
         out = subprocess.run(["git", "-C", str(project), *args], capture_output=True, text=True, timeout=10)
@@ -175,6 +192,8 @@ def prepare_context(cfg, *, base_id: str = "", progress: Optional[Callable[[str]
     (path / "models").mkdir()
     shutil.copytree(function_dir / "models", path / "models" / "models")
     shutil.copytree(function_dir, path / "config", ignore=lambda d, names: ["models"] if Path(d) == function_dir else [])
+    for _, folder, _ in LAYERS:
+        _readable_modes(path / folder)
     dockerfile = render_dockerfile(cfg.build.base_image)  # without labels: they hold the build time
     (path / ".dockerignore").write_text("Dockerfile\n.dockerignore\n")
 

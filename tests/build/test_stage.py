@@ -198,3 +198,26 @@ def test_a_model_name_that_is_not_one_path_segment_is_a_config_error(project, tm
         stage_function(load_config(str(project)), tmp_path / "out" / "fn")
     assert repr(name) in str(e.value) and "mlfn.yaml" in str(e.value)
     assert not list(tmp_path.rglob("model.tflite"))
+
+
+def test_context_is_readable_by_the_non_root_user_under_a_strict_umask(project):
+    """COPY keeps modes: a context staged under umask 077 must still be world-readable, or
+    user 65532 cannot read function.json in the image."""
+    import os
+    import stat
+
+    from mlfn.build.context import prepare_context
+
+    cfg = load_config(str(project), overrides={"build.context_dir": "out/ctx"})
+    old = os.umask(0o077)
+    try:
+        ctx = prepare_context(cfg)
+    finally:
+        os.umask(old)
+    for folder in ("config", "models", "runtime"):
+        for p in [ctx.path / folder, *(ctx.path / folder).rglob("*")]:
+            mode = stat.S_IMODE(p.lstat().st_mode)
+            if p.is_symlink():
+                continue
+            assert mode & 0o004 and (not p.is_dir() or mode & 0o001), f"{p} is {oct(mode)}"
+    assert stat.S_IMODE((ctx.path / "config" / "function.json").stat().st_mode) == 0o644
