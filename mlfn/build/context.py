@@ -74,8 +74,9 @@ class BuildContext:
 
 
 def _dockerquote(value) -> str:
-    """A Dockerfile double-quoted string (LABEL values)."""
-    text = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
+    """A Dockerfile double-quoted string (LABEL values); `$` is escaped, since LABEL
+    substitutes environment variables (a value holding "$PATH" would change)."""
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$").replace("\n", " ")
     return f'"{text}"'
 
 

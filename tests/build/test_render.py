@@ -78,3 +78,17 @@ def test_pillow_follows_the_runtime_steps_that_import_it():
     for name, cls in STEPS.items():
         assert pipeline_decodes_images([[name]]) == cls.image, name
     assert pipeline_decodes_images([[{"convert": {"mode": "L"}}]])
+
+
+def test_label_values_reach_the_image_exactly(docker_client, tmp_path):
+    """The engine's LABEL parsing (variable substitution, escapes) gives back what mlfn wrote."""
+    from mlfn.build.context import _dockerquote
+
+    value = 'costs $HOME and ${PATH}, says "hi" \\ done'
+    (tmp_path / "Dockerfile").write_text(f"FROM scratch\nENV HOME=/root\nLABEL dev.mlfn.test={_dockerquote(value)}\n")
+    tag = "mlfn-review-labels:test"
+    image, _ = docker_client.images.build(path=str(tmp_path), tag=tag, rm=True)
+    try:
+        assert image.labels["dev.mlfn.test"] == value
+    finally:
+        docker_client.images.remove(tag, force=True)
