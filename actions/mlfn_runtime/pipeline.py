@@ -25,7 +25,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from mlfn_runtime.errors import CustomStepError, InvalidInput
+from mlfn_runtime.errors import ConfigurationError, CustomStepError, InvalidInput
 
 PRE = "pre"
 POST = "post"
@@ -33,7 +33,18 @@ POST = "post"
 RESIZE_METHODS = ("bilinear", "nearest", "bicubic", "lanczos", "area")
 KEEP_ASPECT = ("false", "pad", "crop")
 PIL_MODES = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV", "I", "I;16", "F")
-MAX_IMAGE_PIXELS = int(os.environ.get("MLFN_MAX_IMAGE_PIXELS") or 40_000_000)  # ~120 MB as RGB
+
+
+def _env_max_pixels() -> Optional[int]:
+    """MLFN_MAX_IMAGE_PIXELS, default 40 M (~120 MB as RGB); None when it is not a count
+    (DecodeImage then refuses to load, with a sentence rather than a traceback)."""
+    value = (os.environ.get("MLFN_MAX_IMAGE_PIXELS") or "").strip()
+    if not value:
+        return 40_000_000
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
+MAX_IMAGE_PIXELS = _env_max_pixels()
 DTYPES = ("float32", "float16", "float64", "int8", "uint8", "int16", "int32", "int64", "bool")
 
 
@@ -151,6 +162,9 @@ class DecodeImage(Step):
     name, stages, image = "decode_image", (PRE,), True
 
     def setup(self):
+        if MAX_IMAGE_PIXELS is None:
+            raise ConfigurationError(f"MLFN_MAX_IMAGE_PIXELS is {os.environ.get('MLFN_MAX_IMAGE_PIXELS')!r}; "
+                                     "set a positive number of pixels, or unset it for 40000000.")
         self.Image, _ = _pil()
         self.draft_size = None  # set by Pipeline when a resize follows: JPEG DCT scaling
 

@@ -252,3 +252,10 @@ def test_a_port_env_that_is_not_a_port_exits_with_one_sentence(tmp_path, argv):
 def test_empty_named_inputs_and_huge_integers_get_messages_that_say_so(digits_server, body, message):
     r = requests.post(digits_server + "/predict", json=body, timeout=10)
     assert r.status_code == 400 and message in r.json()["error"]
+
+
+def test_a_max_image_pixels_env_that_is_not_a_count_exits_with_one_sentence(digits_dir):
+    env = {"MLFN_MAX_IMAGE_PIXELS": "lots", "PYTHONPATH": ":".join(sys.path)}
+    r = subprocess.run([sys.executable, "-m", "mlfn_runtime", "--function-dir", str(digits_dir), "--port", "0"],
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 2 and "MLFN_MAX_IMAGE_PIXELS is 'lots'" in r.stderr and "Traceback" not in r.stderr
