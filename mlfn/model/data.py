@@ -33,6 +33,7 @@ def _image_files(folder: Path) -> list:
 
 def _pipeline(pre_steps: Sequence, base_dir: Path, what: str):
     try:
+        from mlfn_runtime.errors import ConfigurationError
         from mlfn_runtime.pipeline import Pipeline
     except ImportError as e:  # pragma: no cover - the runtime ships with mlfn
         raise ModelError(f"{what} is an image folder, but mlfn_runtime.pipeline cannot be imported ({e}).") from None
@@ -40,6 +41,8 @@ def _pipeline(pre_steps: Sequence, base_dir: Path, what: str):
         return Pipeline(list(pre_steps or []), str(base_dir), stage="pre")
     except ValueError as e:
         raise ModelError(f"pipeline.pre in mlfn.yaml is invalid: {e}") from None
+    except ConfigurationError as e:  # e.g. MLFN_MAX_IMAGE_PIXELS is not a number
+        raise ModelError(f"{what} cannot be pre-processed: {e}") from None
 
 
 def _run_pipeline(pipe, path: Path):
