@@ -248,6 +248,8 @@ class Function:
                 preds.append(jsonable(entry.post(row)))
             except CustomStepError as e:
                 raise CustomStepError(f"prediction {i}: {e}", e.status) from None
+            except TypeError as e:  # a custom post step returned what JSON cannot hold
+                raise CustomStepError(f"prediction {i}: post-processing of model '{entry.name}' {e}") from None
         return preds
 
     # ------------------------------------------------------------------ tensors (OIP v2, TF Serving)
@@ -430,7 +432,9 @@ def jsonable(x: Any) -> Any:
         return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [jsonable(v) for v in x]
-    return x
+    if x is None or isinstance(x, (str, int, float)):
+        return x
+    raise TypeError(f"returned {type(x).__name__} {str(x)[:60]!r}, which JSON cannot hold")
 
 
 def _jtype(v) -> str:

@@ -259,3 +259,18 @@ def test_a_max_image_pixels_env_that_is_not_a_count_exits_with_one_sentence(digi
     r = subprocess.run([sys.executable, "-m", "mlfn_runtime", "--function-dir", str(digits_dir), "--port", "0"],
                        capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 2 and "MLFN_MAX_IMAGE_PIXELS is 'lots'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_custom_post_step_returning_what_json_cannot_hold_is_a_500_that_says_so(tmp_path, rt_models, digits):
+    """Was a TypeError in the response encoder: the connection dropped with no answer."""
+    files = {"post.py": "def classes(y):\n    return {'classes': {int(y.argmax())}}\n"}
+    d = make_function_dir(tmp_path / "setpost", rt_models, files=files, models=[
+        {"name": "d", "file": "digits_float.tflite", "pre": [{"decode_image": {}}, {"convert": {"mode": "L"}}],
+         "post": [{"custom": {"file": "post.py", "function": "classes"}}]}])
+    with running(d) as (url, _):
+        r = requests.post(url + "/predict", json={"image": b64(digit_png(digits[0][0]))}, timeout=10)
+        assert r.status_code == 500
+        assert "post-processing of model 'd' returned set" in r.json()["error"] and "JSON cannot hold" in r.json()["error"]
+        metrics = requests.get(url + "/metrics", timeout=5).text
+        assert "mlfn_inflight_requests 1\n" in metrics  # this /metrics request only
+        assert 'endpoint="predict",status="500"} 1' in metrics
