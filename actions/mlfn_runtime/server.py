@@ -298,8 +298,10 @@ class Handler(BaseHTTPRequestHandler):
             model = _model_from_path(path)
         if app.draining:
             self.close_connection = True
-        self._send(resp)
-        app.metrics.observe(model, endpoint, resp.status, time.perf_counter() - t0)
+        try:
+            resp = self._send(resp)
+        finally:
+            app.metrics.observe(model, endpoint, resp.status, time.perf_counter() - t0)
 
     def _read_body(self, limit: int) -> bytes:
         body = self._read_raw_body(limit)
@@ -369,14 +371,21 @@ class Handler(BaseHTTPRequestHandler):
             out += self.rfile.read(size)
             self.rfile.readline(3)
 
-    def _send(self, resp: Response) -> None:
+    def _send(self, resp: Response) -> Response:
+        """Write `resp`; returns what was sent (a 500 when its body cannot be encoded)."""
         body = resp.body
         headers = dict(resp.headers)
         if isinstance(body, (bytes, bytearray)):
             data = bytes(body)
             headers.setdefault("Content-Type", "application/octet-stream")
         else:
-            data = _dumps(body if body is not None else {})
+            try:
+                data = _dumps(body if body is not None else {})
+            except (TypeError, ValueError) as e:  # a result JSON cannot hold: answer, do not drop the connection
+                log(f"{self.command} {self.path}: the response cannot be encoded as JSON: {e}")
+                resp = Response(500, None, model=resp.model)
+                data = _dumps({"error": f"internal error: the result cannot be encoded as JSON ({e})"})
+                headers = {"Content-Type": "application/json"}
             headers.setdefault("Content-Type", "application/json")
         try:
             self.send_response(resp.status)
@@ -388,8 +397,9 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):
+        except OSError:  # the client went away (reset, broken pipe, ...)
             self.close_connection = True
+        return resp
 
 
 def _dumps(obj) -> bytes:

@@ -274,3 +274,18 @@ def test_a_custom_post_step_returning_what_json_cannot_hold_is_a_500_that_says_s
         metrics = requests.get(url + "/metrics", timeout=5).text
         assert "mlfn_inflight_requests 1\n" in metrics  # this /metrics request only
         assert 'endpoint="predict",status="500"} 1' in metrics
+
+
+def test_a_result_json_cannot_hold_is_a_500_and_is_counted(digits_dir):
+    """Whatever a data plane returns, the client gets an answer and the request is counted
+    (an encoder error used to drop the connection and leave mlfn_inflight_requests at 1)."""
+    from mlfn_runtime.function import load_function
+
+    fn = load_function(str(digits_dir))
+    fn.predict = lambda request: {"model": "digits", "predictions": [object()]}
+    with running(function=fn) as (url, _):
+        r = requests.post(url + "/predict", json={"inputs": [[0]]}, timeout=10)
+        assert r.status_code == 500 and "cannot be encoded as JSON" in r.json()["error"]
+        metrics = requests.get(url + "/metrics", timeout=5).text
+        assert "mlfn_inflight_requests 1\n" in metrics  # this /metrics request only
+        assert 'model="digits",endpoint="predict",status="500"} 1' in metrics
