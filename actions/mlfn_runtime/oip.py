@@ -109,6 +109,8 @@ def infer(app, req, name, version):
     offset = 0
     for i, t in enumerate(doc["inputs"]):
         arr, offset = _decode_input(t, i, binary, offset)
+        if t["name"] in inputs:
+            raise InvalidInput(f"input '{t['name']}' (inputs[{i}]) is sent twice; send each input tensor once")
         inputs[t["name"]] = arr
     if offset != len(binary):
         raise InvalidInput(f"the binary tensor data holds {len(binary) - offset} bytes more than the inputs declare")

@@ -188,3 +188,9 @@ def test_oip_and_tf_serving_answer_one_version_and_name_the_model_and_version(di
         assert r.status_code == 404 and "model 'digits' has no version '2'" in r.json()["error"], path
     r = requests.get(digits_server + "/v1/models/nope/metadata", timeout=5)
     assert r.status_code == 404 and "model 'nope' is not in function 'digits'" in r.json()["error"]
+
+
+def test_oip_an_input_sent_twice_is_400(digits_server):
+    t = {"name": "pixels", "shape": [1, 8, 8, 1], "datatype": "FP32", "data": [0.0] * 64}
+    r = requests.post(digits_server + "/v2/models/digits/infer", json={"inputs": [t, dict(t, data=[1.0] * 64)]}, timeout=10)
+    assert r.status_code == 400 and "input 'pixels' (inputs[1]) is sent twice" in r.json()["error"]
