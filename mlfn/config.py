@@ -330,5 +330,11 @@ def load_config(path: Optional[str] = None, overrides: Optional[dict] = None, re
             at = f" line {mark.line + 1}" if mark else ""
             raise ConfigError(f"{p}{at} is not valid YAML: {getattr(e, 'problem', e)}.") from None
     cfg = from_dict(data, source=p.resolve() if p.exists() else None)
-    merged = {**_env_overrides(), **(overrides or {})}
-    return cfg.override(merged) if merged else cfg
+    for dotted, value in _env_overrides().items():
+        var = "MLFN_" + dotted.upper().replace(".", "__")
+        try:
+            cfg = cfg.override({dotted: value})
+        except ConfigError as e:
+            where = f" in {cfg.source or CONFIG_FILE}"
+            raise ConfigError(f"{str(e).replace(where, '')} (set by the environment variable {var})") from None
+    return cfg.override(overrides) if overrides else cfg

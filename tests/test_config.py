@@ -62,3 +62,16 @@ def test_duplicate_model_names():
         from_dict({"name": "a", "models": [{"name": "a", "path": "x.tflite"}]})
     cfg = from_dict({"name": "a", "models": [{"name": "b", "path": "x.tflite"}]})
     assert cfg.models[0].path == "x.tflite" and isinstance(cfg, Config)
+
+
+def test_bad_environment_override_names_the_variable(tmp_path, monkeypatch):
+    (tmp_path / "mlfn.yaml").write_text("name: f\n")
+    monkeypatch.setenv("MLFN_QUANTIZE__MODE", "int9")
+    with pytest.raises(ConfigError) as e:
+        load_config(str(tmp_path))
+    msg = str(e.value)
+    assert "MLFN_QUANTIZE__MODE" in msg and "int9" in msg and "mlfn.yaml" not in msg
+    monkeypatch.setenv("MLFN_QUANTIZE__MODE", "int8")
+    monkeypatch.setenv("MLFN_DEPLOY__MEMRY", "512")
+    with pytest.raises(ConfigError, match="MLFN_DEPLOY__MEMRY"):
+        load_config(str(tmp_path))
