@@ -221,15 +221,18 @@ def build_base_image(
                               "dev.mlfn.base.debug-shell") == "true",
                           rootfs_tar=str(tar), seconds=time.monotonic() - t0)
     existing = image_exists(client, tag) if client is not None else None
-    if existing is not None and not force:
+    cached = (cache / "rootfs.tar").exists() and (cache / "config.json").exists()
+    if existing is not None and not force and cached:
         say(f"{tag} exists ({existing.id[:19]}); reusing it (pass --force to rebuild).")
-        tar = cache / "rootfs.tar"
         return BaseResult(
             image=tag, image_id=existing.id, size_bytes=int(existing.attrs.get("Size", 0)), built=False,
             debug_shell=existing.labels.get("dev.mlfn.base.debug-shell") == "true",
-            rootfs_tar=str(tar) if tar.exists() else None,
-            seconds=time.monotonic() - t0,
+            rootfs_tar=str(cache / "rootfs.tar"), seconds=time.monotonic() - t0,
         )
+    if existing is not None and not force:
+        # The daemonless builder and the compressed-size report read the cached root file
+        # system; an image without it (cache cleared, or imported elsewhere) is rebuilt.
+        say(f"{tag} exists, but its root file system is not in mlfn's cache ({cache}); rebuilding it.")
     if shutil.which("mmdebstrap") is None:
         raise BuildError("mmdebstrap is not installed; run 'apt-get install mmdebstrap' to build the base image.")
 

@@ -43,3 +43,26 @@ def test_base_build_without_docker_says_so(tmp_path, monkeypatch):
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
     res = CliRunner().invoke(main, ["base", "build", "--tag", "mlfnb-test/base:x"])
     assert res.exit_code == 1 and "No Docker engine is reachable" in res.stderr
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("mmdebstrap") is None, reason="mmdebstrap is not installed")
+def test_an_image_without_its_cached_rootfs_is_rebuilt(base_image, tmp_path, monkeypatch):
+    """The daemonless builder needs the cached root file system: a base that is in Docker
+    but not in mlfn's cache (cache cleared) is rebuilt rather than reused half-way."""
+    import docker
+
+    client = docker.from_env()
+    tag = "mlfnb-test/base:nocache"
+    client.images.get(base_image).tag(tag)
+    monkeypatch.setenv("MLFN_CACHE_DIR", str(tmp_path / "empty-cache"))
+    try:
+        res = CliRunner().invoke(main, ["base", "build", "--tag", tag, "-o", "json"])
+        assert res.exit_code == 0, res.output
+        doc = json.loads(res.stdout)
+        assert doc["built"] is True and doc["rootfs_tar"] and tarfile.is_tarfile(doc["rootfs_tar"])
+        again = CliRunner().invoke(main, ["base", "build", "--tag", tag, "-o", "json"])
+        assert again.exit_code == 0 and json.loads(again.stdout)["built"] is False
+    finally:
+        client.images.remove(tag, force=True)
