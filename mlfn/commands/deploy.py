@@ -23,6 +23,8 @@ def target_options(f):
         click.option("--insecure", is_flag=True, help="Accept a self-signed TLS certificate (OpenWhisk)."),
         click.option("--kubeconfig", type=click.Path(dir_okay=False), help="Kubeconfig file (Knative)."),
         click.option("--context", help="Kubeconfig context (Knative)."),
+        click.option("--host", metavar="ADDRESS", help="Knative: send requests to this ingress address "
+                     "(e.g. 127.0.0.1:31080) with the function's Host header, for clusters without DNS."),
         click.option("--port", type=int, default=None, help="Port of the local controller (default 3233)."),
     ]
     for o in reversed(opts):
@@ -35,7 +37,7 @@ def _options(kw: dict, dry_run: bool = False):
 
     return TargetOptions(target=kw.pop("target"), apihost=kw.pop("apihost"), auth=kw.pop("auth"),
                          namespace=kw.pop("namespace"), insecure=kw.pop("insecure"), kubeconfig=kw.pop("kubeconfig"),
-                         context=kw.pop("context"), port=kw.pop("port"), dry_run=dry_run)
+                         context=kw.pop("context"), host=kw.pop("host"), port=kw.pop("port"), dry_run=dry_run)
 
 
 def _cfg(config_path, required: bool = False):

@@ -77,6 +77,17 @@ def test_the_image_runs_as_the_manifest_says(digits_image, digits_project, api, 
         assert prediction["label"] in [str(d) for d in range(10)] and len(prediction["top_k"]) == 3
         out = via_ingress.invoke(cfg.name, payload, version="v1")  # the version's own tag URL
         assert out.result["predictions"][0]["label"] == prediction["label"]
+        # the same through the CLI: mlfn invoke NAME -t knative --host ADDRESS
+        from click.testing import CliRunner
+
+        from mlfn.cli import main
+
+        r = CliRunner().invoke(main, ["invoke", cfg.name, "-c", str(digits_project), "-t", "knative",
+                                      "--kubeconfig", str(kubeconfig), "--host", f"127.0.0.1:{host_port}",
+                                      "--json", str(digits_project / "inputs" / "digit-3.json"), "-o", "json"])
+        assert r.exit_code == 0, r.output
+        cli_out = json.loads(r.stdout)
+        assert cli_out["version"] == "v1" and cli_out["result"]["predictions"][0]["label"] == prediction["label"]
         with pytest.raises(Exception, match=r"answered HTTP 400"):
             via_ingress.invoke(cfg.name, {"inputs": "not a tensor"})
         assert requests.get(probe, timeout=2).status_code == 200  # bad input did not hurt it
