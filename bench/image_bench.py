@@ -122,8 +122,8 @@ if __name__ == "__main__":
 
 
 def baseline_deps() -> Path:
-    from mlfn.build.base import cache_dir
-    from mlfn.build.deps import PLATFORMS
+    from mlfn.image.base_image import cache_dir
+    from mlfn.image.deps import PLATFORMS
 
     site = cache_dir() / "bench" / "tf-flask-site"
     if (site / ".done").exists():
@@ -203,7 +203,7 @@ def without_pyc(result, tag: str) -> str:
     """The same function image with every __pycache__ removed (base stdlib too)."""
     import tarfile
 
-    from mlfn.build.base import base_cache_dir, base_image_config
+    from mlfn.image.base_image import base_cache_dir, base_image_config
 
     client = docker()
     nopyc_base = f"{PREFIX}/base-nopyc:3.11"
@@ -240,7 +240,7 @@ def main() -> int:
     ap.add_argument("--json", default=None, help="also write the numbers to this file")
     args = ap.parse_args()
 
-    from mlfn.build import build_base_image, build_image
+    from mlfn.image import build_base_image, build_image
     from mlfn.config import load_config
 
     build_base_image(BASE)

@@ -58,7 +58,7 @@ def build_digits_image() -> str:
 
     sys.path.insert(0, str(ROOT))
     from tests.fixtures_model import _train_module, copy_sample
-    from mlfn.build import build_image
+    from mlfn.image import build_image
     from mlfn.config import load_config
 
     project = copy_sample(Path(tempfile.mkdtemp(prefix="mlfnrtbench-")) / "digits")

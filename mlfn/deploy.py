@@ -126,7 +126,7 @@ def deploy(cfg, options: Optional[TargetOptions] = None, *, alias: Optional[str]
     if t.name == "local" and push:
         progress(f"Pushing to {push} (the local target can also run the image straight from this Docker engine)")
     if build is None:
-        from mlfn.build import build_image
+        from mlfn.image import build_image
 
         build = build_image(cfg, push=push if not options.dry_run else None, progress=progress)
     spec = version_spec(cfg, build)
@@ -294,7 +294,7 @@ def render(cfg, out_dir: str, options: Optional[TargetOptions] = None, image: Op
                            memory=cfg.deploy.memory, timeout=cfg.deploy.timeout,
                            concurrency=cfg.deploy.concurrency, logs=cfg.deploy.logs, env=dict(cfg.deploy.env))
     else:
-        from mlfn.build import build_image
+        from mlfn.image import build_image
 
         spec = version_spec(cfg, build_image(cfg, push=cfg.deploy.registry, progress=progress))
     try:

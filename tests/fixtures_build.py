@@ -2,7 +2,7 @@
 
 - `base_image`: the tag of the base image (`mlfn-base:3.11`), built with
   `mlfn base build` if this machine does not have it yet (about 10 s).
-- `digits_image`: the `mlfn.build.BuildResult` of the digits function image built with
+- `digits_image`: the `mlfn.image.BuildResult` of the digits function image built with
   the local Docker engine from the `digits_project` fixture (tests/fixtures_model.py).
   Its default tag is derived from the content hash, so identical content is built once.
 Runtime and deploy tests run this image; keep the names and types stable.
@@ -16,7 +16,7 @@ BASE_TAG = "mlfn-base:3.11"
 
 @pytest.fixture(scope="session")
 def base_image() -> str:
-    from mlfn.build import build_base_image
+    from mlfn.image import build_base_image
 
     build_base_image(BASE_TAG)  # a no-op when the tag exists
     return BASE_TAG
@@ -24,7 +24,7 @@ def base_image() -> str:
 
 @pytest.fixture(scope="session")
 def digits_image(base_image, digits_project):
-    from mlfn.build import build_image
+    from mlfn.image import build_image
     from mlfn.config import load_config
 
     cfg = load_config(str(digits_project))

@@ -54,7 +54,7 @@ def build(config_path, tag, push, builder, oci_layout, output):
       mlfn build --builder oci --push registry.example.com/team/digits:v1
       mlfn build -o json | jq -r .digest
     """
-    from mlfn.build import build_image
+    from mlfn.image import build_image
     from mlfn.config import load_config
     from mlfn.output import Progress, emit
 
@@ -95,7 +95,7 @@ def base_build(tag, debug_shell, force, no_import, output):
       mlfn base build --no-import        # no Docker here: for 'mlfn build --builder oci'
       mlfn base build -o json
     """
-    from mlfn.build import build_base_image
+    from mlfn.image import build_base_image
     from mlfn.output import Progress, emit, human_bytes
 
     result = build_base_image(tag, debug_shell=debug_shell, force=force, docker_import=not no_import,

@@ -48,7 +48,7 @@ def run(config_path, image, port, no_docker, stop, env, output):
     progress = Progress(quiet=output == "json")
     if no_docker:
         runner.check_port_free(port or 8080)
-        from mlfn.build import stage_function
+        from mlfn.image import stage_function
         from mlfn_runtime.server import serve
 
         fdir = stage_function(cfg, cfg.project_dir / ".mlfn" / "run", progress=progress)
@@ -56,7 +56,7 @@ def run(config_path, image, port, no_docker, stop, env, output):
         serve(str(fdir), host="127.0.0.1", port=port or 8080)
         return
     if not image:
-        from mlfn.build import build_image
+        from mlfn.image import build_image
 
         image = build_image(cfg, progress=progress).image
     result = runner.run_container(image, name=name, port=port, env=environment)

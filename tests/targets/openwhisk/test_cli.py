@@ -29,9 +29,9 @@ def project(tmp_path, fn_name, monkeypatch):
                                model_sha256="m-" + content["hash"], quantization="int8", pipeline_hash="p",
                                content_hash=content["hash"])
 
-    import mlfn.build
+    import mlfn.image
 
-    monkeypatch.setattr(mlfn.build, "build_image", fake_build)
+    monkeypatch.setattr(mlfn.image, "build_image", fake_build)
     return SimpleNamespace(dir=tmp_path, name=fn_name, content=content)
 
 

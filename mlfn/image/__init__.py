@@ -8,28 +8,28 @@ Public API (other parts of mlfn call these; names are stable):
 
 Heavy modules (docker SDK, jinja2) are imported inside the functions.
 """
-from mlfn.build.stage import stage_function  # noqa: F401
+from mlfn.image.stage import stage_function  # noqa: F401
 
 
 def build_image(cfg, **kwargs):
-    from mlfn.build.image import build_image as _build_image
+    from mlfn.image.build import build_image as _build_image
 
     return _build_image(cfg, **kwargs)
 
 
 def build_base_image(tag="mlfn-base:3.11", **kwargs):
-    from mlfn.build.base import build_base_image as _build_base_image
+    from mlfn.image.base_image import build_base_image as _build_base_image
 
     return _build_base_image(tag, **kwargs)
 
 
 def __getattr__(name):
     if name == "BuildResult":
-        from mlfn.build.image import BuildResult
+        from mlfn.image.build import BuildResult
 
         return BuildResult
     if name == "BaseResult":
-        from mlfn.build.base import BaseResult
+        from mlfn.image.base_image import BaseResult
 
         return BaseResult
     raise AttributeError(name)

@@ -5,10 +5,10 @@ import re
 
 import pytest
 
-from mlfn.build.context import LAYERS, render_dockerfile, strip_userinfo
-from mlfn.build.deps import pipeline_decodes_images, requirements_for
-from mlfn.build.docker_builder import parse_push_ref
-from mlfn.build.image import _split_tag
+from mlfn.image.context import LAYERS, render_dockerfile, strip_userinfo
+from mlfn.image.deps import pipeline_decodes_images, requirements_for
+from mlfn.image.docker_builder import parse_push_ref
+from mlfn.image.build import _split_tag
 from mlfn.config import from_dict
 from mlfn.errors import BuildError
 
@@ -82,7 +82,7 @@ def test_pillow_follows_the_runtime_steps_that_import_it():
 
 def test_label_values_reach_the_image_exactly(docker_client, tmp_path):
     """The engine's LABEL parsing (variable substitution, escapes) gives back what mlfn wrote."""
-    from mlfn.build.context import _dockerquote
+    from mlfn.image.context import _dockerquote
 
     value = 'costs $HOME and ${PATH}, says "hi" \\ done'
     (tmp_path / "Dockerfile").write_text(f"FROM scratch\nENV HOME=/root\nLABEL dev.mlfn.test={_dockerquote(value)}\n")

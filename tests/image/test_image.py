@@ -9,7 +9,7 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-from tests.build.conftest import running
+from tests.image.conftest import running
 
 pytestmark = pytest.mark.docker
 
@@ -81,7 +81,7 @@ def test_digits_image_answers_run_with_the_right_label(digits_image, digits_proj
 
 
 def test_rebuilding_identical_content_is_a_no_op(digits_image, digits_project):
-    from mlfn.build import build_image
+    from mlfn.image import build_image
     from mlfn.config import load_config
 
     again = build_image(load_config(str(digits_project)))
@@ -121,7 +121,7 @@ def test_cli_errors_are_one_sentence(digits_project, tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_debug_shell_base_and_a_user_chosen_base(digits_image, digits_project, docker_client, tmp_path):
     """`--debug-shell` adds busybox's sh; any Python 3.11 image works as build.base_image."""
-    from mlfn.build import build_base_image, build_image
+    from mlfn.image import build_base_image, build_image
     from mlfn.config import load_config
 
     tag = "mlfnb-test/base-debug:3.11"
@@ -157,9 +157,9 @@ def test_tflite_runtime_image(base_image, digits_project, docker_client, tmp_pat
     """build.runtime: tflite-runtime installs tflite-runtime 2.14 + numpy<2 instead of LiteRT."""
     import shutil
 
-    from mlfn.build import build_image
+    from mlfn.image import build_image
     from mlfn.config import load_config
-    from tests.build.conftest import edit_yaml
+    from tests.image.conftest import edit_yaml
 
     project = tmp_path / "digits"
     shutil.copytree(digits_project, project, ignore=shutil.ignore_patterns(".mlfn"))
@@ -172,7 +172,7 @@ def test_tflite_runtime_image(base_image, digits_project, docker_client, tmp_pat
     r = build_image(load_config(str(project)), tag="mlfnb-test/digits:tflite-runtime")
     try:
         assert r.labels["dev.mlfn.runtime"] == "tflite-runtime"
-        deps = project / ".mlfn/build/deps"
+        deps = project / ".mlfn/image/deps"
         assert (deps / "tflite_runtime").is_dir() and not (deps / "ai_edge_litert").exists()
         assert any(p.name.startswith("numpy-1.") for p in deps.glob("numpy-*.dist-info"))
         with running(r.image, read_only=True) as url:

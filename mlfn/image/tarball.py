@@ -1,7 +1,7 @@
 """Deterministic tar layers: sorted entries, fixed owners and modes, one mtime.
 
 Used for the base image root file system (`mlfn base build`) and by the daemonless
-builder (`mlfn.build.oci`), so that identical inputs give identical bytes, hence
+builder (`mlfn.image.oci`), so that identical inputs give identical bytes, hence
 identical digests, on any machine (reproducible-builds.org's SOURCE_DATE_EPOCH).
 """
 from __future__ import annotations

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
-from mlfn.build.base import cache_dir, compile_tree
+from mlfn.image.base_image import cache_dir, compile_tree
 from mlfn.errors import BuildError
 
 PYTHON_VERSION = "3.11"

@@ -11,10 +11,10 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-from mlfn.build import build_image
+from mlfn.image import build_image
 from mlfn.config import load_config
 from mlfn.errors import BuildError
-from tests.build.conftest import AUTH_PASSWORD, AUTH_USER, running, skopeo
+from tests.image.conftest import AUTH_PASSWORD, AUTH_USER, running, skopeo
 
 pytestmark = pytest.mark.docker  # skopeo copy into the engine and a container run
 
@@ -177,7 +177,7 @@ def test_oci_errors(digits_project, tmp_path):
 
 def test_a_broken_layer_cache_entry_is_rebuilt(tmp_path, monkeypatch):
     """A cache entry cut short (an interrupted build) must not break every later build."""
-    from mlfn.build.oci import tree_layer
+    from mlfn.image.oci import tree_layer
 
     monkeypatch.setenv("MLFN_CACHE_DIR", str(tmp_path / "cache"))
     src = tmp_path / "src"

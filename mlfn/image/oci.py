@@ -4,7 +4,7 @@ assembled in Python as tar + gzip + sha256 into an OCI image, without a Docker d
 Base layers come from
 - the root file system `mlfn base build` keeps in the cache (`<cache>/base/<tag>/rootfs.tar`
   and config.json), compressed deterministically once; or
-- a registry, over the HTTP API (`mlfn.build.registry`), for any other base
+- a registry, over the HTTP API (`mlfn.image.registry`), for any other base
   (e.g. `registry.example.com/python:3.11-slim`); blobs are cached by digest.
 The result is written as an OCI image layout (`--oci-layout DIR`, default
 `<project>/.mlfn/oci`) and/or pushed straight to a registry (`--push`).
@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from mlfn.build.base import DEFAULT_BASE_TAG, base_cache_dir, cache_dir
-from mlfn.build.tarball import gzip_layer, open_tar, source_date_epoch, tree_hash, write_tree
-from mlfn.build.registry import (DOCKER_LIST, OCI_INDEX, OCI_MANIFEST, Registry,
+from mlfn.image.base_image import DEFAULT_BASE_TAG, base_cache_dir, cache_dir
+from mlfn.image.tarball import gzip_layer, open_tar, source_date_epoch, tree_hash, write_tree
+from mlfn.image.registry import (DOCKER_LIST, OCI_INDEX, OCI_MANIFEST, Registry,
                                  credentials_for, split_reference)
 from mlfn.errors import BuildError
 
@@ -173,8 +173,8 @@ def _iso(epoch: int) -> str:
 
 # -- assembling ------------------------------------------------------------------------
 def image_config(base: Base, layers: list, labels: dict, epoch: int) -> dict:
-    from mlfn.build.context import IMAGE_CMD, IMAGE_ENV, PORT
-    from mlfn.build.base import NONROOT_UID
+    from mlfn.image.context import IMAGE_CMD, IMAGE_ENV, PORT
+    from mlfn.image.base_image import NONROOT_UID
 
     env = {}
     for item in base.config.get("Env") or []:
@@ -237,9 +237,9 @@ def write_layout(out: Path, blobs: list, config: bytes, manifest: bytes, ref_nam
 
 def build_oci(cfg, *, tag=None, push=None, progress=None, oci_layout=None, quantize=None):
     """Assemble the function image without a daemon; see the module doc."""
-    from mlfn.build.context import prepare_context
-    from mlfn.build.docker_builder import parse_push_ref
-    from mlfn.build.image import BuildResult, _split_tag
+    from mlfn.image.context import prepare_context
+    from mlfn.image.docker_builder import parse_push_ref
+    from mlfn.image.build import BuildResult, _split_tag
 
     say = progress or (lambda m: None)
     epoch = source_date_epoch()

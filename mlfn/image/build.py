@@ -64,12 +64,12 @@ def build_image(cfg, *, tag: Optional[str] = None, push: Optional[str] = None, b
     if oci_layout and builder != "oci":
         raise ConfigError("--oci-layout is written by the daemonless builder; add --builder oci.")
     if push:
-        from mlfn.build.docker_builder import parse_push_ref
+        from mlfn.image.docker_builder import parse_push_ref
 
         parse_push_ref(push, "latest")  # a bad reference fails before any work
     try:
         if builder == "oci":
-            from mlfn.build.oci import build_oci
+            from mlfn.image.oci import build_oci
 
             return build_oci(cfg, tag=tag, push=push, progress=progress, oci_layout=oci_layout, quantize=quantize)
         return _build_docker(cfg, tag=tag, push=push, progress=progress, quantize=quantize)
@@ -81,9 +81,9 @@ def build_image(cfg, *, tag: Optional[str] = None, push: Optional[str] = None, b
 
 
 def _build_docker(cfg, *, tag, push, progress, quantize) -> BuildResult:
-    from mlfn.build.base import docker_client
-    from mlfn.build.context import prepare_context
-    from mlfn.build.docker_builder import docker_build, docker_push, ensure_base, image_layers, parse_push_ref
+    from mlfn.image.base_image import docker_client
+    from mlfn.image.context import prepare_context
+    from mlfn.image.docker_builder import docker_build, docker_push, ensure_base, image_layers, parse_push_ref
 
     say = progress or (lambda m: None)
     client = docker_client()
@@ -131,8 +131,8 @@ def _estimate_compressed(ctx, layers: list) -> Optional[int]:
     layers (cached by content, so only changed layers are compressed again). None when
     the base is not in mlfn's cache (a user-chosen base)."""
     try:
-        from mlfn.build.oci import base_from_cache, tree_layer
-        from mlfn.build.tarball import source_date_epoch
+        from mlfn.image.oci import base_from_cache, tree_layer
+        from mlfn.image.tarball import source_date_epoch
 
         base = base_from_cache(ctx.base_image)
         if base is None:
@@ -154,7 +154,7 @@ def _estimate_compressed(ctx, layers: list) -> Optional[int]:
 def _registry_compressed_size(repo: str, digest: str) -> Optional[int]:
     """Sum of the pushed manifest's layer sizes (best effort; None when unknown)."""
     try:
-        from mlfn.build.registry import Registry
+        from mlfn.image.registry import Registry
 
         reg = Registry.for_repository(repo)
         manifest = reg.get_manifest(digest)

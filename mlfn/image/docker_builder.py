@@ -5,7 +5,7 @@ import json
 import re
 from typing import Callable, Optional
 
-from mlfn.build.base import DEFAULT_BASE_TAG, _short, image_exists
+from mlfn.image.base_image import DEFAULT_BASE_TAG, _short, image_exists
 from mlfn.errors import BuildError
 
 
@@ -66,7 +66,7 @@ def _clean(msg: str) -> str:
 
 def image_layers(client, image_id: str, base_id: str, base_size: int) -> list:
     """[{name, size_bytes, diff_id}] for base, deps, runtime, models, config."""
-    from mlfn.build.context import LAYERS
+    from mlfn.image.context import LAYERS
 
     attrs = client.api.inspect_image(image_id)
     diff_ids = attrs.get("RootFS", {}).get("Layers", [])

@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 import requests
 
-from mlfn.build import build_image
+from mlfn.image import build_image
 from mlfn.config import load_config
 from mlfn.errors import BuildError
-from tests.build.conftest import AUTH_PASSWORD, AUTH_USER, edit_yaml
+from tests.image.conftest import AUTH_PASSWORD, AUTH_USER, edit_yaml
 
 pytestmark = pytest.mark.docker
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlfn.build import stage_function
+from mlfn.image import stage_function
 from mlfn.config import load_config
 from mlfn.errors import ConfigError
 
@@ -114,7 +114,7 @@ def test_missing_labels_file_names_the_key(project, tmp_path):
 
 def test_context_holds_exactly_the_layers(project):
     """The build context: Dockerfile + one folder per layer; the function staged beside it."""
-    from mlfn.build.context import prepare_context
+    from mlfn.image.context import prepare_context
 
     cfg = load_config(str(project), overrides={"build.context_dir": "out/ctx"})
     ctx = prepare_context(cfg)
@@ -206,7 +206,7 @@ def test_context_is_readable_by_the_non_root_user_under_a_strict_umask(project):
     import os
     import stat
 
-    from mlfn.build.context import prepare_context
+    from mlfn.image.context import prepare_context
 
     cfg = load_config(str(project), overrides={"build.context_dir": "out/ctx"})
     old = os.umask(0o077)

@@ -10,7 +10,7 @@ writes a deterministic root file-system tar, and imports it into Docker with
 `docker import` (ENV, USER, CMD as changes).
 
 The same tar and config are kept under the cache (`<cache>/base/<tag>/`) so the
-daemonless builder (`mlfn.build.oci`) can use the base without a Docker daemon.
+daemonless builder (`mlfn.image.oci`) can use the base without a Docker daemon.
 
 The `extract` variant was chosen over `essential`/`apt` + removal hooks: it starts from
 nothing, so nothing has to be remembered to remove (measured: 3.3 s download+unpack,
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from mlfn.build.tarball import open_tar, sha256_file, write_tree
+from mlfn.image.tarball import open_tar, sha256_file, write_tree
 from mlfn.errors import BuildError
 
 DEFAULT_BASE_TAG = "mlfn-base:3.11"

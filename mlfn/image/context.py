@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from mlfn import __version__
-from mlfn.build.base import NONROOT_UID, compile_tree
-from mlfn.build.deps import deps_key, ensure_deps, requirements_for
-from mlfn.build.stage import FUNCTION_JSON, pipeline_hash, stage_function
-from mlfn.build.tarball import created_timestamp, source_date_epoch, tree_hash
+from mlfn.image.base_image import NONROOT_UID, compile_tree
+from mlfn.image.deps import deps_key, ensure_deps, requirements_for
+from mlfn.image.stage import FUNCTION_JSON, pipeline_hash, stage_function
+from mlfn.image.tarball import created_timestamp, source_date_epoch, tree_hash
 
 # (layer name, folder in the context, destination in the image)
 LAYERS = [
