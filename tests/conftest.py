@@ -1,6 +1,9 @@
 """Shared pytest set-up. Fixtures live in plugin modules, one per area:
 - tests/fixtures_model.py: the trained digits sample (`digits_project`, ...)
 - tests/fixtures_build.py: the function image built from it (`digits_image`, ...)
+- tests/checkout_guard.py: fails the run when the tests read anything beside the checkout
+The upstream specifications the tests validate against are vendored in tests/specs/
+(`specs_dir`; see tests/specs/README.md).
 """
 import importlib.util
 import shutil
@@ -8,7 +11,7 @@ import subprocess
 
 import pytest
 
-pytest_plugins = [
+pytest_plugins = ["tests.checkout_guard"] + [
     m for m in ("tests.fixtures_model", "tests.fixtures_build")
     if importlib.util.find_spec(m) is not None
 ]
@@ -36,10 +39,10 @@ def pytest_collection_modifyitems(config, items):
 from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-SPECS = ROOT.parent / "shared" / "specs"  # ../shared/specs beside the checkout (CI lays it there too)
+SPECS = ROOT / "tests" / "specs"  # vendored upstream specifications (tests/specs/README.md)
 
 
 @pytest.fixture(scope="session")
 def specs_dir() -> Path:
-    assert SPECS.is_dir(), f"the shared specs are expected at {SPECS}"
+    assert SPECS.is_dir(), f"the vendored specifications are expected at {SPECS}"
     return SPECS
