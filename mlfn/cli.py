@@ -2,7 +2,9 @@
 
 Each command parses options, builds one config object, calls one library function and
 renders the result (see mlfn.output). Library errors (mlfn.errors.MlfnError) become one
-clear sentence and a non-zero exit here, in one place; `--debug` shows tracebacks.
+clear sentence on stderr and a non-zero exit here, in one place; `--debug` shows
+tracebacks. With `--output json` every failure (a library error or a usage error) is also
+one JSON document on stdout: {"error": {"message", "type", "exit_code"}}.
 
 Heavy modules (TensorFlow, docker, the kubernetes client) are imported inside the
 library functions, never at import time of this module, so `mlfn --help` is fast and
@@ -17,7 +19,9 @@ import sys
 import click
 
 from mlfn import __version__
+from mlfn.commands.options import CliContext, requested_output
 from mlfn.errors import MlfnError
+from mlfn.output import emit_error
 
 # command name -> "module:attribute" (imported only when the command runs or lists help)
 COMMANDS = {
@@ -56,14 +60,23 @@ class MlfnGroup(click.Group):
         module, attr = spec.split(":")
         return getattr(importlib.import_module(module), attr)
 
+    def parse_args(self, ctx, args):
+        ctx.ensure_object(CliContext).output = requested_output(args)  # the --output option confirms it
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx):
+        cli = ctx.ensure_object(CliContext)
         try:
             return super().invoke(ctx)
         except MlfnError as e:
-            if ctx.obj and ctx.obj.get("debug"):
+            emit_error(type(e).__name__, str(e), e.exit_code, cli.output)
+            if cli.debug:
                 raise
             click.echo(f"Error: {e}", err=True)
             sys.exit(e.exit_code)
+        except click.ClickException as e:  # a usage error: click prints it on stderr and exits
+            emit_error(type(e).__name__, e.format_message(), e.exit_code, cli.output)
+            raise
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             sys.exit(130)
@@ -87,8 +100,7 @@ def main(ctx, debug):
 
     Every command that produces a result accepts --output json for CI.
     """
-    ctx.ensure_object(dict)
-    ctx.obj["debug"] = debug
+    ctx.ensure_object(CliContext).debug = debug
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 

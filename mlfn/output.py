@@ -1,5 +1,6 @@
 """Rendering results: JSON on stdout with `--output json`, a short table or text
-otherwise. Logs and progress go to stderr so commands chain in CI."""
+otherwise. Logs and progress go to stderr so commands chain in CI. (The `--output` option
+itself is declared in mlfn.commands.options.)"""
 from __future__ import annotations
 
 import dataclasses
@@ -9,19 +10,6 @@ import time
 from typing import Any, Callable, Iterable, Sequence
 
 import click
-
-
-def output_option(f):
-    """The shared `--output text|json` option (sqlite-utils style option group)."""
-    return click.option(
-        "--output",
-        "-o",
-        "output",
-        type=click.Choice(["text", "json"]),
-        default="text",
-        show_default=True,
-        help="Result format: a human summary, or one JSON document on stdout for CI.",
-    )(f)
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -50,6 +38,13 @@ def emit(result: Any, output: str, text: Callable[[Any], str] | None = None) -> 
             click.echo(rendered)
     else:
         click.echo(json.dumps(to_jsonable(result), indent=2))
+
+
+def emit_error(kind: str, message: str, exit_code: int, output: str) -> None:
+    """With `--output json`, a failure as one JSON document on stdout (the sentence itself
+    goes to stderr, as for text output): {"error": {"message", "type", "exit_code"}}."""
+    if output == "json":
+        click.echo(json.dumps({"error": {"message": message, "type": kind, "exit_code": exit_code}}, indent=2))
 
 
 def table(rows: Iterable[Sequence[Any]], headers: Sequence[str]) -> str:

@@ -1,5 +1,7 @@
 """Mistakes a user makes on the command line: each ends in one sentence that names what
-and where, a non-zero exit, no traceback, and nothing on stdout (so `-o json` stays valid)."""
+and where, a non-zero exit and no traceback; stdout holds nothing, or with `-o json` one
+JSON error document (so `-o json` stays parseable)."""
+import json
 import socket
 from types import SimpleNamespace
 
@@ -10,15 +12,43 @@ from mlfn.cli import main
 
 
 def _cli(args):
-    return CliRunner().invoke(main, args)
+    r = CliRunner().invoke(main, args)
+    r.json_output = any(a == "json" and b in ("-o", "--output") for b, a in zip(args, args[1:]))
+    return r
 
 
 def _one_sentence(r, code):
     assert r.exit_code == code, r.output
     assert "Traceback" not in r.output
     assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
-    assert r.stdout == ""
+    if r.json_output:
+        error = json.loads(r.stdout)["error"]
+        assert error["exit_code"] == code and f"Error: {error['message']}" in r.stderr, (r.stdout, r.stderr)
+    else:
+        assert r.stdout == ""
     return r.stderr
+
+
+@pytest.mark.parametrize("args, code, kind, message", [
+    (["deploy", "-c", "{tmp}/nope"], 2, "ConfigError", "No mlfn.yaml at {tmp}/nope"),
+    (["quantize", "-c", "{tmp}/nope"], 2, "ConfigError", "No mlfn.yaml at {tmp}/nope"),
+    (["init", "{tmp}/absent.keras", "--out", "{tmp}"], 1, "ModelError", "{tmp}/absent.keras does not exist"),
+    (["invoke", "http://127.0.0.1:9", "--json", "{{broken"], 1, None, "not valid JSON"),
+    (["run", "-e", "FOO"], 2, "BadParameter", "'FOO' is not KEY=VALUE"),
+    (["traffic", "digits", "v1=x"], 2, "BadParameter", "'v1=x' is not vN=WEIGHT"),  # fails before -o is read
+    (["rollback", "digits", "--bogus"], 2, "NoSuchOption", "No such option '--bogus'"),
+])
+def test_a_failure_with_output_json_is_one_json_error_document_on_stdout(tmp_path, args, code, kind, message):
+    args = [a.format(tmp=tmp_path) for a in args]
+    r = CliRunner().invoke(main, [*args, "-o", "json"])
+    assert r.exit_code == code, r.output
+    error = json.loads(r.stdout)["error"]  # one document, nothing else on stdout
+    assert set(error) == {"message", "type", "exit_code"} and error["exit_code"] == code
+    assert message.format(tmp=tmp_path) in error["message"]
+    assert kind is None or error["type"] == kind
+    assert error["message"] in r.stderr  # the sentence is still on stderr for people
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == code and r.stdout == ""  # text output: stderr only
 
 
 def _free_port() -> int:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from mlfn.commands import config_option, output_option
+from mlfn.commands.options import config_option, output_option
 
 
 def _render_build(r) -> str:

@@ -1,50 +1,14 @@
 """`mlfn deploy`, `versions`, `status`, `traffic`, `promote`, `rollback`, `delete`, `render`.
 
-Thin: parse, build TargetOptions, call one function of mlfn.deploy, render. The same
-commands drive every target (local, openwhisk, knative)."""
+Thin: parse, build TargetOptions (mlfn.commands.options.target_from), call one function
+of mlfn.deploy, render. The same commands drive every target (local, openwhisk, knative)."""
 from __future__ import annotations
 
 import click
 
-from mlfn.commands import config_option, output_option
+from mlfn.commands.options import (config_option, dry_run_option, output_option, project_config, target_from,
+                                   target_options)
 from mlfn.output import Progress, emit, table
-
-
-def target_options(f):
-    """Where to deploy and how to reach it (one shared option group)."""
-    opts = [
-        click.option("--target", "-t", type=click.Choice(["local", "openwhisk", "knative"]), default=None,
-                     help="Platform (default: deploy.target in mlfn.yaml, else local)."),
-        click.option("--apihost", envvar="MLFN_OW_APIHOST", help="OpenWhisk API host (default: APIHOST in ~/.wskprops "
-                     "or $WSK_CONFIG_FILE; https when no scheme)."),
-        click.option("--auth", envvar="MLFN_OW_AUTH", help="OpenWhisk key uuid:key (default: AUTH in ~/.wskprops). "
-                     "Never printed."),
-        click.option("--namespace", "-n", help="OpenWhisk namespace or Kubernetes namespace."),
-        click.option("--insecure", is_flag=True, help="Accept a self-signed TLS certificate (OpenWhisk)."),
-        click.option("--kubeconfig", type=click.Path(dir_okay=False), help="Kubeconfig file (Knative)."),
-        click.option("--context", help="Kubeconfig context (Knative)."),
-        click.option("--host", metavar="ADDRESS", help="Knative: send requests to this ingress address "
-                     "(e.g. 127.0.0.1:31080) with the function's Host header, for clusters without DNS."),
-        click.option("--port", type=int, default=None, help="Port of the local controller (default 3233)."),
-    ]
-    for o in reversed(opts):
-        f = o(f)
-    return f
-
-
-def _options(kw: dict, dry_run: bool = False):
-    from mlfn.deploy import TargetOptions
-
-    return TargetOptions(target=kw.pop("target"), apihost=kw.pop("apihost"), auth=kw.pop("auth"),
-                         namespace=kw.pop("namespace"), insecure=kw.pop("insecure"), kubeconfig=kw.pop("kubeconfig"),
-                         context=kw.pop("context"), host=kw.pop("host"), port=kw.pop("port"), dry_run=dry_run)
-
-
-def _cfg(config_path, required: bool = False):
-    """mlfn.yaml when there is one; a --config PATH that names nothing is an error, not ignored."""
-    from mlfn.config import load_config
-
-    return load_config(config_path, required=required or config_path is not None)
 
 
 def _function(name, cfg) -> str:
@@ -121,8 +85,8 @@ def _dry(out) -> str:
               "(default: deploy.openwhisk.web).")
 @click.option("--web-secure", is_flag=True, default=None, help="Protect the web action with a generated "
               "X-Require-Whisk-Auth secret (printed once, here).")
-@click.option("--dry-run", is_flag=True, help="Print the requests that would change the platform; send none "
-              "(the image is still built locally, but not pushed).")
+@dry_run_option("Print the requests that would change the platform; send none "
+                "(the image is still built locally, but not pushed).")
 @output_option
 def deploy(config_path, alias, weight, promote, push, web, web_secure, dry_run, output, **kw):
     """Build (if needed) and publish the function as a new immutable version vN.
@@ -141,9 +105,9 @@ def deploy(config_path, alias, weight, promote, push, web, web_secure, dry_run, 
     """
     from mlfn import deploy as lib
 
-    cfg = _cfg(config_path, required=True)
+    cfg = project_config(config_path, required=True)
     progress = Progress(quiet=output == "json")
-    out = lib.deploy(cfg, _options(kw, dry_run), alias=alias, weight=weight, promote=promote, push=push, web=web,
+    out = lib.deploy(cfg, target_from(kw, dry_run), alias=alias, weight=weight, promote=promote, push=push, web=web,
                      require_whisk_auth=web_secure or None, progress=progress)
 
     def text(o):
@@ -175,8 +139,8 @@ def versions(name, config_path, output, **kw):
     """
     from mlfn import deploy as lib
 
-    cfg = _cfg(config_path)
-    out = lib.versions(_function(name, cfg), _options(kw), cfg)
+    cfg = project_config(config_path)
+    out = lib.versions(_function(name, cfg), target_from(kw), cfg)
     emit(out, output, lambda vs: table([(v.name, v.created, v.quantization, (v.digest or "")[:19],
                                          (v.model_sha256 or "")[:12]) for v in vs],
                                        ["VERSION", "CREATED", "QUANT", "DIGEST", "MODEL"]))
@@ -197,8 +161,8 @@ def status(name, config_path, output, **kw):
     """
     from mlfn import deploy as lib
 
-    cfg = _cfg(config_path)
-    st = lib.status(_function(name, cfg), _options(kw), cfg)
+    cfg = project_config(config_path)
+    st = lib.status(_function(name, cfg), target_from(kw), cfg)
 
     def text(s):
         from mlfn.traffic import format_weights
@@ -225,7 +189,7 @@ def status(name, config_path, output, **kw):
 @click.option("--alias", "-a", default="default", show_default=True, help="Alias to change.")
 @config_option
 @target_options
-@click.option("--dry-run", is_flag=True, help="Print the requests; send none.")
+@dry_run_option()
 @output_option
 def traffic(name, splits, alias, config_path, dry_run, output, **kw):
     """Set an alias's traffic split (weights are whole percents that sum to 100).
@@ -239,7 +203,7 @@ def traffic(name, splits, alias, config_path, dry_run, output, **kw):
     """
     from mlfn import deploy as lib
 
-    out = lib.set_traffic(name, splits, alias=alias, options=_options(kw, dry_run), cfg=_cfg(config_path))
+    out = lib.set_traffic(name, splits, alias=alias, options=target_from(kw, dry_run), cfg=project_config(config_path))
     emit(out, output, lambda o: _alias_text(o.alias) + ("\n" + _dry(o) if o.dry_run else ""))
 
 
@@ -249,7 +213,7 @@ def traffic(name, splits, alias, config_path, dry_run, output, **kw):
 @click.option("--alias", "-a", default="default", show_default=True, help="Alias to move.")
 @config_option
 @target_options
-@click.option("--dry-run", is_flag=True, help="Print the requests; send none.")
+@dry_run_option()
 @output_option
 def promote(name, version, alias, config_path, dry_run, output, **kw):
     """Blue/green: move an alias to 100% of one version in one update.
@@ -261,7 +225,7 @@ def promote(name, version, alias, config_path, dry_run, output, **kw):
     """
     from mlfn import deploy as lib
 
-    out = lib.promote(name, version, alias=alias, options=_options(kw, dry_run), cfg=_cfg(config_path))
+    out = lib.promote(name, version, alias=alias, options=target_from(kw, dry_run), cfg=project_config(config_path))
     emit(out, output, lambda o: _alias_text(o.alias) + ("\n" + _dry(o) if o.dry_run else ""))
 
 
@@ -270,7 +234,7 @@ def promote(name, version, alias, config_path, dry_run, output, **kw):
 @click.option("--alias", "-a", default="default", show_default=True, help="Alias to roll back.")
 @config_option
 @target_options
-@click.option("--dry-run", is_flag=True, help="Print the requests; send none.")
+@dry_run_option()
 @output_option
 def rollback(name, alias, config_path, dry_run, output, **kw):
     """Return an alias to the assignment it had before its last change.
@@ -284,7 +248,7 @@ def rollback(name, alias, config_path, dry_run, output, **kw):
     """
     from mlfn import deploy as lib
 
-    out = lib.rollback(name, alias=alias, options=_options(kw, dry_run), cfg=_cfg(config_path))
+    out = lib.rollback(name, alias=alias, options=target_from(kw, dry_run), cfg=project_config(config_path))
     emit(out, output, lambda o: _alias_text(o.alias) + ("\n" + _dry(o) if o.dry_run else ""))
 
 
@@ -294,7 +258,7 @@ def rollback(name, alias, config_path, dry_run, output, **kw):
 @click.option("--force", is_flag=True, help="Also delete the aliases that route to this version.")
 @config_option
 @target_options
-@click.option("--dry-run", is_flag=True, help="Print the requests; send none.")
+@dry_run_option()
 @output_option
 def delete(name, version, force, config_path, dry_run, output, **kw):
     """Delete one version, or the whole function (aliases first, then versions).
@@ -308,7 +272,7 @@ def delete(name, version, force, config_path, dry_run, output, **kw):
     """
     from mlfn import deploy as lib
 
-    out = lib.delete(name, version, force=force, options=_options(kw, dry_run), cfg=_cfg(config_path))
+    out = lib.delete(name, version, force=force, options=target_from(kw, dry_run), cfg=project_config(config_path))
     emit(out, output, lambda o: ("Deleted: " + ", ".join(o.deleted)) + ("\n" + _dry(o) if o.dry_run else ""))
 
 
@@ -329,6 +293,6 @@ def render(config_path, out_dir, image, output, **kw):
     """
     from mlfn import deploy as lib
 
-    cfg = _cfg(config_path, required=True)
-    files = lib.render(cfg, out_dir, _options(kw), image=image, progress=Progress(quiet=output == "json"))
+    cfg = project_config(config_path, required=True)
+    files = lib.render(cfg, out_dir, target_from(kw), image=image, progress=Progress(quiet=output == "json"))
     emit({"files": files}, output, lambda r: "\n".join(r["files"]))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from mlfn.commands import output_option
+from mlfn.commands.options import output_option
 from mlfn.output import emit
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from mlfn.commands import config_option, output_option
+from mlfn.commands.options import config_option, output_option
 
 MODES = ["none", "dynamic", "float16", "int8", "int16x8"]
 

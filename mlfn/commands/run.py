@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import click
 
-from mlfn.commands import config_option, output_option
-from mlfn.commands.deploy import target_options
+from mlfn.commands.options import config_option, output_option, project_config, target_from, target_options
 from mlfn.output import Progress, emit
 
 
@@ -101,15 +100,15 @@ def invoke(ref, images, json_input, model, protocol, timeout, repeat, config_pat
         emit(res, output, lambda r: client.summarize(r["result"]))
         return
     # NAME[@ALIAS|:vN]: a deployed function, through the deploy target (mlfn.deploy.invoke).
-    from mlfn.commands.deploy import _cfg, _options
     from mlfn.deploy import invoke as invoke_deployed, invoke_repeated
 
     if repeat > 1:
-        summary = invoke_repeated(ref, payload, repeat, options=_options(kw), cfg=_cfg(config_path), timeout=timeout)
+        summary = invoke_repeated(ref, payload, repeat, options=target_from(kw), cfg=project_config(config_path),
+                                  timeout=timeout)
         emit(summary, output, lambda s: "served by: " + ", ".join(
             f"{v} {c} ({s.share[v]:.0%})" for v, c in s.served.items())
             + f"\nlatency p50 {s.latency_ms_p50} ms, p90 {s.latency_ms_p90} ms over {s.calls} calls")
         return
-    res = invoke_deployed(ref, payload, options=_options(kw), cfg=_cfg(config_path), timeout=timeout)
+    res = invoke_deployed(ref, payload, options=target_from(kw), cfg=project_config(config_path), timeout=timeout)
     emit(res, output, lambda r: f"{client.summarize(r.result)}\n(served by {r.version or '?'}, "
                                 f"activation {r.activation_id or '-'}, {r.duration_ms} ms)")
