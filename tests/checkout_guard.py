@@ -12,8 +12,9 @@ Two checks, both wired into every test run by tests/conftest.py:
   "open", "os.listdir" and "os.scandir" events. It records every file or folder the test
   process touches under the checkout's PARENT folder but outside the checkout itself (a
   sibling such as `../shared`), with the test and the line that did it, and fails the session
-  at its end, naming each. Paths under the parent that are not the project's business are not
-  recorded: the temp folder, the Python installation and virtualenv, and hidden entries (when
+  at its end, naming each. Only entries that were beside the checkout before the run count
+  (what the tests create there, e.g. temp folders when the checkout sits in /tmp, does not),
+  and never the temp folder, the Python installation and virtualenv, or hidden entries (when
   the checkout sits in a home folder: ~/.cache, ~/.docker, ~/.mlfn, ...). Subprocesses are not
   watched; the static scan covers their code.
 """
@@ -130,32 +131,45 @@ class OutsideReads:
     def __init__(self, root: Path):
         self.root = os.path.realpath(root)
         self.parent = os.path.dirname(self.root)
-        self.allowed = self._allowed_roots()
+        self.allowed = self._allowed_roots(self.parent)
+        self.siblings = self._entries(self.parent)  # what was beside the checkout before the tests ran
         self.records: dict[tuple[str, str], str] = {}  # (path, test) -> where in the code
         self.current_test = "collection"
         self._busy = threading.local()
 
     @staticmethod
-    def _allowed_roots() -> list[str]:
+    def _allowed_roots(parent: str) -> list[str]:
+        """The Python installation and the temp folder: not the project's business. A root that
+        holds the checkout's parent (a checkout cloned into /tmp) would allow everything, so it
+        is left out; what the tests create there is not a sibling (see `siblings`)."""
         roots = {tempfile.gettempdir(), sys.prefix, sys.base_prefix, sys.exec_prefix}
         roots.update(site.getsitepackages() if hasattr(site, "getsitepackages") else [])
         roots.add(site.getusersitepackages())
-        return sorted({os.path.realpath(r) for r in roots if r})
+        real = {os.path.realpath(r) for r in roots if r}
+        return sorted(r for r in real if not _within(parent, r))
+
+    @staticmethod
+    def _entries(folder: str) -> frozenset:
+        try:
+            return frozenset(os.listdir(folder))
+        except OSError:
+            return frozenset()
 
     def allow(self, path: str | os.PathLike) -> None:
         self.allowed.append(os.path.realpath(path))
 
     def outside(self, path: str) -> bool:
-        """Is `path` beside the checkout (under its parent, not in it, not an allowed root)?"""
+        """Is `path` beside the checkout: under its parent, in an entry that was there before the
+        tests ran, not hidden, not in the checkout and not under an allowed root?"""
         if not _within(path, self.parent):
             return False
         real = os.path.realpath(path)
         if _within(real, self.root) or any(_within(real, a) for a in self.allowed):
             return False
-        if not _within(real, self.parent):
+        if not _within(real, self.parent) or real == self.parent:
             return False
         first = os.path.relpath(real, self.parent).split(os.sep)[0]
-        return first not in ("", ".") and not first.startswith(".")
+        return first in self.siblings and not first.startswith(".")
 
     def audit(self, event: str, args: tuple) -> None:
         if event not in _EVENTS or not args or getattr(self._busy, "on", False):
@@ -203,8 +217,18 @@ def pytest_configure(config):
     if not getattr(sys, "_mlfn_checkout_guard", False):  # one hook per process: hooks cannot be removed
         sys.addaudithook(GUARD.audit)
         sys._mlfn_checkout_guard = True
-    if config.option.basetemp:
-        GUARD.allow(config.option.basetemp)
+    GUARD.allow(config.option.basetemp or _default_basetemp_root())
+
+
+def _default_basetemp_root() -> str:
+    """Where pytest puts tmp_path folders unless --basetemp says otherwise."""
+    import getpass
+
+    try:
+        user = getpass.getuser()
+    except (ImportError, KeyError, OSError):
+        user = "unknown"
+    return os.path.join(os.environ.get("PYTEST_DEBUG_TEMPROOT") or tempfile.gettempdir(), f"pytest-of-{user}")
 
 
 @pytest.hookimpl(hookwrapper=True)

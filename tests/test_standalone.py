@@ -6,7 +6,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-from tests.checkout_guard import GUARD, ROOT, scan_tree
+import pytest
+
+from tests.checkout_guard import GUARD, ROOT, OutsideReads, scan_tree
 
 SIBLING = ".." + "/shared"  # spelled in two parts so that this file does not match the scan
 
@@ -44,12 +46,19 @@ def test_the_scan_finds_every_kind_of_escape_and_only_those(tmp_path):
                      ("pkg/chain.py", 1), ("pkg/dirs.py", 1), ("scripts/run.sh", 1)}
 
 
-def test_the_guard_tells_beside_from_inside():
-    parent = Path(GUARD.parent)
-    assert GUARD.outside(str(parent / "shared" / "specs" / "x.json"))
-    assert not GUARD.outside(str(ROOT / "tests" / "specs" / "README.md"))
-    assert not GUARD.outside(str(parent / ".cache" / "mlfn" / "x"))  # a home folder's hidden entries
-    assert not GUARD.outside(sys.prefix)
+def test_the_guard_tells_beside_from_inside(tmp_path):
+    parent = tmp_path / "parent"
+    for folder in ("checkout/tests", "shared/specs", ".cache/mlfn"):
+        (parent / folder).mkdir(parents=True)
+    guard = OutsideReads(parent / "checkout")
+    (parent / "made-by-a-test").mkdir()  # created after the guard started: not a sibling
+    assert guard.outside(str(parent / "shared" / "specs" / "x.json"))
+    assert guard.outside(str(parent / "checkout" / ".." / "shared"))
+    assert not guard.outside(str(parent / "checkout" / "tests" / "specs" / "README.md"))
+    assert not guard.outside(str(parent / ".cache" / "mlfn" / "x"))  # a home folder's hidden entries
+    assert not guard.outside(str(parent / "made-by-a-test" / "x"))
+    assert not guard.outside(str(parent))
+    assert not GUARD.outside(sys.prefix) and not GUARD.outside(str(ROOT / "README.md"))
 
 
 def _checkout_with_a_test(tmp_path: Path, test_body: str) -> Path:
@@ -67,9 +76,9 @@ def _checkout_with_a_test(tmp_path: Path, test_body: str) -> Path:
     return checkout
 
 
-def _pytest(checkout: Path, tmp_path: Path) -> subprocess.CompletedProcess:
-    temp = tmp_path / "tmp"  # the child's temp folder, not an ancestor of the checkout
-    temp.mkdir()
+def _pytest(checkout: Path, tmp_path: Path, temp: Path = None) -> subprocess.CompletedProcess:
+    temp = temp or tmp_path / "tmp"  # the child's temp folder (by default not an ancestor of the checkout)
+    temp.mkdir(exist_ok=True)
     env = {"PATH": "/usr/bin:/bin", "TMPDIR": str(temp), "HOME": str(tmp_path)}
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
                           cwd=checkout, env=env, capture_output=True, text=True, timeout=120)
@@ -93,7 +102,9 @@ def test_a_run_that_reads_only_inside_the_checkout_passes(tmp_path):
     assert "outside the checkout" not in r.stdout
 
 
-def test_a_run_that_reads_a_sibling_folder_fails_naming_the_path_and_the_reader(tmp_path):
+@pytest.mark.parametrize("temp", ["beside", "above", "parent"],
+                         ids=["temp-elsewhere", "checkout-inside-temp", "checkout-directly-in-temp"])
+def test_a_run_that_reads_a_sibling_folder_fails_naming_the_path_and_the_reader(tmp_path, temp):
     body = INSIDE_READS + """
     def test_reads_a_sibling():
         sibling = Path(__file__).resolve().parents[2] / "sibling"
@@ -101,7 +112,7 @@ def test_a_run_that_reads_a_sibling_folder_fails_naming_the_path_and_the_reader(
         assert [p.name for p in sibling.iterdir()] == ["data.txt"]
     """
     checkout = _checkout_with_a_test(tmp_path, body)
-    r = _pytest(checkout, tmp_path)
+    r = _pytest(checkout, tmp_path, {"beside": tmp_path / "tmp", "above": tmp_path, "parent": checkout.parent}[temp])
     assert r.returncode == 1, r.stdout + r.stderr
     assert "2 passed" in r.stdout  # every test passed: the guard alone fails the run
     sibling = (tmp_path / "parent" / "sibling").resolve()
