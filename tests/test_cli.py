@@ -127,3 +127,32 @@ def test_every_help_teaches_with_an_example(args):
     r = CliRunner().invoke(main, [*args, "--help"])
     assert r.exit_code == 0, r.output
     assert "Example" in r.output and f"mlfn {' '.join(args)}" in r.output.split("Example", 1)[1], r.output
+
+
+def test_commands_import_no_private_names_of_other_modules():
+    """Shared options and helpers live in mlfn.commands.options; a command module never
+    reaches into another one's private names."""
+    import ast
+    from pathlib import Path
+
+    import mlfn.commands
+
+    offenders = []
+    for path in sorted(Path(mlfn.commands.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mlfn."):
+                offenders += [f"{path.name}: from {node.module} import {a.name}"
+                              for a in node.names if a.name.startswith("_")]
+    assert not offenders, offenders
+
+
+def test_debug_reaches_the_error_handler_through_the_typed_context(tmp_path):
+    from mlfn.commands.options import CliContext
+    from mlfn.errors import ConfigError
+
+    r = CliRunner().invoke(main, ["--debug", "deploy", "-c", str(tmp_path / "nope")])
+    assert isinstance(r.exception, ConfigError)  # raised with its traceback, not turned into a sentence
+    r = CliRunner().invoke(main, ["deploy", "-c", str(tmp_path / "nope")])
+    assert r.exit_code == 2 and isinstance(r.exception, SystemExit)
+    ctx = main.make_context("mlfn", ["--debug", "versions", "digits", "-o", "json"])
+    assert isinstance(ctx.obj, CliContext) and ctx.obj.output == "json"
