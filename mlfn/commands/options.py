@@ -32,9 +32,6 @@ class CliContext:
     output: str = "text"  # the running command's --output (a failure is reported in this format too)
 
 
-pass_cli = click.make_pass_decorator(CliContext, ensure=True)
-
-
 def _remember_output(ctx: click.Context, param: click.Parameter, value: str) -> str:
     ctx.ensure_object(CliContext).output = value
     return value
