@@ -44,7 +44,8 @@ COMMANDS = {
 
 
 class MlfnGroup(click.Group):
-    """Loads commands lazily and turns MlfnError into a one-line message + exit code."""
+    """Loads commands lazily and turns MlfnError into a one-line message + exit code (and,
+    with --output json, into a JSON error document on stdout)."""
 
     def list_commands(self, ctx):
         return list(COMMANDS)
@@ -78,6 +79,7 @@ class MlfnGroup(click.Group):
             emit_error(type(e).__name__, e.format_message(), e.exit_code, cli.output)
             raise
         except KeyboardInterrupt:
+            emit_error("Interrupted", "Interrupted.", 130, cli.output)
             click.echo("Interrupted.", err=True)
             sys.exit(130)
 

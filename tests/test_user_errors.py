@@ -181,3 +181,15 @@ def test_invoke_a_url_that_is_not_one(tmp_path, protocol):
 def test_invoke_a_folder_as_an_image(tmp_path):
     err = _one_sentence(_cli(["invoke", "http://127.0.0.1:9", "--image", str(tmp_path)]), 1)
     assert f"--image {tmp_path} is a folder; give an image file" in err
+
+
+def test_an_interrupted_command_with_output_json_says_so_on_stdout(monkeypatch):
+    import mlfn.config
+
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mlfn.config, "load_config", interrupted)
+    r = CliRunner().invoke(main, ["deploy", "-o", "json"])
+    assert r.exit_code == 130 and r.stderr == "Interrupted.\n"
+    assert json.loads(r.stdout) == {"error": {"message": "Interrupted.", "type": "Interrupted", "exit_code": 130}}
