@@ -232,7 +232,7 @@ def in_process_runner(image: str, seconds: float, extra_models=(), rounds: int =
     import numpy as np
 
     sys.path.insert(0, str(ROOT / "actions"))
-    from mlfn_runtime.model import ModelRunner
+    from mlfn_runtime.interpreter import ModelRunner
 
     cid = docker("create", image)
     tmp = Path(f"/tmp/{PREFIX}model-{cid[:8]}.tflite")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from mlfn_runtime.errors import ConfigurationError, InvalidInput
-from mlfn_runtime.model import ModelRunner
+from mlfn_runtime.interpreter import ModelRunner
 
 
 def test_float_and_int8_models_agree_and_are_accurate(rt_models, digits):
@@ -119,19 +119,19 @@ def test_falls_back_to_tflite_runtime_when_ai_edge_litert_is_missing(monkeypatch
 
     from ai_edge_litert.interpreter import Interpreter
 
-    from mlfn_runtime import model
+    from mlfn_runtime import interpreter
 
     legacy = types.ModuleType("tflite_runtime.interpreter")
     legacy.Interpreter = type("LegacyInterpreter", (Interpreter,), {})
     monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)  # import fails
     monkeypatch.setitem(sys.modules, "tflite_runtime", types.ModuleType("tflite_runtime"))
     monkeypatch.setitem(sys.modules, "tflite_runtime.interpreter", legacy)
-    assert model.interpreter_class() is legacy.Interpreter
+    assert interpreter.interpreter_class() is legacy.Interpreter
     r = ModelRunner(str(rt_models / "digits_float.tflite"))
     assert type(r._pool.queue[0].interpreter).__name__ == "LegacyInterpreter"
     monkeypatch.setitem(sys.modules, "tflite_runtime.interpreter", None)
     with pytest.raises(ConfigurationError, match="No LiteRT interpreter is installed"):
-        model.interpreter_class()
+        interpreter.interpreter_class()
 
 
 def test_fixed_batch_model_runs_batches_row_by_row(rt_models, digits):

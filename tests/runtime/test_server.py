@@ -175,7 +175,7 @@ def test_function_dir_missing_exits_with_a_message(tmp_path):
 
 def test_cold_import_is_light():
     """Serving a tensor-only function must not import Pillow; nothing imports TensorFlow."""
-    code = ("import sys, mlfn_runtime.server, mlfn_runtime.function, mlfn_runtime.pipeline as p;"
+    code = ("import sys, mlfn_runtime.http_server, mlfn_runtime.function, mlfn_runtime.pipeline as p;"
             "p.Pipeline([{'scale': {'factor': 2}}], stage='pre');"
             "print(sorted(m for m in ('PIL', 'tensorflow', 'ai_edge_litert') if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,

@@ -25,13 +25,16 @@ from typing import Optional
 import numpy as np
 
 from mlfn_runtime.errors import ConfigurationError, InvalidInput
+from mlfn_runtime.tensors import V2_OF_NUMPY, check_finite
 
-# numpy dtype -> Open Inference Protocol datatype
-V2_DATATYPES = {
-    "bool": "BOOL", "uint8": "UINT8", "uint16": "UINT16", "uint32": "UINT32", "uint64": "UINT64",
-    "int8": "INT8", "int16": "INT16", "int32": "INT32", "int64": "INT64",
-    "float16": "FP16", "float32": "FP32", "float64": "FP64", "object_": "BYTES", "bytes_": "BYTES",
-}
+INTERPRETER_MODES = ("lock", "per-thread")
+
+
+def check_interpreter_mode(mode: str, where: str = "serving.interpreter") -> str:
+    """`mode` when it is one of INTERPRETER_MODES, else a ConfigurationError naming `where`."""
+    if mode not in INTERPRETER_MODES:
+        raise ConfigurationError(f"{where} is {mode!r}; choose lock or per-thread.")
+    return mode
 
 
 def interpreter_class():
@@ -71,7 +74,7 @@ class TensorInfo:
 
     @property
     def datatype(self) -> str:
-        return V2_DATATYPES.get(self.client_dtype.name, "BYTES")
+        return V2_OF_NUMPY.get(self.client_dtype.name, "BYTES")
 
     def to_dict(self) -> dict:
         return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
@@ -112,8 +115,7 @@ class ModelRunner:
     load_seconds: float = 0.0
 
     def __post_init__(self):
-        if self.mode not in ("lock", "per-thread"):
-            raise ConfigurationError(f"serving.interpreter is {self.mode!r}; choose lock or per-thread.")
+        check_interpreter_mode(self.mode)
         t0 = time.perf_counter()
         if self.content is None:
             try:
@@ -225,10 +227,8 @@ class ModelRunner:
             raise InvalidInput(
                 f"input '{t.name}' of model '{self.name}' must have shape {_shape(t.shape)}, got {_shape(a.shape)}"
             )
-        if a.dtype.kind in "fc":
-            if a.dtype.kind == "c" or not np.all(np.isfinite(a)):
-                raise InvalidInput(f"input '{t.name}' of model '{self.name}' holds NaN or infinite values")
-        elif a.dtype.kind not in "iub":
+        check_finite(a, f"input '{t.name}' of model '{self.name}'")
+        if a.dtype.kind not in "iubf":
             raise InvalidInput(f"input '{t.name}' of model '{self.name}' must be numeric, got {a.dtype}")
         if t.quantized and a.dtype != t.dtype:
             info = np.iinfo(t.dtype)
