@@ -99,7 +99,7 @@ class Convert(Step):
     """Pillow mode conversion, e.g. `convert {mode: L}` for grayscale or `RGB`."""
 
     name, stages, image = "convert", (PRE,), True
-    params = {"mode": Param(choice(PIL_MODES), required=True, what="mode")}
+    params = {"mode": Param(choice(PIL_MODES), required=True)}
 
     def setup(self):
         _pil()

@@ -116,8 +116,6 @@ class Pipeline:
                 resize = step
             self.steps.append(step)
         self.takes_images = bool(self.steps) and isinstance(self.steps[0], DecodeImage)
-        self.has_image_steps = any(s.image for s in self.steps)
-        self.layout = layout
         if self.takes_images and resize is not None:
             # JPEG DCT scaling: decode at the smallest 1/2^n scale still >= the target (both
             # orientations, since exif_transpose may swap width and height).

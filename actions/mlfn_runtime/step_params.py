@@ -10,8 +10,8 @@ import numpy as np
 class Param:
     """One step parameter: a checker returning the normalised value or raising ValueError."""
 
-    def __init__(self, check: Callable[[Any], Any], required: bool = False, default: Any = None, what: str = ""):
-        self.check, self.required, self.default, self.what = check, required, default, what
+    def __init__(self, check: Callable[[Any], Any], required: bool = False, default: Any = None):
+        self.check, self.required, self.default = check, required, default
 
 
 def number(v):
