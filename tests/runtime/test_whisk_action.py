@@ -1,4 +1,4 @@
-"""OpenWhisk action protocol through the real server, with the invoker's exact bodies."""
+"""The OpenWhisk action protocol (mlfn_runtime.whisk_action) through the real server, with the invoker's exact bodies."""
 import base64
 import io
 import json
