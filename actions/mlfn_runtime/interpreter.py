@@ -16,11 +16,12 @@
 """
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 
@@ -93,7 +94,7 @@ def _tensor_infos(details: list) -> list:
     return out
 
 
-class _Slot:
+class Slot:
     """One interpreter and the batch size its input tensors are currently allocated for."""
 
     def __init__(self, interpreter, inputs):
@@ -141,19 +142,19 @@ class ModelRunner:
                 infos.sort(key=lambda t: t.position)
         first.batch = {t.index: None for t in self.inputs}
         self._lock = threading.Lock()
-        self._pool: "queue.LifoQueue[_Slot]" = queue.LifoQueue()
+        self._pool: "queue.LifoQueue[Slot]" = queue.LifoQueue()
         self._pool.put(first)
         self._created = 1
         self._create_lock = threading.Lock()
         self.load_seconds = time.perf_counter() - t0
 
-    def _new_slot(self) -> _Slot:
+    def _new_slot(self) -> Slot:
         try:
             interp = self._Interpreter(model_content=self.content, num_threads=self.num_threads)
             interp.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise ConfigurationError(f"model {self.path or self.name} cannot be loaded by LiteRT: {e}") from None
-        slot = _Slot(interp, _tensor_infos(interp.get_input_details()))
+        slot = Slot(interp, _tensor_infos(interp.get_input_details()))
         return slot
 
     # ------------------------------------------------------------------ public
@@ -172,14 +173,27 @@ class ModelRunner:
         arrays = self._arrange(inputs)
         n = arrays[0].shape[0] if arrays[0].ndim else 1
         feeds = [self._to_tensor(t, a) for t, a in zip(self.inputs, arrays)]
+        with self.lease() as slot:
+            return self._invoke(slot, feeds, n)
+
+    @property
+    def interpreters(self) -> int:
+        """Interpreters created so far (a per-thread pool grows on demand up to max_interpreters)."""
+        return self._created
+
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[Slot]:
+        """The interpreter slot of this caller until the block ends: with mode "lock" the
+        shared one (under its lock); with "per-thread" a free one from the pool, a new one
+        while fewer than max_interpreters exist, else the next one released."""
         slot = self._acquire()
         try:
-            return self._invoke(slot, feeds, n)
+            yield slot
         finally:
             self._release(slot)
 
     # ------------------------------------------------------------------ internals
-    def _acquire(self) -> _Slot:
+    def _acquire(self) -> Slot:
         if self.mode == "lock":
             self._lock.acquire()
             return self._pool.queue[0]
@@ -192,7 +206,7 @@ class ModelRunner:
                     return self._new_slot()
             return self._pool.get()
 
-    def _release(self, slot: _Slot) -> None:
+    def _release(self, slot: Slot) -> None:
         if self.mode == "lock":
             self._lock.release()
         else:
@@ -244,7 +258,7 @@ class ModelRunner:
             return np.ascontiguousarray(a, dtype=t.dtype)
         return np.ascontiguousarray(a)
 
-    def _invoke(self, slot: _Slot, feeds: list, n: int) -> dict:
+    def _invoke(self, slot: Slot, feeds: list, n: int) -> dict:
         interp = slot.interpreter
         if n != 1 and not slot.resizable:
             return self._invoke_rows(slot, feeds, n)
@@ -269,7 +283,7 @@ class ModelRunner:
             out[t.name] = self._dequantize(t, y)
         return out
 
-    def _invoke_rows(self, slot: _Slot, feeds: list, n: int) -> dict:
+    def _invoke_rows(self, slot: Slot, feeds: list, n: int) -> dict:
         rows = [self._invoke(slot, [f[i:i + 1] for f in feeds], 1) for i in range(n)]
         return {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
 
