@@ -232,7 +232,7 @@ def in_process_runner(image: str, seconds: float, extra_models=(), rounds: int =
     import numpy as np
 
     sys.path.insert(0, str(ROOT / "actions"))
-    from mlfn_runtime.model import ModelRunner
+    from mlfn_runtime.interpreter import ModelRunner
 
     cid = docker("create", image)
     tmp = Path(f"/tmp/{PREFIX}model-{cid[:8]}.tflite")
@@ -298,15 +298,25 @@ def main(argv=None) -> int:
     print(f"cold start ({a.cold_runs} runs)...", file=sys.stderr)
     result["cold_start"] = cold_start(image, base, a.cold_runs, one)
     result["cold_start_in_container"] = cold_start_in_container(image, max(a.cold_runs, 9) * 2, one)
-    result["throughput_rps"] = {}
-    names = []
+    result.update(warm(image, pngs, one, a.requests, a.seconds))
+    print("in-process runner (lock vs per-thread)...", file=sys.stderr)
+    result["runner_only"] = in_process_runner(image, a.seconds, a.runner_model)
+    if a.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print_table(result)
+    return 0
+
+
+def warm(image: str, pngs: list, one: bytes, requests: int, seconds: float) -> dict:
+    """(b) latency, (c) throughput of lock vs per-thread, (d) their peak memory."""
+    names, ports, result = [], {}, {}
     try:
-        ports = {}
         for mode in ("lock", "per-thread"):
             name, ports[mode] = start(image, {"MLFN_SERVING_INTERPRETER": mode})
             names.append(name)
         print("warm latency...", file=sys.stderr)
-        result["latency"] = latency(ports["lock"], pngs, a.requests)
+        result["latency"] = latency(ports["lock"], pngs, requests)
         bodies = {"batch_1": one,
                   "batch_8": json.dumps({"images": [base64.b64encode(p).decode() for p in pngs[:8]]}).encode()}
         rates = {m: {b: [] for b in bodies} for m in ports}
@@ -315,20 +325,18 @@ def main(argv=None) -> int:
             print(f"throughput round {r + 1}/{rounds}...", file=sys.stderr)
             for mode, port in ports.items():
                 for b, body in bodies.items():
-                    rates[mode][b].append(throughput(port, body, 8, a.seconds / rounds))
+                    rates[mode][b].append(throughput(port, body, 8, seconds / rounds))
         result["throughput_rps"] = {m: {b: statistics.median(v) for b, v in d.items()} for m, d in rates.items()}
-        for mode, name in zip(ports, names):
-            result.setdefault("peak_memory_bytes", {})[mode] = peak_memory(name)
-        print("in-process runner (lock vs per-thread)...", file=sys.stderr)
-        result["runner_only"] = in_process_runner(image, a.seconds, a.runner_model)
+        result["peak_memory_bytes"] = {mode: peak_memory(name) for mode, name in zip(ports, names)}
     finally:
         for n in names:
             docker("rm", "-f", n, check=False)
-    if a.json:
-        print(json.dumps(result, indent=2))
-        return 0
+    return result
+
+
+def print_table(result: dict) -> None:
     c = result["cold_start"]
-    print(f"image {image}  (floor: {base})")
+    print(f"image {result['image']}  (floor: {result['base']})")
     print(f"(a) cold start: function {c['function_s'] * 1000:.0f} ms, floor {c['floor_s'] * 1000:.0f} ms, "
           f"overhead {c['overhead_s'] * 1000:+.0f} ms (median of {c['runs']}); in-process start-up "
           f"{(c['in_process_startup_s'] or 0) * 1000:.0f} ms")
@@ -344,7 +352,6 @@ def main(argv=None) -> int:
         print(f"    runner only, 8 threads, {k}: {v:.0f}")
     for mode, v in result["peak_memory_bytes"].items():
         print(f"(d) peak memory ({mode}): {v / 2**20:.1f} MiB" if v else f"(d) peak memory ({mode}): n/a")
-    return 0
 
 
 if __name__ == "__main__":

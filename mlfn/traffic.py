@@ -1,4 +1,5 @@
-"""Traffic splits: parse `v3=90 v4=10`, validate, and pick a version by weight.
+"""Traffic splits: parse `v3=90 v4=10` and validate them (the weighted pick at request
+time is the function image's `mlfn_runtime.router`).
 
 Validated before anything is sent (kn's pkg/traffic/compute.go order): each weight an
 integer 0-100, no version twice, at most one version without a weight (it gets the
@@ -6,7 +7,6 @@ remainder), sum exactly 100.
 """
 from __future__ import annotations
 
-import random
 import re
 from typing import Iterable, Optional
 
@@ -70,14 +70,3 @@ def validate_weights(weights: dict) -> dict:
 
 def format_weights(weights: dict) -> str:
     return " ".join(f"{k}={v}" for k, v in weights.items())
-
-
-def pick(weights: dict, rng: random.Random | None = None) -> str:
-    """Choose a version with probability weight/100."""
-    r = (rng or random).randrange(100)
-    acc = 0
-    for name, w in weights.items():
-        acc += w
-        if r < acc:
-            return name
-    raise TrafficError(f"Traffic weights {weights} do not sum to 100.")

@@ -1,8 +1,6 @@
-import random
-
 import pytest
 
-from mlfn.traffic import TrafficError, parse_splits, pick, validate_weights
+from mlfn.traffic import TrafficError, parse_splits
 
 
 def test_parse_with_remainder():
@@ -25,12 +23,3 @@ def test_parse_with_remainder():
 def test_invalid_splits(items, fragment):
     with pytest.raises(TrafficError, match=fragment):
         parse_splits(items)
-
-
-def test_pick_follows_weights():
-    rng = random.Random(7)
-    weights = validate_weights({"v1": 80, "v2": 20})
-    n = 5000
-    share = sum(pick(weights, rng) == "v2" for _ in range(n)) / n
-    assert abs(share - 0.2) < 0.03
-    assert {pick({"v5": 100}, rng) for _ in range(50)} == {"v5"}

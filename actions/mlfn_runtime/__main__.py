@@ -21,7 +21,8 @@ def main(argv=None) -> int:
         port = _env_port()
 
     from mlfn_runtime.errors import RuntimeFunctionError
-    from mlfn_runtime.server import log, serve
+    from mlfn_runtime import serve
+    from mlfn_runtime.runtime_log import log
 
     if port is None:
         log(f"error: PORT is {os.environ.get('PORT')!r}; set it to a port number (0-65535) or unset it for 8080")

@@ -1,9 +1,13 @@
 """Typed errors of the function runtime, mapped to HTTP status codes in one place.
 
-Data-plane code raises these; the protocol handlers (mlfn_runtime.server) turn them into
-`{"error": "..."}` bodies with `status_of(exc)`. Anything else is an internal error (500,
-traceback logged)."""
+Data-plane code raises these; every protocol turns any exception into (status, message)
+with `describe_error` here and encodes that its own way (`{"error": ...}` with that status
+over HTTP; a 200 application error or a 502 developer error for OpenWhisk /run; the web
+action's statusCode). Anything that is not a RuntimeFunctionError is an internal error
+(500, traceback logged)."""
 from __future__ import annotations
+
+from mlfn_runtime.runtime_log import log
 
 
 class RuntimeFunctionError(Exception):
@@ -65,4 +69,18 @@ class ConfigurationError(RuntimeFunctionError):
 
 def status_of(exc: BaseException) -> int:
     """The HTTP status code for an exception (500 for anything unexpected)."""
-    return getattr(exc, "status", 500) if isinstance(exc, RuntimeFunctionError) else 500
+    return exc.status if isinstance(exc, RuntimeFunctionError) else 500
+
+
+def describe_error(exc: BaseException, where: str) -> tuple:
+    """(HTTP status, message for the client) of `exc`; 5xx are logged with `where` (the
+    traceback too when the error is not one of the runtime's own)."""
+    status = status_of(exc)
+    if isinstance(exc, RuntimeFunctionError):
+        if status >= 500:
+            log(f"{where}: {exc}")
+        return status, str(exc)
+    import traceback  # lazy: only errors pay for it
+
+    log(f"{where} failed:\n{''.join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()}")
+    return 500, f"internal error: {exc.__class__.__name__}: {exc}"

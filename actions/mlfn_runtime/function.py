@@ -2,12 +2,15 @@
 
     fn = load_function("/opt/mlfn/function")          # reads function.json, loads models
     fn.predict({"image": "<base64 PNG>"})              # {"model": "digits", "predictions": [...]}
+    fn.infer("digits", {"pixels": batch})              # {"output_0": array}
 
-Every protocol (OpenWhisk /run, plain /predict, OIP v2, TF Serving) decodes its request,
-calls `Function.predict` (pipelines applied) or `Function.infer` (model tensors), and
-encodes the result. Stages, KServe style: `preprocess` (one pipeline run per input, then
-stacked into one batch), `model.predict` (one interpreter call for the whole batch),
-`postprocess` (one pipeline run per prediction).
+Every protocol (OpenWhisk /run, plain /predict, OIP v2, TF Serving) only decodes its
+request into `Function.predict`'s request (the shapes of actions/README.md, pipelines
+applied) or `Function.infer`'s tensors (no post-processing), and encodes the result.
+Everything else is checked here, once: which models, batch size, encoded images vs
+tensors, NaN/Inf and dtypes (`tensors`), shapes. Stages, KServe style: `preprocess` (one
+pipeline run per input, then stacked into one batch), the interpreter (one call for the
+whole batch), `postprocess` (one pipeline run per prediction).
 
 Which inputs go through pre-processing: encoded images (base64 text, bytes, `{"b64": ...}`)
 always do. Numeric tensors skip an *image* pipeline (one starting with `decode_image`):
@@ -25,46 +28,14 @@ from typing import Any, Optional
 import numpy as np
 
 from mlfn_runtime.errors import ConfigurationError, CustomStepError, InvalidInput, NotFound
-from mlfn_runtime.model import ModelRunner, TensorInfo
+from mlfn_runtime.interpreter import ModelRunner, TensorInfo
 from mlfn_runtime.pipeline import POST, PRE, Pipeline
+from mlfn_runtime.request_items import request_items
+from mlfn_runtime.serving import FUNCTION_FILE, Serving
+from mlfn_runtime.tensors import fit_shape, is_encoded_image, jsonable, jtype, to_numeric
 
-FUNCTION_FILE = "function.json"
-INPUT_FIELDS = ("image", "images", "instances", "inputs")
-
-
-@dataclass
-class Serving:
-    max_batch_size: int = 32
-    max_payload_bytes: int = 1048576
-    interpreter: str = "per-thread"  # per-thread | lock (see bench/runtime_bench.py)
-    num_threads: int = 1
-    workers: int = 8
-
-    @classmethod
-    def from_dict(cls, data: Optional[dict], environ: Optional[dict] = None) -> "Serving":
-        """function.json's `serving`, overridden by `MLFN_SERVING_<KEY>` environment
-        variables (e.g. MLFN_SERVING_INTERPRETER=per-thread) so a deployment can tune a
-        built image without rebuilding it."""
-        data = dict(data or {})
-        env = os.environ if environ is None else environ
-        out = cls()
-        for key in vars(out):
-            value = env.get("MLFN_SERVING_" + key.upper())
-            if value:
-                try:
-                    data[key] = int(value) if isinstance(getattr(out, key), int) else value
-                except ValueError:
-                    raise ConfigurationError(f"MLFN_SERVING_{key.upper()} must be an integer, not {value!r}.") from None
-        for key, value in data.items():
-            if not hasattr(out, key):
-                continue  # newer build sides may add keys; ignore what this runtime does not know
-            default = getattr(out, key)
-            if isinstance(default, int) and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ConfigurationError(f"serving.{key} in {FUNCTION_FILE} must be a positive integer, not {value!r}.")
-            setattr(out, key, value)
-        if out.interpreter not in ("lock", "per-thread"):
-            raise ConfigurationError(f"serving.interpreter in {FUNCTION_FILE} is {out.interpreter!r}; choose lock or per-thread.")
-        return out
+__all__ = ["Function", "ModelEntry", "Serving", "load_function", "FUNCTION_FILE"]
+MODEL_VERSION = "1"  # one version per function image; versions live on the platform
 
 
 @dataclass
@@ -83,7 +54,7 @@ class ModelEntry:
         """Open Inference Protocol model metadata."""
         return {
             "name": self.name,
-            "versions": ["1"],
+            "versions": [MODEL_VERSION],
             "platform": "tflite",
             "inputs": [t.to_dict() for t in self.runner.inputs],
             "outputs": [t.to_dict() for t in self.runner.outputs],
@@ -102,95 +73,53 @@ class Function:
     def default_model(self) -> ModelEntry:
         return next(iter(self.models.values()))
 
-    def model(self, name: Optional[str]) -> ModelEntry:
+    def model(self, name: Optional[str], version: Optional[str] = None) -> ModelEntry:
+        """The bundled model `name` (None: the default); `version` None, "" or "1"."""
         if name is None:
             return self.default_model
         entry = self.models.get(name)
         if entry is None:
             raise NotFound(f"model '{name}' is not in function '{self.name}' (models: {', '.join(self.models)})")
+        if version not in (None, "", MODEL_VERSION):
+            raise NotFound(f"model '{name}' has no version '{version}' (this function serves version {MODEL_VERSION})")
         return entry
 
     # ------------------------------------------------------------------ predict
     def predict(self, request: Any) -> dict:
         """The request/response shapes of actions/README.md (pipelines applied)."""
-        if not isinstance(request, dict):
-            raise InvalidInput(f"the request must be a JSON object with one of {', '.join(INPUT_FIELDS)}, not {_jtype(request)}")
         entries, combined = self._select(request)
-        items = self._items(request)
-        results = {}
-        for entry in entries:
-            results[entry.name] = {"predictions": self._run(entry, items)}
+        field_name, items = request_items(request)
+        self.check_batch_size(len(items), f"'{field_name}'")
+        results = {entry.name: {"predictions": self._run(entry, items)} for entry in entries}
         if not combined:
             name = entries[0].name
             return {"model": name, **results[name]}
         return {"results": results}
 
-    def _select(self, request: dict):
+    def _select(self, request: Any):
         """(entries, combined?): 'model' picks one; 'models' several; none = all bundled."""
-        if "model" in request and request["model"] is not None:
+        if not isinstance(request, dict):
+            raise InvalidInput(f"the request must be a JSON object with one of image, images, instances, inputs, "
+                               f"not {jtype(request)}")
+        if request.get("model") is not None:
             name = request["model"]
             if not isinstance(name, str):
-                raise InvalidInput(f"'model' must be a model name, not {_jtype(name)}")
+                raise InvalidInput(f"'model' must be a model name, not {jtype(name)}")
             return [self.model(name)], False
-        if "models" in request and request["models"] is not None:
+        if request.get("models") is not None:
             names = request["models"]
             if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
                 raise InvalidInput("'models' must be a non-empty list of model names")
             return [self.model(n) for n in dict.fromkeys(names)], True
         return list(self.models.values()), len(self.models) > 1
 
-    def _items(self, request: dict) -> list:
-        """[(label, raw)] - one per input; raw is encoded image or a numeric array row."""
-        present = [f for f in INPUT_FIELDS if f in request]
-        if not present:
-            raise InvalidInput(f"the request has no input: send one of {', '.join(repr(f) for f in INPUT_FIELDS)}")
-        if len(present) > 1:
-            raise InvalidInput(f"send only one of {', '.join(repr(f) for f in present)}")
-        key = present[0]
-        value = request[key]
-        if key == "image":
-            if not isinstance(value, (str, bytes, dict)):
-                raise InvalidInput(f"'image' must be a base64-encoded image, not {_jtype(value)}")
-            items = [("image", value)]
-        elif key == "images":
-            if not isinstance(value, list) or not value:
-                raise InvalidInput("'images' must be a non-empty list of base64-encoded images")
-            items = []
-            for i, v in enumerate(value):
-                if not isinstance(v, (str, bytes, dict)):
-                    raise InvalidInput(f"'images[{i}]' must be a base64-encoded image, not {_jtype(v)}")
-                items.append((f"images[{i}]", v))
-        elif key == "instances":
-            if not isinstance(value, list) or not value:
-                raise InvalidInput("'instances' must be a non-empty list")
-            items = []
-            for i, v in enumerate(value):
-                label = f"instances[{i}]"
-                if isinstance(v, (str, bytes)) or (isinstance(v, dict) and set(v) == {"b64"}):
-                    items.append((label, v))
-                elif isinstance(v, dict):
-                    items.append((label, {k: to_numeric(x, f"{label}.{k}") for k, x in v.items()}))
-                else:
-                    items.append((label, to_numeric(v, label)))
-        else:  # inputs: a tensor with the batch dimension, or {input name: tensor}
-            if isinstance(value, dict) and not (set(value) == {"b64"}):
-                if not value:
-                    raise InvalidInput("'inputs' is an empty object; send {input_name: tensor, ...} or a tensor")
-                arrays = {k: to_numeric(x, f"inputs.{k}", batch=True) for k, x in value.items()}
-                sizes = {a.shape[0] for a in arrays.values()}
-                if len(sizes) != 1:
-                    raise InvalidInput(f"'inputs' tensors need the same batch size, got {sorted(sizes)}")
-                n = sizes.pop()
-                items = [(f"inputs[{i}]", {k: a[i] for k, a in arrays.items()}) for i in range(n)]
-            else:
-                arr = to_numeric(value, "inputs", batch=True)
-                items = [(f"inputs[{i}]", arr[i]) for i in range(arr.shape[0])]
+    def check_batch_size(self, n: int, what: str) -> None:
+        """At most serving.max_batch_size inputs per request; `what` names them."""
         limit = self.serving.max_batch_size
-        if len(items) > limit:
+        if n > limit:
             raise InvalidInput(
-                f"'{key}' holds {len(items)} inputs; this function takes at most {limit} per request (serving.max_batch_size)"
+                f"{what} holds {n} inputs; this function takes at most {limit} per request (serving.max_batch_size)"
             )
-        return items
 
     def _run(self, entry: ModelEntry, items: list) -> list:
         batch = self.preprocess(entry, items)
@@ -200,23 +129,7 @@ class Function:
     # ------------------------------------------------------------------ stages
     def preprocess(self, entry: ModelEntry, items: list):
         """Run the pre pipeline per input, stack into one batch per model input."""
-        pre = entry.pre
-        rows = []
-        for label, raw in items:
-            image = isinstance(raw, (str, bytes, bytearray)) or (isinstance(raw, dict) and set(raw) == {"b64"})
-            try:
-                if image:
-                    if not pre.takes_images:
-                        raise InvalidInput(
-                            f"model '{entry.name}' takes tensors, not encoded images (its pre-processing has no decode_image step)"
-                        )
-                    rows.append(pre(raw))
-                elif pre.takes_images or not len(pre):
-                    rows.append(raw)
-                else:
-                    rows.append(pre(raw, skip_image_steps=True))
-            except (InvalidInput, CustomStepError) as e:
-                raise type(e)(f"'{label}': {e}", *([e.status] if isinstance(e, CustomStepError) else [])) from None
+        rows = [self._preprocess_one(entry, label, raw) for label, raw in items]
         inputs = entry.runner.inputs
         if len(inputs) > 1 or isinstance(rows[0], dict):
             if not all(isinstance(r, dict) for r in rows):
@@ -225,7 +138,26 @@ class Function:
             return {t.name: self._stack([r.get(t.name) for r in rows], t, items, entry) for t in inputs}
         return self._stack(rows, inputs[0], items, entry)
 
-    def _stack(self, rows: list, t: TensorInfo, items: list, entry: ModelEntry) -> np.ndarray:
+    @staticmethod
+    def _preprocess_one(entry: ModelEntry, label: str, raw):
+        pre = entry.pre
+        try:
+            if is_encoded_image(raw):
+                if not pre.takes_images:
+                    raise InvalidInput(
+                        f"model '{entry.name}' takes tensors, not encoded images (its pre-processing has no decode_image step)"
+                    )
+                return pre(raw)
+            if pre.takes_images or not len(pre):
+                return raw
+            return pre(raw, skip_image_steps=True)
+        except InvalidInput as e:
+            raise InvalidInput(f"'{label}': {e}") from None
+        except CustomStepError as e:
+            raise CustomStepError(f"'{label}': {e}", e.status) from None
+
+    @staticmethod
+    def _stack(rows: list, t: TensorInfo, items: list, entry: ModelEntry) -> np.ndarray:
         arrays = []
         for (label, _), r in zip(items, rows):
             if r is None:
@@ -239,7 +171,8 @@ class Function:
             raise InvalidInput(f"inputs of one request must have the same shape after pre-processing, got {sorted(shapes)}")
         return np.stack(arrays)
 
-    def postprocess(self, entry: ModelEntry, outputs: dict, n: int) -> list:
+    @staticmethod
+    def postprocess(entry: ModelEntry, outputs: dict, n: int) -> list:
         names = list(outputs)
         preds = []
         for i in range(n):
@@ -255,8 +188,9 @@ class Function:
     # ------------------------------------------------------------------ tensors (OIP v2, TF Serving)
     def infer(self, model: Optional[str], inputs: dict, outputs: Optional[list] = None) -> dict:
         """Model tensors in, model tensors out (no post-processing). `inputs` maps input
-        names to arrays with the batch dimension, or to a list of encoded images (which go
-        through the model's pre-processing). A single-input model accepts any one name."""
+        names to arrays (or nested lists) with the batch dimension, or to a list of encoded
+        images (which go through the model's pre-processing). A single-input model accepts
+        any one name. `outputs` selects outputs by name (None: all)."""
         entry = self.model(model)
         runner = entry.runner
         if not inputs:
@@ -269,12 +203,7 @@ class Function:
             if unknown:
                 raise InvalidInput(f"model '{entry.name}' has no input '{unknown[0]}' (inputs: {', '.join(runner.input_names)})")
             feeds = {t.name: self._tensor_input(entry, t, t.name, inputs.get(t.name)) for t in runner.inputs}
-        n = next(iter(feeds.values())).shape[0]
-        if n > self.serving.max_batch_size:
-            raise InvalidInput(
-                f"the request holds {n} inputs; this function takes at most {self.serving.max_batch_size} "
-                "per request (serving.max_batch_size)"
-            )
+        self.check_batch_size(next(iter(feeds.values())).shape[0], "the request")
         result = runner.predict(feeds)
         if outputs:
             missing = [o for o in outputs if o not in result]
@@ -286,22 +215,11 @@ class Function:
     def _tensor_input(self, entry: ModelEntry, t: TensorInfo, label: str, value) -> np.ndarray:
         if value is None:
             raise InvalidInput(f"input '{t.name}' of model '{entry.name}' is missing")
-        if isinstance(value, list) and value and all(isinstance(v, (bytes, str)) or (isinstance(v, dict) and set(v) == {"b64"}) for v in value):
-            items = [(f"{label}[{i}]", v) for i, v in enumerate(value)]
-            if len(items) > self.serving.max_batch_size:
-                raise InvalidInput(
-                    f"'{label}' holds {len(items)} inputs; this function takes at most {self.serving.max_batch_size} "
-                    "per request (serving.max_batch_size)"
-                )
-            return self.preprocess(entry, items)
-        arr = value if isinstance(value, np.ndarray) else to_numeric(value, label, batch=True)
-        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-            raise InvalidInput(f"'{label}' holds NaN or infinite values")
-        if arr.ndim == 0:
-            raise InvalidInput(f"'{label}' must have a batch dimension")
-        rows = [fit_shape(arr[i], t, label, entry.name) for i in range(arr.shape[0])] if arr.shape[0] else []
-        if not rows:
-            raise InvalidInput(f"'{label}' is empty")
+        if isinstance(value, list) and value and all(is_encoded_image(v) for v in value):
+            self.check_batch_size(len(value), f"'{label}'")
+            return self.preprocess(entry, [(f"{label}[{i}]", v) for i, v in enumerate(value)])
+        arr = to_numeric(value, label, batch=True)
+        rows = [fit_shape(arr[i], t, label, entry.name) for i in range(arr.shape[0])]
         return np.stack(rows)
 
 
@@ -312,6 +230,26 @@ def load_function(function_dir: str) -> Function:
     t0 = time.perf_counter()
     function_dir = os.path.abspath(function_dir)
     path = os.path.join(function_dir, FUNCTION_FILE)
+    spec = _read_spec(path, function_dir)
+    serving = Serving.from_dict(spec.get("serving"))
+    models_spec = spec.get("models")
+    if not isinstance(models_spec, list) or not models_spec:
+        raise ConfigurationError(f"{path} must list at least one model under 'models'.")
+    models: dict = {}
+    for i, m in enumerate(models_spec):
+        if not isinstance(m, dict) or not m.get("name") or not m.get("path"):
+            raise ConfigurationError(f"models[{i}] in {path} needs a 'name' and a 'path'.")
+        if str(m["name"]) in models:
+            raise ConfigurationError(f"model name '{m['name']}' appears twice in {path}.")
+        entry = _load_model(m, spec.get("labels"), serving, function_dir, path)
+        models[entry.name] = entry
+    return Function(
+        name=str(spec.get("name") or next(iter(models))), models=models, serving=serving,
+        base_dir=function_dir, load_seconds=time.perf_counter() - t0,
+    )
+
+
+def _read_spec(path: str, function_dir: str) -> dict:
     try:
         with open(path, encoding="utf-8") as f:
             spec = json.load(f)
@@ -321,122 +259,19 @@ def load_function(function_dir: str) -> Function:
         raise ConfigurationError(f"{path} cannot be read: {e}.") from None
     if not isinstance(spec, dict):
         raise ConfigurationError(f"{path} must hold a JSON object.")
-    serving = Serving.from_dict(spec.get("serving"))
-    models_spec = spec.get("models")
-    if not isinstance(models_spec, list) or not models_spec:
-        raise ConfigurationError(f"{path} must list at least one model under 'models'.")
-    models: dict = {}
-    for i, m in enumerate(models_spec):
-        if not isinstance(m, dict) or not m.get("name") or not m.get("path"):
-            raise ConfigurationError(f"models[{i}] in {path} needs a 'name' and a 'path'.")
-        name = str(m["name"])
-        if name in models:
-            raise ConfigurationError(f"model name '{name}' appears twice in {path}.")
-        try:
-            labels = m.get("labels") or spec.get("labels")
-            pre = Pipeline(m.get("pre") or [], function_dir, stage=PRE, labels=labels)
-            post = Pipeline(m.get("post") or [], function_dir, stage=POST, labels=labels)
-        except ValueError as e:
-            raise ConfigurationError(f"model '{name}' in {path}: {e}.") from None
-        model_path = m["path"] if os.path.isabs(m["path"]) else os.path.join(function_dir, m["path"])
-        runner = ModelRunner(
-            path=model_path, num_threads=serving.num_threads, mode=serving.interpreter,
-            max_interpreters=max(1, min(serving.workers, available_cpus())), name=name,
-        )
-        models[name] = ModelEntry(
-            name=name, runner=runner, pre=pre, post=post, path=m["path"],
-            sha256=str(m.get("sha256", "")), quantization=str(m.get("quantization", "")),
-        )
-    return Function(
-        name=str(spec.get("name") or next(iter(models))), models=models, serving=serving,
-        base_dir=function_dir, load_seconds=time.perf_counter() - t0,
-    )
+    return spec
 
 
-# --------------------------------------------------------------------------- helpers
-
-def available_cpus() -> int:
-    """CPUs this process may use: its affinity set, capped by a cgroup CPU quota (v2 or v1).
-    More interpreters than CPUs run no faster and only cost memory."""
+def _load_model(m: dict, default_labels, serving: Serving, function_dir: str, path: str) -> ModelEntry:
+    name = str(m["name"])
     try:
-        n = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        n = os.cpu_count() or 1
-    for path, parse in (("/sys/fs/cgroup/cpu.max", lambda t: t.split()),
-                        ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", None)):
-        try:
-            with open(path) as f:
-                text = f.read()
-            if parse:
-                quota, period = parse(text)
-            else:
-                with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as f:
-                    quota, period = text.strip(), f.read().strip()
-            if quota not in ("max", "-1") and int(period) > 0:
-                n = min(n, max(1, -(-int(quota) // int(period))))
-            break
-        except (OSError, ValueError):
-            continue
-    return n
-
-
-def to_numeric(value: Any, label: str, batch: bool = False) -> np.ndarray:
-    """A JSON number/nested list -> ndarray; 400 naming `label` when ragged, non-numeric or NaN/Inf."""
-    if isinstance(value, np.ndarray):
-        arr = value
-    else:
-        if isinstance(value, (str, bytes, dict)) or value is None:
-            raise InvalidInput(f"'{label}' must be a number or a nested list of numbers, not {_jtype(value)}")
-        try:
-            arr = np.array(value)
-        except (ValueError, TypeError):
-            raise InvalidInput(f"'{label}' is not a rectangular nested list of numbers") from None
-    if arr.dtype.kind not in "biuf":
-        what = "a ragged list, or integers beyond 64 bits" if arr.dtype == object else arr.dtype
-        raise InvalidInput(f"'{label}' must hold only numbers (got {what})")
-    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-        raise InvalidInput(f"'{label}' holds NaN or infinite values")
-    if arr.dtype == np.float64:
-        arr = arr.astype(np.float32)
-    elif arr.dtype == np.int64 and arr.size and arr.min() >= -(2 ** 31) and arr.max() < 2 ** 31:
-        arr = arr.astype(np.int32)
-    if batch and arr.ndim == 0:
-        raise InvalidInput(f"'{label}' must be a list with the batch dimension first")
-    if batch and arr.shape[0] == 0:
-        raise InvalidInput(f"'{label}' is empty")
-    return arr
-
-
-def fit_shape(a: np.ndarray, t: TensorInfo, label: str, model: str) -> np.ndarray:
-    """One input row shaped for tensor `t` (without batch): exact, or equal after dropping
-    size-1 dimensions, or flattened for a [N, features] input. Else 400."""
-    want = t.shape[1:]
-    got = a.shape
-    if len(want) == len(got) and all(w in (-1, g) for w, g in zip(want, got)):
-        return a
-    if -1 not in want:
-        if [d for d in got if d != 1] == [d for d in want if d != 1]:
-            return a.reshape(want)
-        if len(want) == 1 and a.size == want[0]:
-            return a.reshape(want)
-    fmt = lambda s: "[" + ", ".join("?" if d == -1 else str(d) for d in s) + "]"  # noqa: E731
-    raise InvalidInput(f"'{label}' has shape {fmt(got)} but model '{model}' takes {fmt(want)} per input")
-
-
-def jsonable(x: Any) -> Any:
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, dict):
-        return {str(k): jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [jsonable(v) for v in x]
-    if x is None or isinstance(x, (str, int, float)):
-        return x
-    raise TypeError(f"returned {type(x).__name__} {str(x)[:60]!r}, which JSON cannot hold")
-
-
-def _jtype(v) -> str:
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null",
-            int: "a number", float: "a number"}.get(type(v), type(v).__name__)
+        labels = m.get("labels") or default_labels
+        pre = Pipeline(m.get("pre") or [], function_dir, stage=PRE, labels=labels)
+        post = Pipeline(m.get("post") or [], function_dir, stage=POST, labels=labels)
+    except ValueError as e:
+        raise ConfigurationError(f"model '{name}' in {path}: {e}.") from None
+    model_path = m["path"] if os.path.isabs(m["path"]) else os.path.join(function_dir, m["path"])
+    runner = ModelRunner(path=model_path, num_threads=serving.num_threads, mode=serving.interpreter,
+                         max_interpreters=serving.interpreters, name=name)
+    return ModelEntry(name=name, runner=runner, pre=pre, post=post, path=m["path"],
+                      sha256=str(m.get("sha256", "")), quantization=str(m.get("quantization", "")))

@@ -11,7 +11,8 @@ FP32 to clients), `outputs` selection, and Triton's binary tensor extension
 (`Inference-Header-Content-Length`, `binary_data_size`, `binary_data_output`) which
 `tritonclient.http` uses by default. A BYTES input holds encoded images (base64 text in
 JSON, raw bytes in binary): they go through the model's pre-processing. Outputs are the
-model's own (no post-processing).
+model's own (no post-processing). This module decodes and encodes only: the values are
+checked by the data plane (`Function.infer`, `tensors`). Routes: `mlfn_runtime.routes`.
 """
 from __future__ import annotations
 
@@ -21,73 +22,54 @@ import struct
 import numpy as np
 
 from mlfn_runtime import __version__
-from mlfn_runtime.errors import InvalidInput, NotFound, NotReady
-
-NP_TYPES = {
-    "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
-    "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
-    "FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
-}
-V2_OF = {np.dtype(v).name: k for k, v in NP_TYPES.items()}
+from mlfn_runtime.errors import InvalidInput, NotFound
+from mlfn_runtime.http_messages import Response
+from mlfn_runtime.tensors import NUMPY_OF_V2, V2_OF_NUMPY, buffer_array, typed_array
 
 
-def route(app, path: str):
-    """(endpoint label, handler, allowed methods) for a /v2 path."""
-    parts = path.split("/")[2:]  # after "", "v2"
-    if not parts:
-        return "v2_server", lambda req: _server_meta(app), "GET"
-    if parts == ["health", "live"]:
-        return "v2_live", lambda req: _resp(200, {"live": True}), ("GET", "HEAD")
-    if parts == ["health", "ready"]:
-        return "v2_ready", lambda req: _ready(app), ("GET", "HEAD")
-    if len(parts) >= 2 and parts[0] == "models":
-        name, rest = parts[1], parts[2:]
-        version = None
-        if len(rest) >= 2 and rest[0] == "versions":
-            version, rest = rest[1], rest[2:]
-        if rest == []:
-            return "v2_metadata", lambda req: _metadata(app, name, version), "GET"
-        if rest == ["ready"]:
-            return "v2_model_ready", lambda req: _model_ready(app, name, version), ("GET", "HEAD")
-        if rest == ["infer"]:
-            return "v2_infer", lambda req: infer(app, req, name, version), "POST"
-    return "v2_unknown", _unknown, ("GET", "POST")
+def server_metadata(state, req, params) -> Response:
+    return Response(200, {"name": "mlfn", "version": __version__, "extensions": ["binary_tensor_data"]})
 
 
-def _unknown(req):
+def live(state, req, params) -> Response:
+    return Response(200, {"live": True})
+
+
+def ready(state, req, params) -> Response:
+    return Response(200 if state.ready else 503, {"ready": state.ready})
+
+
+def model_metadata(state, req, params) -> Response:
+    entry = state.require_function().model(params["name"], params.get("version"))
+    return Response(200, entry.metadata(), model=entry.name)
+
+
+def model_ready(state, req, params) -> Response:
+    name = params["name"]
+    if state.function is None:
+        return Response(503, {"name": name, "ready": False}, model=name)
+    state.function.model(name, params.get("version"))
+    return Response(200, {"name": name, "ready": True}, model=name)
+
+
+def unknown(state, req, params) -> Response:
     raise NotFound(f"no Open Inference Protocol route {req.path}")
 
 
-def _resp(status, body, headers=None, model=""):
-    from mlfn_runtime.server import Response
-
-    return Response(status, body, headers, model)
-
-
-def _server_meta(app):
-    return _resp(200, {"name": "mlfn", "version": __version__, "extensions": ["binary_tensor_data"]})
-
-
-def _ready(app):
-    ok = app.ready and not app.draining
-    return _resp(200 if ok else 503, {"ready": ok})
+def infer(state, req, params) -> Response:
+    fn = state.require_function()
+    entry = fn.model(params["name"], params.get("version"))
+    doc, binary = _split_body(req)
+    if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list) or not doc["inputs"]:
+        raise InvalidInput("the infer request needs 'inputs': a non-empty list of tensors")
+    inputs = _decode_inputs(doc["inputs"], binary)
+    wanted, binary_out, binary_all = _requested_outputs(doc)
+    result = fn.infer(entry.name, inputs, wanted)
+    return _encode_result(entry.name, doc, result, binary_out, binary_all)
 
 
-def _metadata(app, name, version):
-    return _resp(200, app.model_entry(name, version).metadata(), model=name)
-
-
-def _model_ready(app, name, version):
-    try:
-        app.model_entry(name, version)
-    except NotReady:
-        return _resp(503, {"name": name, "ready": False}, model=name)
-    return _resp(200, {"name": name, "ready": True}, model=name)
-
-
-def infer(app, req, name, version):
-    fn = app.require_function()
-    entry = app.model_entry(name, version)
+def _split_body(req):
+    """(JSON header document, binary tensor data) of an infer request."""
     body = req.body
     header_len = req.headers.get("Inference-Header-Content-Length")
     binary = b""
@@ -100,34 +82,41 @@ def infer(app, req, name, version):
             raise InvalidInput(f"Inference-Header-Content-Length {n} is larger than the body ({len(body)} bytes)")
         body, binary = body[:n], body[n:]
     try:
-        doc = json.loads(body) if body else None
+        return (json.loads(body) if body else None), binary
     except ValueError as e:
         raise InvalidInput(f"the request body is not valid JSON: {e}") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list) or not doc["inputs"]:
-        raise InvalidInput("the infer request needs 'inputs': a non-empty list of tensors")
+
+
+def _decode_inputs(tensors: list, binary: bytes) -> dict:
     inputs = {}
     offset = 0
-    for i, t in enumerate(doc["inputs"]):
+    for i, t in enumerate(tensors):
         arr, offset = _decode_input(t, i, binary, offset)
         if t["name"] in inputs:
             raise InvalidInput(f"input '{t['name']}' (inputs[{i}]) is sent twice; send each input tensor once")
         inputs[t["name"]] = arr
     if offset != len(binary):
         raise InvalidInput(f"the binary tensor data holds {len(binary) - offset} bytes more than the inputs declare")
+    return inputs
+
+
+def _requested_outputs(doc: dict):
+    """(output names or None for all, {name: binary?}, binary for all?)"""
     requested = doc.get("outputs")
     binary_all = bool((doc.get("parameters") or {}).get("binary_data_output", False))
-    wanted = None
-    binary_out = {}
-    if requested is not None:
-        if not isinstance(requested, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in requested):
-            raise InvalidInput("'outputs' must be a list of {\"name\": ...} objects")
-        wanted = [o["name"] for o in requested]
-        binary_out = {o["name"]: bool((o.get("parameters") or {}).get("binary_data", binary_all)) for o in requested}
-    result = fn.infer(entry.name, inputs, wanted)
+    if requested is None:
+        return None, {}, binary_all
+    if not isinstance(requested, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in requested):
+        raise InvalidInput("'outputs' must be a list of {\"name\": ...} objects")
+    binary_out = {o["name"]: bool((o.get("parameters") or {}).get("binary_data", binary_all)) for o in requested}
+    return [o["name"] for o in requested], binary_out, binary_all
+
+
+def _encode_result(model: str, doc: dict, result: dict, binary_out: dict, binary_all: bool) -> Response:
     outputs, chunks = [], []
     for out_name, arr in result.items():
         arr = np.asarray(arr)
-        datatype = V2_OF.get(arr.dtype.name)
+        datatype = V2_OF_NUMPY.get(arr.dtype.name)
         if datatype is None:
             arr, datatype = arr.astype(np.float32), "FP32"
         o = {"name": out_name, "datatype": datatype, "shape": list(arr.shape)}
@@ -138,18 +127,19 @@ def infer(app, req, name, version):
         else:
             o["data"] = arr.reshape(-1).tolist()
         outputs.append(o)
-    resp = {"model_name": entry.name, "model_version": "1", "outputs": outputs}
+    resp = {"model_name": model, "model_version": "1", "outputs": outputs}
     if "id" in doc:
         resp["id"] = doc["id"]
-    if chunks:
-        head = json.dumps(resp, separators=(",", ":")).encode()
-        return _resp(200, head + b"".join(chunks),
-                     {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(head))},
-                     model=entry.name)
-    return _resp(200, resp, model=entry.name)
+    if not chunks:
+        return Response(200, resp, model=model)
+    head = json.dumps(resp, separators=(",", ":")).encode()
+    return Response(200, head + b"".join(chunks),
+                    {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(head))},
+                    model=model)
 
 
 def _decode_input(t, i: int, binary: bytes, offset: int):
+    """One request tensor -> (encoded images or an array, offset after its binary data)."""
     where = f"inputs[{i}]"
     if not isinstance(t, dict) or not isinstance(t.get("name"), str):
         raise InvalidInput(f"{where} must be an object with 'name', 'shape', 'datatype' and 'data'")
@@ -161,55 +151,39 @@ def _decode_input(t, i: int, binary: bytes, offset: int):
     count = int(np.prod(shape)) if shape else 1
     size = (t.get("parameters") or {}).get("binary_data_size")
     if datatype == "BYTES":
-        if size is not None:
-            chunk, offset = _take(binary, offset, size, where)
-            items, pos = [], 0
-            while pos < len(chunk):
-                if pos + 4 > len(chunk):
-                    raise InvalidInput(f"{where} BYTES binary data is truncated")
-                (n,) = struct.unpack_from("<I", chunk, pos)
-                items.append(bytes(chunk[pos + 4:pos + 4 + n]))
-                pos += 4 + n
-        else:
-            items = _flatten(t.get("data"), where)
-            if not all(isinstance(x, str) for x in items):
-                raise InvalidInput(f"{where}: 'data' of datatype BYTES must hold strings (base64-encoded images)")
-        if len(items) != count:
-            raise InvalidInput(f"{where} has {len(items)} elements but its shape {shape} needs {count}")
-        return items, offset
-    dtype = NP_TYPES.get(datatype)
-    if dtype is None:
-        raise InvalidInput(f"{where}: 'datatype' {datatype!r} is not supported; use one of BYTES, {', '.join(NP_TYPES)}")
+        return _decode_bytes(t, where, shape, count, size, binary, offset)
+    if datatype not in NUMPY_OF_V2:
+        raise InvalidInput(f"{where}: 'datatype' {datatype!r} is not supported; use one of BYTES, {', '.join(NUMPY_OF_V2)}")
     if size is not None:
         chunk, offset = _take(binary, offset, size, where)
-        if len(chunk) != count * np.dtype(dtype).itemsize:
-            raise InvalidInput(f"{where} has {len(chunk)} bytes of binary data but shape {shape} of {datatype} needs "
-                               f"{count * np.dtype(dtype).itemsize}")
-        arr = np.frombuffer(chunk, dtype=dtype).reshape(shape)
+        return buffer_array(chunk, shape, datatype, where), offset
+    data = t.get("data")
+    if data is None:
+        raise InvalidInput(f"{where}: 'data' is missing")
+    flat = _flatten(data, where)
+    if len(flat) != count:
+        raise InvalidInput(f"{where} has {len(flat)} elements but its shape {shape} needs {count}")
+    return typed_array(flat, shape, datatype, where), offset
+
+
+def _decode_bytes(t, where, shape, count, size, binary, offset):
+    """BYTES: 4-byte little-endian length + bytes per element (binary), or strings (JSON)."""
+    if size is not None:
+        chunk, offset = _take(binary, offset, size, where)
+        items, pos = [], 0
+        while pos < len(chunk):
+            if pos + 4 > len(chunk):
+                raise InvalidInput(f"{where} BYTES binary data is truncated")
+            (n,) = struct.unpack_from("<I", chunk, pos)
+            items.append(bytes(chunk[pos + 4:pos + 4 + n]))
+            pos += 4 + n
     else:
-        data = t.get("data")
-        if data is None:
-            raise InvalidInput(f"{where}: 'data' is missing")
-        flat = _flatten(data, where)
-        if any(isinstance(x, (str, dict, type(None))) for x in flat):
-            raise InvalidInput(f"{where}: 'data' must hold only numbers for datatype {datatype}")
-        if len(flat) != count:
-            raise InvalidInput(f"{where} has {len(flat)} elements but its shape {shape} needs {count}")
-        try:
-            arr = np.array(flat, dtype=np.float64 if dtype().dtype.kind == "f" else None)
-            if dtype().dtype.kind in "iu" and arr.dtype.kind == "f":
-                raise InvalidInput(f"{where}: 'data' holds fractions but its datatype is {datatype}")
-            info = np.iinfo(dtype) if np.dtype(dtype).kind in "iu" else None
-            if info is not None and arr.size and (arr.min() < info.min or arr.max() > info.max):
-                raise InvalidInput(f"{where}: 'data' holds values out of range for {datatype}")
-            arr = arr.astype(dtype).reshape(shape)
-        except InvalidInput:
-            raise
-        except (TypeError, ValueError) as e:
-            raise InvalidInput(f"{where}: 'data' cannot be read as {datatype}: {e}") from None
-    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-        raise InvalidInput(f"{where} holds NaN or infinite values")
-    return arr, offset
+        items = _flatten(t.get("data"), where)
+        if not all(isinstance(x, str) for x in items):
+            raise InvalidInput(f"{where}: 'data' of datatype BYTES must hold strings (base64-encoded images)")
+    if len(items) != count:
+        raise InvalidInput(f"{where} has {len(items)} elements but its shape {shape} needs {count}")
+    return items, offset
 
 
 def _take(binary: bytes, offset: int, size, where: str):

@@ -48,7 +48,7 @@ def run(config_path, image, port, no_docker, stop, env, output):
     if no_docker:
         runner.check_port_free(port or 8080)
         from mlfn.image import stage_function
-        from mlfn_runtime.server import serve
+        from mlfn_runtime import serve
 
         fdir = stage_function(cfg, cfg.project_dir / ".mlfn" / "run", progress=progress)
         click.echo(f"Serving {cfg.name} on http://127.0.0.1:{port or 8080} (Ctrl-C to stop)", err=True)

@@ -59,7 +59,14 @@ def test_the_runtime_loads_the_staged_function(project, tmp_path):
 
     out = stage_function(load_config(str(project)), tmp_path / "fn")
     fn = load_function(str(out))
-    assert fn is not None
+    assert fn.name == "digits" and list(fn.models) == ["digits"]
+    model = fn.models["digits"]
+    assert model.quantization == "int8" and model.runner.input_names == ["image"]
+    assert model.runner.inputs[0].shape == (-1, 8, 8, 1) and model.runner.outputs[0].shape == (-1, 10)
+    assert [s.name for s in model.pre.steps] == ["decode_image", "convert", "resize", "scale"]
+    assert model.pre.takes_images and model.pre.steps[2].width == 8 and model.pre.steps[3].factor == 1 / 255
+    assert [s.name for s in model.post.steps] == ["softmax", "top_k"] and model.post.steps[1].k == 3
+    assert model.post.steps[1].names == [str(i) for i in range(10)]  # labels.txt, bundled next to function.json
 
 
 def test_custom_step_files_and_outside_labels_are_bundled(project, tmp_path):

@@ -98,7 +98,7 @@ def digits_dir(tmp_path_factory, rt_models) -> Path:
 @contextlib.contextmanager
 def running(function_dir=None, function=None):
     """The real server (make_server) on an ephemeral port in a thread; yields its base URL."""
-    from mlfn_runtime.server import make_server
+    from mlfn_runtime import make_server
 
     srv = make_server(str(function_dir) if function_dir else None, "127.0.0.1", 0, function=function)
     t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)

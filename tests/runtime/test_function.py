@@ -187,7 +187,7 @@ def test_runtime_never_imports_tensorflow(digits_dir, digits):
 
 
 def test_serving_settings_from_env_override_function_json():
-    from mlfn_runtime.function import Serving
+    from mlfn_runtime.serving import Serving
 
     s = Serving.from_dict({"interpreter": "lock", "max_batch_size": 4},
                           {"MLFN_SERVING_INTERPRETER": "per-thread", "MLFN_SERVING_MAX_BATCH_SIZE": "16"})
@@ -201,7 +201,7 @@ def test_serving_settings_from_env_override_function_json():
 def test_per_thread_interpreters_are_capped_by_the_cpus(tmp_path, rt_models):
     import os
 
-    from mlfn_runtime.function import available_cpus
+    from mlfn_runtime.serving import available_cpus
 
     assert 1 <= available_cpus() <= (os.cpu_count() or 1)
     d = make_function_dir(tmp_path / "pt", rt_models, serving={"interpreter": "per-thread", "workers": 64})

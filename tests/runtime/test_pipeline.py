@@ -251,9 +251,7 @@ def test_validate_steps_accepts_the_digits_pipeline():
 
 
 def test_decode_image_refuses_decompression_bombs_before_decoding(monkeypatch):
-    import mlfn_runtime.pipeline as p
-
-    monkeypatch.setattr(p, "MAX_IMAGE_PIXELS", 10_000)
+    monkeypatch.setenv("MLFN_MAX_IMAGE_PIXELS", "10000")
     data = png(Image.new("L", (200, 200)))
     with pytest.raises(InvalidInput, match="image is 200x200 pixels; at most 10000"):
         Pipeline(["decode_image"], stage="pre")(data)

@@ -1,7 +1,8 @@
 """Fixtures for the OpenWhisk target and the local controller.
 
 - `swagger`: validate a document against a definition of apiv1swagger.json.
-- `action_image`: a tiny stdlib action runtime on the base image (`base_image`; fast).
+- `action_image`: a tiny stdlib action runtime on the base image (`base_image`; fast), with
+  the alias router (`mlfn_runtime.router`) where function images have it.
 - `local_api`: the local controller in-process on an ephemeral port, state in a tmp dir.
 - `proxy`: a recording, fault-injecting HTTP proxy in front of `local_api`.
 - `target`: an OpenWhiskTarget through the proxy (no real sleeping between retries).
@@ -41,11 +42,20 @@ def swagger() -> Swagger:
 
 
 @pytest.fixture(scope="session")
-def action_image(base_image):
-    import docker
+def action_image(base_image, tmp_path_factory):
+    """Like a function image, it holds mlfn_runtime.router (weighted aliases run it as code)."""
+    import shutil
 
+    import docker
+    import mlfn_runtime.router
+
+    context = tmp_path_factory.mktemp("action-image")
+    shutil.copytree(HERE / "action", context, dirs_exist_ok=True)
+    (context / "mlfn_runtime").mkdir()
+    (context / "mlfn_runtime" / "__init__.py").write_text("")
+    shutil.copy(mlfn_runtime.router.__file__, context / "mlfn_runtime" / "router.py")
     client = docker.from_env()
-    client.images.build(path=str(HERE / "action"), tag=ACTION_IMAGE, rm=True, buildargs={"BASE": base_image})
+    client.images.build(path=str(context), tag=ACTION_IMAGE, rm=True, buildargs={"BASE": base_image})
     return ACTION_IMAGE
 
 

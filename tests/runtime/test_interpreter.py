@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from mlfn_runtime.errors import ConfigurationError, InvalidInput
-from mlfn_runtime.model import ModelRunner
+from mlfn_runtime.interpreter import ModelRunner
 
 
 def test_float_and_int8_models_agree_and_are_accurate(rt_models, digits):
@@ -85,21 +85,27 @@ def test_concurrent_predictions_are_correct(rt_models, digits, mode):
     [t.start() for t in threads]
     [t.join() for t in threads]
     assert not errors
-    assert r._created <= 4
+    assert r.interpreters <= 4
 
 
 def test_per_thread_pool_gives_each_caller_its_own_interpreter_up_to_the_limit(rt_models):
     r = ModelRunner(str(rt_models / "digits_float.tflite"), mode="per-thread", max_interpreters=3)
-    slots = [r._acquire() for _ in range(3)]
-    assert len({id(s.interpreter) for s in slots}) == 3 and r._created == 3
+    leases = [r.lease() for _ in range(3)]
+    slots = [lease.__enter__() for lease in leases]
+    assert len({id(s.interpreter) for s in slots}) == 3 and r.interpreters == 3
     got = []
-    waiter = threading.Thread(target=lambda: got.append(r._acquire()))
+
+    def fourth():
+        with r.lease() as slot:
+            got.append(slot)
+
+    waiter = threading.Thread(target=fourth)
     waiter.start()
     waiter.join(0.3)
     assert waiter.is_alive()  # the 4th caller waits for a free interpreter
-    r._release(slots[1])
+    leases[1].__exit__(None, None, None)
     waiter.join(5)
-    assert got == [slots[1]] and r._created == 3
+    assert got == [slots[1]] and r.interpreters == 3
 
 
 def test_unreadable_model_is_a_configuration_error(tmp_path):
@@ -119,19 +125,20 @@ def test_falls_back_to_tflite_runtime_when_ai_edge_litert_is_missing(monkeypatch
 
     from ai_edge_litert.interpreter import Interpreter
 
-    from mlfn_runtime import model
+    from mlfn_runtime import interpreter
 
     legacy = types.ModuleType("tflite_runtime.interpreter")
     legacy.Interpreter = type("LegacyInterpreter", (Interpreter,), {})
     monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)  # import fails
     monkeypatch.setitem(sys.modules, "tflite_runtime", types.ModuleType("tflite_runtime"))
     monkeypatch.setitem(sys.modules, "tflite_runtime.interpreter", legacy)
-    assert model.interpreter_class() is legacy.Interpreter
+    assert interpreter.interpreter_class() is legacy.Interpreter
     r = ModelRunner(str(rt_models / "digits_float.tflite"))
-    assert type(r._pool.queue[0].interpreter).__name__ == "LegacyInterpreter"
+    with r.lease() as slot:
+        assert type(slot.interpreter).__name__ == "LegacyInterpreter"
     monkeypatch.setitem(sys.modules, "tflite_runtime.interpreter", None)
     with pytest.raises(ConfigurationError, match="No LiteRT interpreter is installed"):
-        model.interpreter_class()
+        interpreter.interpreter_class()
 
 
 def test_fixed_batch_model_runs_batches_row_by_row(rt_models, digits):
@@ -141,5 +148,6 @@ def test_fixed_batch_model_runs_batches_row_by_row(rt_models, digits):
     assert fixed.inputs[0].shape == (-1, 8, 8, 1)  # clients may send any batch size
     out = fixed.predict(x[:5, :, :, None])["output_0"]
     assert out.shape == (5, 10) and np.allclose(out, free.predict(x[:5, :, :, None])["output_0"], atol=1e-5)
-    assert fixed._pool.queue[0].resizable is False  # remembered: no second resize attempt
+    with fixed.lease() as slot:
+        assert slot.resizable is False  # remembered: no second resize attempt
     assert np.allclose(fixed.predict(x[5:6, :, :, None])["output_0"], free.predict(x[5:6, :, :, None])["output_0"], atol=1e-5)

@@ -1,4 +1,4 @@
-"""OpenWhisk action protocol through the real server, with the invoker's exact bodies."""
+"""The OpenWhisk action protocol (mlfn_runtime.whisk_action) through the real server, with the invoker's exact bodies."""
 import base64
 import io
 import json
@@ -8,7 +8,7 @@ import zipfile
 import pytest
 import requests
 
-from mlfn_runtime.openwhisk import SENTINEL
+from mlfn_runtime.whisk_action import SENTINEL
 
 from .conftest import b64, digit_png, running
 
@@ -56,7 +56,7 @@ CODE = '''
 import os
 def main(args):
     keys = ["__OW_ACTIVATION_ID", "__OW_DEADLINE", "__OW_NAMESPACE", "__OW_ACTION_NAME", "__OW_API_HOST", "GREETING"]
-    from mlfn_runtime.openwhisk import current_function
+    from mlfn_runtime.activation import current_function
     fn = current_function()
     return {"args": args, "env": {k: os.environ.get(k) for k in keys}, "models": list(fn.models) if fn else None}
 def fail(args):

@@ -175,7 +175,7 @@ def test_function_dir_missing_exits_with_a_message(tmp_path):
 
 def test_cold_import_is_light():
     """Serving a tensor-only function must not import Pillow; nothing imports TensorFlow."""
-    code = ("import sys, mlfn_runtime.server, mlfn_runtime.function, mlfn_runtime.pipeline as p;"
+    code = ("import sys, mlfn_runtime.http_server, mlfn_runtime.function, mlfn_runtime.pipeline as p;"
             "p.Pipeline([{'scale': {'factor': 2}}], stage='pre');"
             "print(sorted(m for m in ('PIL', 'tensorflow', 'ai_edge_litert') if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
@@ -289,3 +289,25 @@ def test_a_result_json_cannot_hold_is_a_500_and_is_counted(digits_dir):
         metrics = requests.get(url + "/metrics", timeout=5).text
         assert "mlfn_inflight_requests 1\n" in metrics  # this /metrics request only
         assert 'model="digits",endpoint="predict",status="500"} 1' in metrics
+
+
+def test_probes_and_metrics_answer_while_every_worker_is_busy(tmp_path, rt_models):
+    """`limited` is a property of the route (mlfn_runtime.routes): with serving.workers=1
+    and one slow /predict in flight, probes and /metrics answer at once; a limited route
+    (/v2 server metadata) waits for the worker."""
+    files = {"slow.py": "import time\ndef slow(x):\n    time.sleep(1.5)\n    return x\n"}
+    d = make_function_dir(tmp_path / "slow", rt_models, files=files, serving={"workers": 1}, models=[
+        {"name": "d", "file": "digits_float.tflite", "pre": [{"custom": {"file": "slow.py", "function": "slow"}}]}])
+    with running(d) as (url, _):
+        busy = threading.Thread(target=requests.post, args=(url + "/predict",),
+                                kwargs={"json": {"inputs": [[[[0.0]] * 8] * 8]}, "timeout": 30})
+        busy.start()
+        time.sleep(0.4)
+        for path in ("/healthz", "/livez", "/metrics", "/v2/health/live", "/v2/health/ready", "/v2/models/d/ready"):
+            t0 = time.perf_counter()
+            assert requests.get(url + path, timeout=10).status_code == 200
+            assert time.perf_counter() - t0 < 0.5, path
+        t0 = time.perf_counter()
+        assert requests.get(url + "/v2", timeout=10).status_code == 200
+        assert time.perf_counter() - t0 > 0.5  # waited for the one worker
+        busy.join(10)

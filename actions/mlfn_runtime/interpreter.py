@@ -16,22 +16,26 @@
 """
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 
 from mlfn_runtime.errors import ConfigurationError, InvalidInput
+from mlfn_runtime.tensors import V2_OF_NUMPY, check_finite
 
-# numpy dtype -> Open Inference Protocol datatype
-V2_DATATYPES = {
-    "bool": "BOOL", "uint8": "UINT8", "uint16": "UINT16", "uint32": "UINT32", "uint64": "UINT64",
-    "int8": "INT8", "int16": "INT16", "int32": "INT32", "int64": "INT64",
-    "float16": "FP16", "float32": "FP32", "float64": "FP64", "object_": "BYTES", "bytes_": "BYTES",
-}
+INTERPRETER_MODES = ("lock", "per-thread")
+
+
+def check_interpreter_mode(mode: str, where: str = "serving.interpreter") -> str:
+    """`mode` when it is one of INTERPRETER_MODES, else a ConfigurationError naming `where`."""
+    if mode not in INTERPRETER_MODES:
+        raise ConfigurationError(f"{where} is {mode!r}; choose lock or per-thread.")
+    return mode
 
 
 def interpreter_class():
@@ -71,7 +75,7 @@ class TensorInfo:
 
     @property
     def datatype(self) -> str:
-        return V2_DATATYPES.get(self.client_dtype.name, "BYTES")
+        return V2_OF_NUMPY.get(self.client_dtype.name, "BYTES")
 
     def to_dict(self) -> dict:
         return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
@@ -90,7 +94,7 @@ def _tensor_infos(details: list) -> list:
     return out
 
 
-class _Slot:
+class Slot:
     """One interpreter and the batch size its input tensors are currently allocated for."""
 
     def __init__(self, interpreter, inputs):
@@ -112,8 +116,7 @@ class ModelRunner:
     load_seconds: float = 0.0
 
     def __post_init__(self):
-        if self.mode not in ("lock", "per-thread"):
-            raise ConfigurationError(f"serving.interpreter is {self.mode!r}; choose lock or per-thread.")
+        check_interpreter_mode(self.mode)
         t0 = time.perf_counter()
         if self.content is None:
             try:
@@ -139,19 +142,19 @@ class ModelRunner:
                 infos.sort(key=lambda t: t.position)
         first.batch = {t.index: None for t in self.inputs}
         self._lock = threading.Lock()
-        self._pool: "queue.LifoQueue[_Slot]" = queue.LifoQueue()
+        self._pool: "queue.LifoQueue[Slot]" = queue.LifoQueue()
         self._pool.put(first)
         self._created = 1
         self._create_lock = threading.Lock()
         self.load_seconds = time.perf_counter() - t0
 
-    def _new_slot(self) -> _Slot:
+    def _new_slot(self) -> Slot:
         try:
             interp = self._Interpreter(model_content=self.content, num_threads=self.num_threads)
             interp.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise ConfigurationError(f"model {self.path or self.name} cannot be loaded by LiteRT: {e}") from None
-        slot = _Slot(interp, _tensor_infos(interp.get_input_details()))
+        slot = Slot(interp, _tensor_infos(interp.get_input_details()))
         return slot
 
     # ------------------------------------------------------------------ public
@@ -170,14 +173,27 @@ class ModelRunner:
         arrays = self._arrange(inputs)
         n = arrays[0].shape[0] if arrays[0].ndim else 1
         feeds = [self._to_tensor(t, a) for t, a in zip(self.inputs, arrays)]
+        with self.lease() as slot:
+            return self._invoke(slot, feeds, n)
+
+    @property
+    def interpreters(self) -> int:
+        """Interpreters created so far (a per-thread pool grows on demand up to max_interpreters)."""
+        return self._created
+
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[Slot]:
+        """The interpreter slot of this caller until the block ends: with mode "lock" the
+        shared one (under its lock); with "per-thread" a free one from the pool, a new one
+        while fewer than max_interpreters exist, else the next one released."""
         slot = self._acquire()
         try:
-            return self._invoke(slot, feeds, n)
+            yield slot
         finally:
             self._release(slot)
 
     # ------------------------------------------------------------------ internals
-    def _acquire(self) -> _Slot:
+    def _acquire(self) -> Slot:
         if self.mode == "lock":
             self._lock.acquire()
             return self._pool.queue[0]
@@ -190,7 +206,7 @@ class ModelRunner:
                     return self._new_slot()
             return self._pool.get()
 
-    def _release(self, slot: _Slot) -> None:
+    def _release(self, slot: Slot) -> None:
         if self.mode == "lock":
             self._lock.release()
         else:
@@ -225,10 +241,8 @@ class ModelRunner:
             raise InvalidInput(
                 f"input '{t.name}' of model '{self.name}' must have shape {_shape(t.shape)}, got {_shape(a.shape)}"
             )
-        if a.dtype.kind in "fc":
-            if a.dtype.kind == "c" or not np.all(np.isfinite(a)):
-                raise InvalidInput(f"input '{t.name}' of model '{self.name}' holds NaN or infinite values")
-        elif a.dtype.kind not in "iub":
+        check_finite(a, f"input '{t.name}' of model '{self.name}'")
+        if a.dtype.kind not in "iubf":
             raise InvalidInput(f"input '{t.name}' of model '{self.name}' must be numeric, got {a.dtype}")
         if t.quantized and a.dtype != t.dtype:
             info = np.iinfo(t.dtype)
@@ -244,7 +258,7 @@ class ModelRunner:
             return np.ascontiguousarray(a, dtype=t.dtype)
         return np.ascontiguousarray(a)
 
-    def _invoke(self, slot: _Slot, feeds: list, n: int) -> dict:
+    def _invoke(self, slot: Slot, feeds: list, n: int) -> dict:
         interp = slot.interpreter
         if n != 1 and not slot.resizable:
             return self._invoke_rows(slot, feeds, n)
@@ -269,7 +283,7 @@ class ModelRunner:
             out[t.name] = self._dequantize(t, y)
         return out
 
-    def _invoke_rows(self, slot: _Slot, feeds: list, n: int) -> dict:
+    def _invoke_rows(self, slot: Slot, feeds: list, n: int) -> dict:
         rows = [self._invoke(slot, [f[i:i + 1] for f in feeds], 1) for i in range(n)]
         return {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
 

@@ -1,0 +1,173 @@
+"""Image steps (pre-processing on Pillow images): decode_image, exif_transpose, convert,
+resize. Pillow is imported when a pipeline holding one of them is built, never before."""
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import os
+from typing import Optional
+
+from mlfn_runtime.errors import ConfigurationError, InvalidInput
+from mlfn_runtime.step import PRE, Step, kind
+from mlfn_runtime.step_params import Param, choice, pad_value, positive_int
+
+RESIZE_METHODS = ("bilinear", "nearest", "bicubic", "lanczos", "area")
+KEEP_ASPECT = ("false", "pad", "crop")
+PIL_MODES = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV", "I", "I;16", "F")
+DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
+
+
+def max_image_pixels() -> Optional[int]:
+    """MLFN_MAX_IMAGE_PIXELS, default 40 M (~120 MB as RGB); None when it is not a count
+    (DecodeImage then refuses to load, with a sentence rather than a traceback)."""
+    value = (os.environ.get("MLFN_MAX_IMAGE_PIXELS") or "").strip()
+    if not value:
+        return DEFAULT_MAX_IMAGE_PIXELS
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
+def _pil():
+    from PIL import Image  # lazy: only pipelines with image steps pay for Pillow
+
+    return Image
+
+
+def _imageops():
+    from PIL import ImageOps  # lazy: only exif_transpose and keep_aspect pad/crop need it
+
+    return ImageOps
+
+
+class DecodeImage(Step):
+    """Base64 text or raw bytes (any format Pillow reads) -> a Pillow image."""
+
+    name, stages, image = "decode_image", (PRE,), True
+
+    def setup(self):
+        self.max_pixels = max_image_pixels()
+        if self.max_pixels is None:
+            raise ConfigurationError(f"MLFN_MAX_IMAGE_PIXELS is {os.environ.get('MLFN_MAX_IMAGE_PIXELS')!r}; "
+                                     "set a positive number of pixels, or unset it for 40000000.")
+        self.Image = _pil()
+        self.draft_size = None  # set by Pipeline when a resize follows: JPEG DCT scaling
+
+    def __call__(self, x):
+        Image = self.Image
+        if isinstance(x, Image.Image):
+            return x
+        if isinstance(x, str):
+            x = b64decode(x)
+        elif isinstance(x, dict) and set(x) == {"b64"}:
+            if not isinstance(x["b64"], str):
+                raise InvalidInput(f"'b64' must be base64 text, not {kind(x['b64'])}")
+            x = b64decode(x["b64"])
+        if not isinstance(x, (bytes, bytearray, memoryview)):
+            raise InvalidInput(f"expected an encoded image (base64 text or bytes), got {kind(x)}")
+        try:
+            img = Image.open(io.BytesIO(x))
+            if self.draft_size and img.format == "JPEG":
+                img.draft(img.mode, self.draft_size)
+            if img.width * img.height > self.max_pixels:  # before decoding: no memory blow-up
+                raise InvalidInput(
+                    f"image is {img.width}x{img.height} pixels; at most {self.max_pixels} are decoded (MLFN_MAX_IMAGE_PIXELS)"
+                )
+            img.load()
+        except InvalidInput:
+            raise
+        except Image.DecompressionBombError as e:
+            raise InvalidInput(f"image is too large to decode ({e})") from None
+        except Exception as e:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ...
+            raise InvalidInput(f"is not an image Pillow can read ({e.__class__.__name__}: {e})") from None
+        return img
+
+
+class ExifTranspose(Step):
+    """Rotate/flip the image as its EXIF Orientation tag says."""
+
+    name, stages, image = "exif_transpose", (PRE,), True
+
+    def setup(self):
+        _pil()
+        self.ImageOps = _imageops()
+
+    def __call__(self, img):
+        return self.ImageOps.exif_transpose(img)
+
+
+class Convert(Step):
+    """Pillow mode conversion, e.g. `convert {mode: L}` for grayscale or `RGB`."""
+
+    name, stages, image = "convert", (PRE,), True
+    params = {"mode": Param(choice(PIL_MODES), required=True)}
+
+    def setup(self):
+        _pil()
+
+    def __call__(self, img):
+        if img.mode == self.mode:
+            return img
+        if img.mode in ("RGBA", "LA", "PA") and self.mode in ("RGB", "L"):
+            # composite transparent images on white instead of black garbage in the RGB data
+            Image = _pil()
+            img = img.convert("RGBA")
+            bg = Image.new("RGBA", img.size, (255, 255, 255, 255))
+            img = Image.alpha_composite(bg, img)
+        elif img.mode == "P" and "transparency" in img.info:
+            img = img.convert("RGBA")
+            return self(img)
+        return img.convert(self.mode)
+
+
+class Resize(Step):
+    """Resize to width x height; `keep_aspect: pad` letterboxes, `crop` center-crops."""
+
+    name, stages, image = "resize", (PRE,), True
+    params = {
+        "width": Param(positive_int, required=True),
+        "height": Param(positive_int, required=True),
+        "method": Param(choice(RESIZE_METHODS), default="bilinear"),
+        "keep_aspect": Param(choice(KEEP_ASPECT), default="false"),
+        "pad_value": Param(pad_value, default=0),
+    }
+
+    def setup(self):
+        Image = _pil()
+        self.ImageOps = _imageops() if self.keep_aspect != "false" else None
+        R = Image.Resampling
+        self.resample = {"bilinear": R.BILINEAR, "nearest": R.NEAREST, "bicubic": R.BICUBIC,
+                         "lanczos": R.LANCZOS, "area": R.BOX}[self.method]
+
+    def __call__(self, img):
+        size = (self.width, self.height)
+        if img.size == size:
+            return img
+        if self.keep_aspect == "crop":
+            return self.ImageOps.fit(img, size, method=self.resample)
+        if self.keep_aspect == "pad":
+            color = self.pad_value
+            if isinstance(color, tuple) and len(img.getbands()) == 1:
+                color = color[0]
+            elif isinstance(color, (int, float)) and len(img.getbands()) > 1:
+                color = (color,) * len(img.getbands())
+            if img.mode in ("F", "I") and isinstance(color, float):
+                pass
+            elif isinstance(color, tuple):
+                color = tuple(int(c) for c in color)
+            else:
+                color = int(color)
+            return self.ImageOps.pad(img, size, method=self.resample, color=color)
+        return img.resize(size, self.resample)
+
+
+def b64decode(s: str) -> bytes:
+    """Standard or URL-safe base64, with or without padding or a `data:...;base64,` prefix."""
+    if s.startswith("data:") and "," in s[:200]:
+        s = s.split(",", 1)[1]
+    s = s.strip()
+    try:
+        if "-" in s or "_" in s:
+            return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+        return base64.b64decode(s + "=" * (-len(s) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInput("is not valid base64") from None

@@ -1,0 +1,103 @@
+"""Every route of the function's HTTP server, in one table.
+
+A route: the methods it takes, a path pattern (`{name}` is one path segment, `[...]` is
+optional, `{rest*}` is the rest of the path), the endpoint label of its metrics, the
+handler `(state, request, params) -> Response` of one protocol module, how large a body
+it reads (`body`), and whether it counts against `serving.workers` (`limited`: probes
+and metrics answer even when every worker is busy). The first route whose pattern
+matches the path answers: a method it does not take is a 405, no match a 404."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Callable
+
+from mlfn_runtime import oip, predict_route, probes, tfserving, whisk_action
+from mlfn_runtime.errors import MethodNotAllowed, NotFound
+
+GET = ("GET", "HEAD")
+POST = ("POST",)
+ANY = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH")
+
+# body: how many bytes a route reads, from serving.max_payload_bytes
+NO_BODY = "none"
+PAYLOAD = "payload"  # serving.max_payload_bytes
+ACTIVATION = "activation"  # the payload plus /run's activation fields
+CODE = "code"  # /init: code actions up to OpenWhisk's limit
+
+
+def _compile(pattern: str) -> "re.Pattern":
+    out = re.escape(pattern)
+    out = out.replace(r"\[", "(?:").replace(r"\]", ")?")
+    out = re.sub(r"\\\{(\w+)\\\*\\\}", r"(?P<\1>.*)", out)
+    out = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/:]+)", out)
+    return re.compile(out)
+
+
+@dataclass(frozen=True)
+class Route:
+    methods: tuple
+    pattern: str
+    endpoint: str
+    handler: Callable
+    body: str = NO_BODY
+    limited: bool = True
+    regex: "re.Pattern" = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "regex", _compile(self.pattern))
+
+    def body_limit(self, max_payload: int) -> int:
+        return {NO_BODY: 0, PAYLOAD: max_payload, ACTIVATION: max_payload + whisk_action.RUN_ENVELOPE,
+                CODE: whisk_action.INIT_BODY_LIMIT}[self.body]
+
+
+MODEL = "/models/{name}[/versions/{version}]"
+ROUTES = (
+    Route(POST, "/init", "init", whisk_action.init_route, CODE),
+    Route(POST, "/run", "run", whisk_action.run_route, ACTIVATION),
+    Route(POST, "/predict", "predict", predict_route.predict, PAYLOAD),
+    Route(POST, "/", "predict", predict_route.predict, PAYLOAD),
+    Route(GET, "/healthz", "health", probes.health, limited=False),
+    Route(GET, "/readyz", "health", probes.health, limited=False),
+    Route(GET, "/health", "health", probes.health, limited=False),
+    Route(GET, "/livez", "health", probes.live, limited=False),
+    Route(("GET",), "/metrics", "metrics", probes.metrics, limited=False),
+    Route(("GET",), "/v2", "v2_server", oip.server_metadata),
+    Route(GET, "/v2/health/live", "v2_live", oip.live, limited=False),
+    Route(GET, "/v2/health/ready", "v2_ready", oip.ready, limited=False),
+    Route(("GET",), "/v2" + MODEL, "v2_metadata", oip.model_metadata),
+    Route(GET, "/v2" + MODEL + "/ready", "v2_model_ready", oip.model_ready, limited=False),
+    Route(POST, "/v2" + MODEL + "/infer", "v2_infer", oip.infer, PAYLOAD),
+    Route(ANY, "/v2/{rest*}", "v2_unknown", oip.unknown),
+    Route(("GET",), "/v1" + MODEL, "v1_status", tfserving.status),
+    Route(("GET",), "/v1" + MODEL + "/metadata", "v1_metadata", tfserving.metadata),
+    Route(POST, "/v1" + MODEL + ":predict", "v1_predict", tfserving.predict, PAYLOAD),
+    Route(ANY, "/v1/models/{rest*}", "v1_unknown", tfserving.unknown),
+)
+
+
+def _not_found(state, req, params):
+    raise NotFound(f"no route {req.path}; try POST /predict, POST /run, /v2/models/..., /v1/models/...")
+
+
+UNKNOWN = Route(ANY, "", "unknown", _not_found)
+
+
+def match(method: str, path: str) -> tuple:
+    """(route, path parameters) for a request; the handler of a 404/405 route raises."""
+    for route in ROUTES:
+        m = route.regex.fullmatch(path)
+        if m is None:
+            continue
+        if method not in route.methods:
+            return _refuse(route, method), {}
+        return route, {k: v for k, v in m.groupdict().items() if v is not None}
+    return UNKNOWN, {}
+
+
+def _refuse(route: Route, method: str) -> Route:
+    def refuse(state, req, params):
+        raise MethodNotAllowed(f"{req.path} takes {' or '.join(route.methods)}, not {method}")
+
+    return Route(route.methods, route.pattern, route.endpoint, refuse)

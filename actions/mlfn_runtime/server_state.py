@@ -1,0 +1,36 @@
+"""What the protocol handlers share in one server: the function (None in an image for
+code actions), the serving settings, the OpenWhisk action, metrics, readiness, and the
+slots that bound the requests doing work at once (serving.workers)."""
+from __future__ import annotations
+
+import os
+import threading
+
+from mlfn_runtime.errors import NotReady
+from mlfn_runtime.metrics import Metrics
+from mlfn_runtime.serving import Serving
+from mlfn_runtime.whisk_action import WhiskAction
+
+
+class ServerState:
+    def __init__(self, function=None):
+        self.function = function
+        self.serving = function.serving if function is not None else Serving.from_dict(None)
+        self.metrics = Metrics(os.environ.get("K_SERVICE"), os.environ.get("K_REVISION"))
+        if function is not None:
+            for name, m in function.models.items():
+                self.metrics.load_seconds[name] = m.runner.load_seconds
+        self.action = WhiskAction(function)
+        self.draining = False
+        # serving.workers bounds the requests doing work at once (connections are not bounded)
+        self.slots = threading.BoundedSemaphore(self.serving.workers)
+
+    @property
+    def ready(self) -> bool:
+        return self.function is not None and not self.draining
+
+    def require_function(self):
+        # while draining, requests already accepted still complete (only readiness says 503)
+        if self.function is None:
+            raise NotReady("this image holds no model (no function.json); initialize it with code via /init")
+        return self.function

@@ -1,0 +1,204 @@
+"""The OpenWhisk action protocol: `POST /init` once, then `POST /run` per activation.
+Decodes the invoker's bodies into the data plane's request and encodes its answer.
+
+What the invoker sends and how it reads the answers (see actions/README.md):
+- /init `{"value": {"name", "main", "binary", "code"?, "env": {...}}}`; `env` values become
+  environment variables before anything runs. Without `code` this is a docker action: the
+  bundled model is served. With `code` (Python source with `main`, or a base64 zip with
+  `__main__.py` when `binary` is true) that code's `main(params)` runs instead.
+  A second /init is refused with 403.
+- /run `{"value": ..., "namespace", "action_name", "activation_id", "deadline": "<ms>", ...}`;
+  every key but `value` is the activation variable `__OW_<KEY>` (`mlfn_runtime.activation`).
+- 200 + object = success; 200 + `{"error"}` = application error (bad input);
+  non-200 = developer error (a bug, or a broken model); 503 while shutting down.
+- Web actions (`__ow_method` in the value): the request is read from `__ow_body`
+  (base64 for binary or raw-http bodies) and the answer is `{statusCode, headers, body}`.
+- After every activation `XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX` is printed on stdout and stderr.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import sys
+import threading
+from typing import Any, Callable, Optional
+from urllib.parse import parse_qsl
+
+from mlfn_runtime.activation import Activations, bind_function, variables
+from mlfn_runtime.errors import InvalidInput, describe_error
+from mlfn_runtime.http_messages import Response
+from mlfn_runtime.runtime_log import log
+
+SENTINEL = "XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX"
+INIT_BODY_LIMIT = 64 * 1024 * 1024  # /init carries code: OpenWhisk allows 48 MB of base64
+RUN_ENVELOPE = 16 * 1024  # /run wraps the payload in a few activation fields
+
+
+class WhiskAction:
+    """The OpenWhisk side of one container: initialized once, then runs activations."""
+
+    def __init__(self, function=None):
+        self.function = function
+        bind_function(function)
+        self.activations = Activations()
+        self.initialized = False
+        self.main: Optional[Callable] = None
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ /init
+    def init(self, body: Any) -> Response:
+        with self._lock:
+            if self.initialized:
+                return Response(403, {"error": "Cannot initialize the action more than once."})
+            value = body.get("value") if isinstance(body, dict) else None
+            value = {} if value is None else value
+            if not isinstance(value, dict):
+                return Response(400, {"error": "The /init body must be {\"value\": {...}}."})
+            env = value.get("env") or {}
+            if not isinstance(env, dict):
+                return Response(400, {"error": "value.env in /init must be an object of strings."})
+            env = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in env.items()}
+            bad = [k for k, v in env.items() if not k or "=" in k or "\0" in k or "\0" in v]
+            if bad:
+                return Response(400, {"error": f"value.env in /init holds {bad[0]!r}, which cannot be an environment variable."})
+            os.environ.update(env)
+            self.activations.add_base(env)
+            try:
+                return self._load(value)
+            finally:
+                _end_of_activation()
+
+    def _load(self, value: dict) -> Response:
+        code = value.get("code")
+        if code:
+            from mlfn_runtime.code_action import load_action
+
+            try:
+                self.main = load_action(code, bool(value.get("binary")), value.get("main") or "main")
+            except Exception as e:  # the user's code: report, do not crash
+                log(_traceback())
+                return Response(502, {"error": f"Initialization has failed: {e}"})
+        elif self.function is None:
+            return Response(502, {"error": "The image holds no function (no function.json) and /init sent no code."})
+        self.initialized = True
+        return Response(200, {"ok": True})
+
+    # ------------------------------------------------------------------ /run
+    def run(self, body: Any) -> Response:
+        if not isinstance(body, dict):
+            return Response(400, {"error": "The /run body must be a JSON object with 'value'."})
+        if self.main is None and self.function is None:
+            return Response(502, {"error": "The action is not initialized."})
+        value = body.get("value", {})
+        try:
+            with self.activations.enter(variables(body)):
+                if self.main is not None:
+                    return self._run_code(value)
+                if isinstance(value, dict) and "__ow_method" in value:
+                    return Response(200, self._run_web(value))
+                return self._run_model(value)
+        finally:
+            _end_of_activation()
+
+    def _run_code(self, value) -> Response:
+        try:
+            result = self.main(value)
+        except Exception as e:
+            log(_traceback())
+            return Response(502, {"error": f"An error has occurred (see logs for details): {e.__class__.__name__}: {e}"})
+        if not isinstance(result, (dict, list)):
+            return Response(502, {"error": "The action did not return a dictionary or an array."})
+        try:
+            json.dumps(result)
+        except (TypeError, ValueError):
+            return Response(502, {"error": "The action returned a result that is not JSON serializable."})
+        return Response(200, result)
+
+    def _run_model(self, value) -> Response:
+        try:
+            result = self.function.predict(value)
+        except Exception as e:
+            status, message = describe_error(e, "/run")
+            # bad input is an application error (the caller's), anything else a developer error
+            return Response(200 if status < 500 else 502, {"error": message})
+        return Response(200, result, model=result.get("model") or "")
+
+    def _run_web(self, value: dict) -> dict:
+        headers = {"Content-Type": "application/json"}
+        try:
+            body = self.function.predict(web_request(value))
+            return {"statusCode": 200, "headers": headers, "body": body}
+        except Exception as e:
+            status, message = describe_error(e, "/run (web action)")
+            return {"statusCode": status, "headers": headers, "body": {"error": message}}
+
+
+def _end_of_activation() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.write(SENTINEL + "\n")
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def _traceback() -> str:
+    import traceback  # lazy: only errors pay for it
+
+    return traceback.format_exc().rstrip()
+
+
+def web_request(value: dict) -> dict:
+    """The predict request carried by a web action invocation.
+
+    Non-raw web actions get JSON body fields as top-level parameters; raw-http ones (and
+    non-JSON bodies) get `__ow_body`: base64 for binary content and JSON, plain text
+    otherwise. An image body becomes `{"image": bytes}`."""
+    params = {k: v for k, v in value.items() if not k.startswith("__ow_")}
+    query = value.get("__ow_query")
+    if isinstance(query, str) and query:
+        for k, v in parse_qsl(query):
+            params.setdefault(k, v)
+    body = value.get("__ow_body")
+    if body is None or body == "":
+        return params
+    headers = value.get("__ow_headers") or {}
+    if not isinstance(headers, dict):
+        raise InvalidInput("'__ow_headers' must be an object")
+    headers = {str(k).lower(): v for k, v in headers.items()}
+    ctype = str(headers.get("content-type", "")).split(";")[0].strip().lower()
+    if not isinstance(body, str):
+        if isinstance(body, dict):
+            return {**params, **body}
+        raise InvalidInput("'__ow_body' must be a string")
+    if ctype.startswith("image/") or ctype == "application/octet-stream":
+        try:
+            data = base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidInput("'__ow_body' is not valid base64 for a binary body") from None
+        return {**params, "image": data}
+    text = body
+    if not body.lstrip().startswith(("{", "[")):
+        try:  # raw-http JSON arrives base64-encoded
+            text = base64.b64decode(body, validate=True).decode("utf-8")
+        except (binascii.Error, ValueError, UnicodeDecodeError):
+            text = body
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise InvalidInput(f"'__ow_body' is not JSON or an image: {e}") from None
+    if not isinstance(data, dict):
+        raise InvalidInput("'__ow_body' must hold a JSON object")
+    return {**params, **data}
+
+
+
+
+def init_route(state, req, params) -> Response:
+    return state.action.init(req.json(allow_empty=True))
+
+
+def run_route(state, req, params) -> Response:
+    return state.action.run(req.json())
