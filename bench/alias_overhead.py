@@ -42,9 +42,10 @@ def main(argv=None) -> int:
 
     import requests
 
-    from mlfn.targets.base import VersionSpec
-    from mlfn.targets.openwhisk import OpenWhiskTarget
-    from mlfn.targets.wskprops import GUEST_AUTH, WskProps
+    from mlfn.rollout import Rollout
+    from mlfn.targets.interface import VersionSpec
+    from mlfn.targets.openwhisk import openwhisk_target
+    from mlfn.targets.openwhisk.wskprops import GUEST_AUTH, WskProps
 
     image = a.image
     if not image:
@@ -59,12 +60,12 @@ def main(argv=None) -> int:
     if a.apihost:
         props = WskProps(apihost=a.apihost, auth=a.auth, namespace=a.namespace)
     else:
-        from mlfn.targets.local.server import make_server
+        from mlfn.targets.local.api import make_server
 
         server, controller = make_server(Path(tempfile.mkdtemp(prefix="mlfn-bench-")), port=0)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         props = WskProps(apihost=f"http://127.0.0.1:{server.server_address[1]}", auth=GUEST_AUTH, namespace="guest")
-    t = OpenWhiskTarget(props=props)
+    t = Rollout(openwhisk_target(props=props))
     fn = f"bench-{int(time.time())}"
     try:
         for h in ("a", "b"):
@@ -98,7 +99,7 @@ def main(argv=None) -> int:
             t.delete(fn)
         finally:
             if server is not None:
-                from mlfn.targets.local.server import close
+                from mlfn.targets.local.api import close
 
                 close(server, controller)
     return 0

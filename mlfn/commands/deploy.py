@@ -1,6 +1,6 @@
 """`mlfn deploy`, `versions`, `status`, `traffic`, `promote`, `rollback`, `delete`, `render`.
 
-Thin: parse, build TargetOptions, call one function of mlfn.deploy, render. The same
+Thin: parse, build TargetOptions, call one function of mlfn.releases, render. The same
 commands drive every target (local, openwhisk, knative)."""
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def target_options(f):
 
 
 def _options(kw: dict, dry_run: bool = False):
-    from mlfn.deploy import TargetOptions
+    from mlfn.releases import TargetOptions
 
     return TargetOptions(target=kw.pop("target"), apihost=kw.pop("apihost"), auth=kw.pop("auth"),
                          namespace=kw.pop("namespace"), insecure=kw.pop("insecure"), kubeconfig=kw.pop("kubeconfig"),
@@ -139,7 +139,7 @@ def deploy(config_path, alias, weight, promote, push, web, web_secure, dry_run, 
       mlfn deploy -t openwhisk --push registry.example.com/digits --web
       mlfn deploy -t openwhisk --dry-run -o json # the REST calls, not sent
     """
-    from mlfn import deploy as lib
+    from mlfn import releases as lib
 
     cfg = _cfg(config_path, required=True)
     progress = Progress(quiet=output == "json")
@@ -173,7 +173,7 @@ def versions(name, config_path, output, **kw):
       mlfn versions digits
       mlfn versions digits -t openwhisk -o json
     """
-    from mlfn import deploy as lib
+    from mlfn import releases as lib
 
     cfg = _cfg(config_path)
     out = lib.versions(_function(name, cfg), _options(kw), cfg)
@@ -195,7 +195,7 @@ def status(name, config_path, output, **kw):
       mlfn status digits
       mlfn status digits -o json | jq '.aliases'
     """
-    from mlfn import deploy as lib
+    from mlfn import releases as lib
 
     cfg = _cfg(config_path)
     st = lib.status(_function(name, cfg), _options(kw), cfg)
@@ -237,7 +237,7 @@ def traffic(name, splits, alias, config_path, dry_run, output, **kw):
       mlfn traffic digits v3=90 v4=10            # canary
       mlfn traffic digits v3=80 v4 --alias ab    # A/B: v4 gets 20
     """
-    from mlfn import deploy as lib
+    from mlfn import releases as lib
 
     out = lib.set_traffic(name, splits, alias=alias, options=_options(kw, dry_run), cfg=_cfg(config_path))
     emit(out, output, lambda o: _alias_text(o.alias) + ("\n" + _dry(o) if o.dry_run else ""))
@@ -259,7 +259,7 @@ def promote(name, version, alias, config_path, dry_run, output, **kw):
       mlfn promote digits v4
       mlfn promote digits v4 --alias stable
     """
-    from mlfn import deploy as lib
+    from mlfn import releases as lib
 
     out = lib.promote(name, version, alias=alias, options=_options(kw, dry_run), cfg=_cfg(config_path))
     emit(out, output, lambda o: _alias_text(o.alias) + ("\n" + _dry(o) if o.dry_run else ""))
@@ -282,7 +282,7 @@ def rollback(name, alias, config_path, dry_run, output, **kw):
       mlfn rollback digits
       mlfn rollback digits --alias canary -o json
     """
-    from mlfn import deploy as lib
+    from mlfn import releases as lib
 
     out = lib.rollback(name, alias=alias, options=_options(kw, dry_run), cfg=_cfg(config_path))
     emit(out, output, lambda o: _alias_text(o.alias) + ("\n" + _dry(o) if o.dry_run else ""))
@@ -306,7 +306,7 @@ def delete(name, version, force, config_path, dry_run, output, **kw):
       mlfn delete digits v2
       mlfn delete digits            # everything
     """
-    from mlfn import deploy as lib
+    from mlfn import releases as lib
 
     out = lib.delete(name, version, force=force, options=_options(kw, dry_run), cfg=_cfg(config_path))
     emit(out, output, lambda o: ("Deleted: " + ", ".join(o.deleted)) + ("\n" + _dry(o) if o.dry_run else ""))
@@ -327,7 +327,7 @@ def render(config_path, out_dir, image, output, **kw):
       mlfn render --target openwhisk --out deploy/
       mlfn render -t knative --image registry.example.com/digits@sha256:...
     """
-    from mlfn import deploy as lib
+    from mlfn import releases as lib
 
     cfg = _cfg(config_path, required=True)
     files = lib.render(cfg, out_dir, _options(kw), image=image, progress=Progress(quiet=output == "json"))

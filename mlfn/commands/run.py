@@ -100,9 +100,9 @@ def invoke(ref, images, json_input, model, protocol, timeout, repeat, config_pat
         res = client.invoke_url(ref, payload, protocol=protocol, timeout=timeout)
         emit(res, output, lambda r: client.summarize(r["result"]))
         return
-    # NAME[@ALIAS|:vN]: a deployed function, through the deploy target (mlfn.deploy.invoke).
+    # NAME[@ALIAS|:vN]: a deployed function, through the deploy target (mlfn.releases.invoke).
     from mlfn.commands.deploy import _cfg, _options
-    from mlfn.deploy import invoke as invoke_deployed, invoke_repeated
+    from mlfn.releases import invoke as invoke_deployed, invoke_repeated
 
     if repeat > 1:
         summary = invoke_repeated(ref, payload, repeat, options=_options(kw), cfg=_cfg(config_path), timeout=timeout)

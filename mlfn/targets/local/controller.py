@@ -1,11 +1,12 @@
 """The local controller's behaviour, independent of HTTP: entities, invocation (docker
 actions and conductor actions), activation records.
 
-Semantics follow OpenWhisk (../shared/specs/openwhisk): an activation's response status is
+Semantics follow OpenWhisk (its REST API: tests/specs/openwhisk/apiv1swagger.json; the
+rules: docs/architecture.md, "The local controller"): an activation's response status is
 `success` (0), `application error` (1: the action returned `{"error": ...}`), `action
 developer error` (2: /init or /run failed, timed out, or did not answer JSON) or `whisk
 internal error` (3: e.g. the image cannot be pulled). A conductor action is driven step by
-step as conductors.md describes: secondary activations of the conductor alternate with
+step as OpenWhisk's conductor actions documentation describes: secondary activations of the conductor alternate with
 component activations, all `cause`d by one primary activation whose logs list them.
 """
 from __future__ import annotations

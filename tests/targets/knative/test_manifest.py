@@ -7,8 +7,8 @@ import yaml
 
 from mlfn.config import Config
 from mlfn.errors import ConfigError, TargetError
-from mlfn.targets import knative_manifest as km
-from mlfn.targets.knative_validate import ManifestError, template_dir, validate_service
+from mlfn.targets.knative import codec, manifest as km
+from mlfn.targets.knative.validate import ManifestError, template_dir, validate_service
 from tests.conftest import SPECS
 
 from .conftest import version_spec
@@ -70,9 +70,9 @@ def test_manifest_layout():
     assert ann["autoscaling.knative.dev/max-scale"] == "5"
     assert ann["autoscaling.knative.dev/target"] == "8"
     assert ann["autoscaling.knative.dev/metric"] == "rps"
-    assert ann[km.ANN_CONTENT] == version_spec(3).content_hash
-    assert ann[km.ANN_MODEL] == version_spec(3).model_sha256
-    assert ann[km.ANN_QUANT] == "int8" and ann[km.ANN_PIPELINE] == version_spec(3).pipeline_hash
+    assert ann[codec.VERSION_FIELDS.key("content_hash")] == version_spec(3).content_hash
+    assert ann[codec.VERSION_FIELDS.key("model_sha256")] == version_spec(3).model_sha256
+    assert ann[codec.VERSION_FIELDS.key("quantization")] == "int8" and ann[codec.VERSION_FIELDS.key("pipeline_hash")] == version_spec(3).pipeline_hash
     assert ann["mlfn.dev/mlfn-version"] == "0.1.0"
     pod = tpl["spec"]
     assert pod["containerConcurrency"] == 4 and pod["timeoutSeconds"] == 120
@@ -82,7 +82,7 @@ def test_manifest_layout():
     assert c["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": 8080}
     assert c["resources"] == {"requests": {"memory": "512Mi", "cpu": "250m"}, "limits": {"memory": "768Mi", "cpu": "1"}}
     assert m["spec"]["traffic"][0] == {"revisionName": "digits-v2", "percent": 100}
-    assert int(m["metadata"]["annotations"][km.ANN_LAST]) == 3
+    assert int(m["metadata"]["annotations"][codec.ANN_LAST]) == 3
 
 
 def test_defaults_scale_to_zero_and_timeout_from_deploy_timeout():
@@ -179,7 +179,7 @@ def test_routing_round_trip_and_mapping():
         {"revisionName": "digits-v2", "tag": "stable", "percent": 0},
         {"revisionName": "digits-v3", "tag": "v3", "percent": 0},
     ]
-    r = km.Routing.from_traffic("digits", traffic)
+    r = codec.Routing.from_traffic("digits", traffic)
     assert r.weights("digits", None) == {"v2": 90, "v3": 10}
     assert r.weights("digits", "digits") == {"v2": 90, "v3": 10}  # the bare function name is the default alias
     assert r.weights("digits", "stable") == {"v2": 100}
@@ -193,7 +193,7 @@ def test_routing_round_trip_and_mapping():
 
 
 def test_routing_reads_tagged_entries_with_percent_written_by_kn():
-    r = km.Routing.from_traffic("digits", [{"revisionName": "digits-v1", "tag": "blue", "percent": 100}])
+    r = codec.Routing.from_traffic("digits", [{"revisionName": "digits-v1", "tag": "blue", "percent": 100}])
     assert r.weights("digits", None) == {"v1": 100}
     assert r.weights("digits", "blue") == {"v1": 100}
 
@@ -201,11 +201,11 @@ def test_routing_reads_tagged_entries_with_percent_written_by_kn():
 @pytest.mark.parametrize("alias", ["v2", "Canary", "a_b"])
 def test_bad_alias_names(alias):
     with pytest.raises(TargetError, match=f"Alias name '{alias}'"):
-        km.check_alias_name(alias)
+        codec.check_alias_name(alias)
 
 
 def test_a_split_replaces_latest_revision_entries_written_by_others():
-    r = km.Routing.from_traffic("digits", [{"latestRevision": True, "percent": 100},
+    r = codec.Routing.from_traffic("digits", [{"latestRevision": True, "percent": 100},
                                            {"latestRevision": True, "tag": "latest", "percent": 0}])
     r.assign("digits", None, {"v1": 100})
     assert r.to_traffic() == [{"revisionName": "digits-v1", "percent": 100},

@@ -1,5 +1,5 @@
-"""The deploy commands through click (CliRunner), against the local controller, and the
-`mlfn local` daemon."""
+"""The deploy commands through click (CliRunner), against the local controller (without
+Docker where no function runs: `rest_api`), and the `mlfn local` daemon."""
 from __future__ import annotations
 
 import json
@@ -14,7 +14,6 @@ from click.testing import CliRunner
 from mlfn.cli import main
 from tests.targets.openwhisk.conftest import ACTION_IMAGE
 
-pytestmark = pytest.mark.docker
 
 
 @pytest.fixture
@@ -43,6 +42,7 @@ def run(args, port, ok=True):
     return r
 
 
+@pytest.mark.docker
 def test_deploy_canary_promote_rollback_delete(project, local_api, monkeypatch):
     port = local_api.server_address[1]
     monkeypatch.chdir(project.dir)
@@ -79,8 +79,8 @@ def test_deploy_canary_promote_rollback_delete(project, local_api, monkeypatch):
     assert r.exit_code != 0 and "does not exist" in r.stderr
 
 
-def test_deploy_dry_run_changes_nothing_and_hides_secrets(project, local_api, monkeypatch):
-    port = local_api.server_address[1]
+def test_deploy_dry_run_changes_nothing_and_hides_secrets(project, rest_api, monkeypatch):
+    port = rest_api.server_address[1]
     monkeypatch.chdir(project.dir)
     r = run(["deploy", "--dry-run", "--web", "--web-secure", "-o", "json"], port)
     out = json.loads(r.stdout)
@@ -91,8 +91,9 @@ def test_deploy_dry_run_changes_nothing_and_hides_secrets(project, local_api, mo
     assert "does not exist" in r.stderr
 
 
-def test_openwhisk_flags_and_wskprops(project, local_api, monkeypatch, tmp_path):
-    from mlfn.targets.wskprops import GUEST_AUTH
+def test_openwhisk_flags_and_wskprops(project, rest_api, monkeypatch, tmp_path):
+    local_api = rest_api
+    from mlfn.targets.openwhisk.wskprops import GUEST_AUTH
 
     monkeypatch.chdir(project.dir)
     props = tmp_path / "wskprops"
@@ -106,7 +107,8 @@ def test_openwhisk_flags_and_wskprops(project, local_api, monkeypatch, tmp_path)
     assert r.exit_code == 1 and "rejected the credentials" in r.stderr
 
 
-def test_local_daemon_up_status_down(tmp_path, action_image):
+@pytest.mark.docker
+def test_local_daemon_up_status_down(tmp_path):
     env = {**os.environ, "MLFN_LOCAL_HOME": str(tmp_path)}
     import socket
 
@@ -130,8 +132,8 @@ def test_local_daemon_up_status_down(tmp_path, action_image):
     assert json.loads(st.stdout)["running"] is False
 
 
-def test_unknown_versions_in_a_split_are_named(project, local_api, monkeypatch):
-    port = local_api.server_address[1]
+def test_unknown_versions_in_a_split_are_named(project, rest_api, monkeypatch):
+    port = rest_api.server_address[1]
     monkeypatch.chdir(project.dir)
     run(["deploy"], port)
     r = run(["traffic", project.name, "v1=50", "v9=50", "-o", "json"], port, ok=False)
@@ -144,7 +146,8 @@ def test_unknown_versions_in_a_split_are_named(project, local_api, monkeypatch):
     run(["delete", project.name], port)
 
 
-def test_local_port_mismatches_are_named(tmp_path, action_image):
+@pytest.mark.docker
+def test_local_port_mismatches_are_named(tmp_path):
     """`--port` on local up/status/down and on the deploy commands is checked against the
     port the controller of MLFN_LOCAL_HOME runs on, instead of being ignored."""
     import socket

@@ -11,7 +11,7 @@ threading HTTP server.
          require-whisk-auth)
 
 Basic auth with the guest key on everything but web actions (401 otherwise). Errors are
-`{"error": ..., "code": ...}`. Run it with `python -m mlfn.targets.local.server`.
+`{"error": ..., "code": ...}`. Run it with `python -m mlfn.targets.local.api`.
 """
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ import base64
 import hashlib
 import json
 import logging
-import os
 import signal
 import sys
 import threading
@@ -31,9 +30,9 @@ from typing import Optional
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from mlfn.targets.local.controller import MAX_PAYLOAD, ApiError, Controller, ann, truthy
-from mlfn.targets.wskprops import GUEST_AUTH, GUEST_NAMESPACE
+from mlfn.targets.openwhisk.wskprops import GUEST_AUTH, GUEST_NAMESPACE
 
-log = logging.getLogger("mlfn.targets.local.server")
+log = logging.getLogger("mlfn.targets.local.api")
 
 BLOCKING_WAIT_S = 60.0
 WEB_EXTENSIONS = (".json", ".http", ".html", ".svg", ".text")
@@ -347,7 +346,7 @@ def close(server, controller) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mlfn.targets.local.server")
+    p = argparse.ArgumentParser(prog="python -m mlfn.targets.local.api")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=3233)
     p.add_argument("--home", default=None)
@@ -355,7 +354,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("mlfn.targets.local").setLevel(logging.INFO)
-    from mlfn.targets.local import state_dir
+    from mlfn.targets.local.daemon import state_dir
 
     home = Path(a.home) if a.home else state_dir()
     server, controller = make_server(home, a.host, a.port, a.idle_seconds)
