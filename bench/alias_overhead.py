@@ -29,6 +29,19 @@ def percentile(xs, p):
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
+def measure(session, url: str, payload, n: int) -> list:
+    """Milliseconds of n blocking calls to url, after 5 warm-up calls (cold starts are measured elsewhere)."""
+    for _ in range(5):
+        session.post(url, json=payload).raise_for_status()
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        r = session.post(url, json=payload)
+        times.append((time.perf_counter() - t0) * 1000)
+        r.raise_for_status()
+    return times
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--image", help="function image (default: the tiny test action image, built here)")
@@ -75,18 +88,8 @@ def main(argv=None) -> int:
         session = requests.Session()
         session.auth = props.credentials
         base = f"{props.base_url}/api/v1/namespaces/{props.namespace}/actions/{fn}"
-        results = {}
-        for entity in ("v1", "default", "weighted"):
-            url = f"{base}/{entity}?blocking=true&result=true"
-            for _ in range(5):  # warm (cold starts are measured elsewhere)
-                session.post(url, json=payload).raise_for_status()
-            times = []
-            for _ in range(a.n):
-                t0 = time.perf_counter()
-                r = session.post(url, json=payload)
-                times.append((time.perf_counter() - t0) * 1000)
-                r.raise_for_status()
-            results[entity] = times
+        results = {entity: measure(session, f"{base}/{entity}?blocking=true&result=true", payload, a.n)
+                   for entity in ("v1", "default", "weighted")}
         print(f"{'entity':<24}{'p50 ms':>9}{'p95 ms':>9}{'mean ms':>9}")
         labels = {"v1": "version v1 (direct)", "default": "alias 100% (copy)", "weighted": "alias 50/50 (conductor)"}
         for e, xs in results.items():

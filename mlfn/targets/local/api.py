@@ -26,7 +26,7 @@ import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from mlfn.targets.local.controller import MAX_PAYLOAD, ApiError, Controller, ann, truthy
@@ -243,6 +243,28 @@ class Handler(BaseHTTPRequestHandler):
                 return self._error(401, "The resource requires authentication, which was not supplied with the request")
         raw = self._body()
         headers = {k.lower(): v for k, v in self.headers.items() if k.lower() not in ("authorization", "x-require-whisk-auth")}
+        args = self._web_args(action, raw, raw_query)
+        if any(k.startswith("__ow_") and k not in ("__ow_body", "__ow_query") for k in args):
+            raise ApiError(400, "Request defines parameters that are not allowed (e.g., reserved properties).")
+        args.update({"__ow_method": self.command.lower(), "__ow_headers": headers, "__ow_path": "/".join(extra)})
+        if truthy(secret):
+            args["__ow_user"] = c.namespace
+        aid, fut = c.start(key, action, args)
+        hdr = {"x-openwhisk-activation-id": aid}
+        try:
+            rec = fut.result(timeout=BLOCKING_WAIT_S)
+        except Exception:  # noqa: BLE001
+            return self._send(202, {"activationId": aid}, hdr)
+        resp = rec["response"]
+        result = resp["result"]
+        if not resp["success"]:
+            status = 400 if resp["statusCode"] == 1 else 502
+            err = result.get("error") if isinstance(result, dict) else "The action did not return a dictionary."
+            return self._send(status, {"error": err, "code": aid}, hdr)
+        return self._web_reply(ext, result, hdr)
+
+    def _web_args(self, action: dict, raw: bytes, raw_query: str) -> dict:
+        """A web action's parameters from the query and the body (by content type)."""
         args: dict = {}
         if truthy(ann(action, "raw-http")):
             args["__ow_query"] = raw_query
@@ -267,23 +289,10 @@ class Handler(BaseHTTPRequestHandler):
                     args["__ow_body"] = raw.decode(errors="replace")
                 else:
                     args["__ow_body"] = base64.b64encode(raw).decode()
-        if any(k.startswith("__ow_") and k not in ("__ow_body", "__ow_query") for k in args):
-            raise ApiError(400, "Request defines parameters that are not allowed (e.g., reserved properties).")
-        args.update({"__ow_method": self.command.lower(), "__ow_headers": headers, "__ow_path": "/".join(extra)})
-        if truthy(secret):
-            args["__ow_user"] = c.namespace
-        aid, fut = c.start(key, action, args)
-        hdr = {"x-openwhisk-activation-id": aid}
-        try:
-            rec = fut.result(timeout=BLOCKING_WAIT_S)
-        except Exception:  # noqa: BLE001
-            return self._send(202, {"activationId": aid}, hdr)
-        resp = rec["response"]
-        result = resp["result"]
-        if not resp["success"]:
-            status = 400 if resp["statusCode"] == 1 else 502
-            err = result.get("error") if isinstance(result, dict) else "The action did not return a dictionary."
-            return self._send(status, {"error": err, "code": aid}, hdr)
+        return args
+
+    def _web_reply(self, ext: str, result: Any, hdr: dict) -> None:
+        """Answer a web action's successful result as its extension (.json/.text/.http) asks."""
         if ext == ".json":
             return self._send(200, result, hdr)
         if ext == ".text":
