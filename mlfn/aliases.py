@@ -103,6 +103,8 @@ def rollback(state: State, alias: str) -> Rollback:
     while history:
         previous = history.pop()
         gone = [v for v in routed(previous) if v not in existing] if state.known else []
+        if previous == current.weights:  # no change to go back to (e.g. left behind by pruning)
+            continue
         if not gone:
             record = AliasRecord(alias, validate_weights(dict(previous)), history, web=current.web)
             return Rollback(record, dict(current.weights), notes)

@@ -68,11 +68,16 @@ def open_target(cfg=None, options: Optional[TargetOptions] = None, recorder: Opt
                       host=o.host)
 
 
-def version_spec(cfg, build) -> VersionSpec:
-    """What to publish for a BuildResult: the image by digest when it was pushed."""
+def version_spec(cfg, build, planned_push: Optional[str] = None) -> VersionSpec:
+    """What to publish for a BuildResult: the image by digest when it was pushed; a dry run
+    that would push names the REGISTRY/REPO:TAG it would push to (`planned_push`)."""
     from mlfn import __version__
 
     image = build.repo_digest or build.image
+    if planned_push and not build.repo_digest:
+        from mlfn.image.docker_builder import parse_push_ref
+
+        image = ":".join(parse_push_ref(planned_push, build.image.rsplit(":", 1)[-1]))
     return VersionSpec(
         function=cfg.name, image=image, digest=build.digest, model_sha256=build.model_sha256,
         quantization=build.quantization, pipeline_hash=build.pipeline_hash, content_hash=build.content_hash,
@@ -102,9 +107,8 @@ def deploy(cfg, options: Optional[TargetOptions] = None, *, alias: Optional[str]
     if build is None:
         from mlfn.image import build_image
 
-        push = push or cfg.deploy.registry
-        build = build_image(cfg, push=push if not options.dry_run else None, progress=progress)
-    spec = version_spec(cfg, build)
+        build = build_image(cfg, push=None if options.dry_run else push or cfg.deploy.registry, progress=progress)
+    spec = version_spec(cfg, build, planned_push=(push or cfg.deploy.registry) if options.dry_run else None)
     ow = cfg.deploy.openwhisk
     out = rollout.publish(spec, alias=alias, weight=weight, promote=promote, web=ow.web if web is None else web,
                           require_auth=bool(ow.require_whisk_auth if require_whisk_auth is None

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 from urllib.parse import urlsplit, urlunsplit
 
-from mlfn.errors import NotFoundError, TargetError
+from mlfn.errors import ConfigError, NotFoundError, TargetError
 from mlfn.targets.interface import (DEFAULT_ALIAS, AliasRecord, AliasWritten, InvokeResult, Progress, Published,
                                     State, Target, VersionSpec, _quiet)
 from mlfn.targets.knative import codec
@@ -98,6 +98,7 @@ class KnativeTarget(Target):
     # ------------------------------------------------------------------ publishing
 
     def publish(self, spec: VersionSpec, progress: Progress = _quiet) -> Published:
+        check_pullable(spec.image)
         spec = identity(spec)
         service = spec.function
         for _ in range(CONFLICT_RETRIES):
@@ -308,6 +309,7 @@ class KnativeTarget(Target):
         (GitOps): same content keeps it, new content adds v<N+1> with traffic unchanged."""
         import yaml
 
+        check_pullable(spec.image)
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         path = out / f"{spec.function}.knative.yaml"
@@ -323,6 +325,17 @@ class KnativeTarget(Target):
         validate_service(manifest, existing=existing)
         path.write_text(yaml.safe_dump(manifest, sort_keys=False))
         return [str(path)]
+
+
+def check_pullable(image: str) -> str:
+    """A cluster pulls images from a registry: a reference without a registry host (the local
+    build tag mlfn/NAME:HASH) cannot be what a Service runs."""
+    first = image.split("/", 1)[0] if "/" in image else ""
+    if not ("." in first or ":" in first or first == "localhost"):
+        raise ConfigError(f"The image {image} is a local tag that no cluster can pull; set deploy.registry in "
+                          "mlfn.yaml (or pass --push REGISTRY/REPO to deploy, --image to render) so the Service "
+                          "references a pushed image.")
+    return image
 
 
 def _post(what: str, url: str, host: Optional[str], payload: Any, timeout: float, served) -> InvokeResult:

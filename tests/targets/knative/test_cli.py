@@ -81,3 +81,12 @@ def test_render_command_for_gitops(tmp_path):
     doc2 = yaml.safe_load((out / "digits.knative.yaml").read_text())
     assert doc2["spec"]["template"]["metadata"]["name"] == "digits-v2"
     assert doc2["spec"]["traffic"] == doc["spec"]["traffic"]
+
+
+def test_render_refuses_a_local_image_tag(tmp_path):
+    (tmp_path / "mlfn.yaml").write_text("name: digits\ndeploy:\n  target: knative\n")
+    result = CliRunner().invoke(main, ["render", "-c", str(tmp_path / "mlfn.yaml"), "--image", "mlfn/digits:abc",
+                                       "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "The image mlfn/digits:abc is a local tag that no cluster can pull" in result.stderr
+    assert not (tmp_path / "out").exists()

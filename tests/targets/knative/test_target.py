@@ -372,3 +372,18 @@ def test_wait_timeout_comes_from_mlfn_yaml(api, kubeconfig, make_rollout):
     assert target.client.wait_timeout == 1
     with pytest.raises(TargetError, match="timed out after 1s"):
         target.publish(version_spec(2))
+
+
+def test_a_local_image_tag_is_refused_before_anything_is_sent(api, make_rollout, tmp_path):
+    """Issue 12 item 17: the local build tag mlfn/NAME:HASH cannot be pulled by a cluster."""
+    from mlfn.errors import ConfigError
+
+    local = version_spec(1, image="mlfn/digits:0123456789ab")
+    with pytest.raises(ConfigError, match="local tag that no cluster can pull; set deploy.registry"):
+        make_rollout().publish(local)
+    out = tmp_path / "gitops"
+    with pytest.raises(ConfigError, match="no cluster can pull"):
+        make_rollout().target.render(local, str(out))
+    assert not [q for q in api.kube.requests if q[0] != "GET"] and not out.exists()
+    for pullable in ("localhost:5000/digits:1", "registry.example.com/mlfn/digits:1", "reg:5000/d@sha256:" + "a" * 64):
+        assert make_rollout().target.render(version_spec(1, image=pullable), str(out))

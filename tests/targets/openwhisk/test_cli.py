@@ -73,7 +73,7 @@ def test_deploy_canary_promote_rollback_delete(project, local_api, monkeypatch):
     assert r.exit_code != 0 and "routed by alias" in r.stderr
     r = run(["traffic", project.name, "v1=50", "v2=60"], port, ok=False)
     assert r.exit_code == 2 and "sum to 110" in r.stderr
-    r = run(["delete", project.name, "-o", "json"], port)
+    r = run(["delete", project.name, "--yes", "-o", "json"], port)
     assert project.name in json.loads(r.stdout)["deleted"]
     r = run(["versions", project.name], port, ok=False)
     assert r.exit_code != 0 and "does not exist" in r.stderr
@@ -143,7 +143,7 @@ def test_unknown_versions_in_a_split_are_named(project, rest_api, monkeypatch):
     assert f"v8 of '{project.name}' does not exist" in r.stderr
     r = run(["traffic", project.name, "v8=50", "v9=50"], port, ok=False)
     assert f"v8, v9 of '{project.name}' do not exist" in r.stderr
-    run(["delete", project.name], port)
+    run(["delete", project.name, "--yes"], port)
 
 
 @pytest.mark.docker
@@ -181,3 +181,38 @@ def test_local_port_mismatches_are_named(tmp_path):
     finally:
         r = mlfn("local", "down", "--port", str(port), "-o", "json")
     assert r.returncode == 0 and json.loads(r.stdout)["running"] is False
+
+
+def test_before_is_what_the_command_replaced_and_status_says_rollback_to(project, rest_api, monkeypatch):
+    """Issue 12 item 3: after traffic 50/50 and promote v2, rollback replaced v2=100."""
+    port = rest_api.server_address[1]
+    monkeypatch.chdir(project.dir)
+    run(["deploy"], port)
+    project.content["hash"] = "c2"
+    run(["deploy"], port)
+    run(["traffic", project.name, "v1=50", "v2=50"], port)
+    r = run(["promote", project.name, "v2"], port)
+    assert "default: v2=100   (before: v1=50 v2=50)   (rollback to: v1=50 v2=50)" in r.stdout
+    r = run(["rollback", project.name], port)
+    assert "default: v1=50 v2=50   (before: v2=100)   (rollback to: v1=100)" in r.stdout
+    out = json.loads(run(["rollback", project.name, "-o", "json"], port).stdout)
+    assert out["replaced"] == {"v1": 50, "v2": 50} and out["alias"]["weights"] == {"v1": 100}
+    r = run(["traffic", project.name, "v2=100", "--alias", "fresh"], port)
+    assert "fresh: v2=100   (before: no such alias)" in r.stdout
+    text = run(["status", project.name], port).stdout
+    assert "ROLLBACK TO" in text and "PREVIOUS" not in text
+    run(["delete", project.name, "--yes"], port)
+
+
+def test_deleting_everything_needs_yes_off_a_terminal(project, rest_api, monkeypatch):
+    """Issue 12 item 10: `mlfn delete NAME` asks on a terminal, and needs --yes elsewhere."""
+    port = rest_api.server_address[1]
+    monkeypatch.chdir(project.dir)
+    run(["deploy"], port)
+    r = run(["delete", project.name, "-o", "json"], port, ok=False)  # CliRunner's stdin is no terminal
+    assert r.exit_code == 2 and r.stdout == "" and "pass --yes to confirm" in r.stderr
+    assert json.loads(run(["versions", project.name, "-o", "json"], port).stdout)[0]["name"] == "v1"
+    r = run(["delete", project.name, "--dry-run"], port)  # a dry run deletes nothing: no question
+    assert "DELETE" in r.stdout
+    r = run(["delete", project.name, "--yes", "-o", "json"], port)
+    assert project.name in json.loads(r.stdout)["deleted"]

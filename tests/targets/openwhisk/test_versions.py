@@ -170,3 +170,31 @@ def test_version_numbers_are_never_reused(rest_rollout, fn_name):
     r = rest_rollout.publish(spec(fn_name, "c"))
     assert r.version.name == "v3"  # v2 meant other content; history may still name it
     assert [v.name for v in rest_rollout.versions(fn_name)] == ["v1", "v3"]
+
+
+def test_rollback_is_never_stuck_on_a_deleted_version(rest_rollout, fn_name):
+    """Issue 12 item 2: traffic v1=50 v3=50, promote v1, delete v3 (unrouted), rollback."""
+    for content in "abc":
+        rest_rollout.publish(spec(fn_name, content))
+    rest_rollout.set_traffic(fn_name, "default", {"v1": 50, "v3": 50})
+    rest_rollout.promote(fn_name, "v1")
+    rest_rollout.set_traffic(fn_name, "default", {"v1": 90, "v2": 10})
+    deleted = rest_rollout.delete(fn_name, "v3")
+    assert deleted.deleted == [f"{fn_name}/v3"]
+    assert deleted.notes == ["Alias 'default': dropped 1 rollback history entry naming v3."]
+    back = rest_rollout.rollback(fn_name)  # v1=90 v2=10 -> v1=100 (v1=50 v3=50 was pruned)
+    assert back.alias.weights == {"v1": 100} and back.replaced == {"v1": 90, "v2": 10}
+    with pytest.raises(TargetError, match="no earlier assignment"):  # clear, not "v3 does not exist"
+        rest_rollout.rollback(fn_name)
+
+
+def test_deleting_a_version_drops_its_zero_entry_from_a_split(rest_rollout, fn_name):
+    """Issue 12 item 10: the alias stays (and keeps serving); only the 0% entry goes."""
+    rest_rollout.publish(spec(fn_name, "a"))
+    rest_rollout.publish(spec(fn_name, "b"))
+    rest_rollout.set_traffic(fn_name, "ab", {"v1": 100, "v2": 0})
+    out = rest_rollout.delete(fn_name, "v2", force=True)
+    assert out.deleted == [f"{fn_name}/v2"]
+    assert "Alias 'ab': removed the 0% entry for v2 (v1=100)." in out.notes
+    aliases = {a.name: a.weights for a in assert_aliases_valid(rest_rollout, fn_name).aliases}
+    assert aliases == {"default": {"v1": 100}, "ab": {"v1": 100}}
