@@ -57,7 +57,7 @@ def main(argv=None) -> int:
 
     from mlfn.rollout import Rollout
     from mlfn.targets.interface import VersionSpec
-    from mlfn.targets.openwhisk import openwhisk_target
+    from mlfn.targets.openwhisk.target import openwhisk_target
     from mlfn.targets.openwhisk.wskprops import GUEST_AUTH, WskProps
 
     image = a.image

@@ -63,7 +63,7 @@ def render_validate(n: int = 200) -> dict:
 def operations() -> dict:
     from mlfn.config import Config
     from mlfn.rollout import Rollout
-    from mlfn.targets.knative import knative_target
+    from mlfn.targets.knative.target import knative_target
     from tests.targets.knative.conftest import version_spec
     from tests.targets.knative.fake_apiserver import FakeApiServer
 

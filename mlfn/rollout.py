@@ -17,7 +17,7 @@ from typing import Optional
 
 from mlfn import aliases as policy
 from mlfn.targets.interface import (DEFAULT_ALIAS, Alias, AliasRecord, Progress, State, Status, Target, Version,
-                                    VersionSpec, _quiet)
+                                    VersionSpec, quiet)
 from mlfn.targets.recording import Recorder
 from mlfn.traffic import format_weights, validate_weights, version_number
 
@@ -76,7 +76,7 @@ class Rollout:
 
     def publish(self, spec: VersionSpec, *, alias: Optional[str] = None, weight: Optional[int] = None,
                 promote: bool = False, web: bool = False, require_auth: bool = False,
-                progress: Progress = _quiet) -> PublishOutcome:
+                progress: Progress = quiet) -> PublishOutcome:
         """Publish spec as a version; move an alias only when asked (or for a first version)."""
         state = self.target.read(spec.function, missing_ok=True)
         published = self.target.publish(spec, progress=progress)

@@ -39,9 +39,9 @@ def get_target(name: str, cfg=None, recorder: Optional[Recorder] = None, **optio
 
         return local_target(cfg, recorder=recorder, **kw)
     if name == "openwhisk":
-        from mlfn.targets.openwhisk import openwhisk_target
+        from mlfn.targets.openwhisk.target import openwhisk_target
 
         return openwhisk_target(cfg, recorder=recorder, **kw)
-    from mlfn.targets.knative import knative_target
+    from mlfn.targets.knative.target import knative_target
 
     return knative_target(cfg, recorder=recorder, **kw)

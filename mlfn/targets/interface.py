@@ -26,7 +26,7 @@ DEFAULT_ALIAS = "default"
 Progress = Callable[[str], None]
 
 
-def _quiet(message: str) -> None:
+def quiet(message: str) -> None:
     pass
 
 
@@ -147,12 +147,12 @@ class Target(abc.ABC):
         State(exists=False) with missing_ok."""
 
     @abc.abstractmethod
-    def publish(self, spec: VersionSpec, progress: Progress = _quiet) -> Published:
+    def publish(self, spec: VersionSpec, progress: Progress = quiet) -> Published:
         """Create the next version vN for spec, or return the one with an equal content_hash.
         Never moves an alias."""
 
     @abc.abstractmethod
-    def write_alias(self, function: str, record: AliasRecord, progress: Progress = _quiet) -> AliasWritten:
+    def write_alias(self, function: str, record: AliasRecord, progress: Progress = quiet) -> AliasWritten:
         """Create or replace an alias exactly as recorded. Every version it routes to exists."""
 
     @abc.abstractmethod

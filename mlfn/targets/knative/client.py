@@ -20,9 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from mlfn.errors import NotFoundError, TargetError
-from mlfn.targets.knative.codec import condition as _condition
-from mlfn.targets.knative.codec import describe as _describe
-from mlfn.targets.knative.codec import version_of
+from mlfn.targets.knative import codec
 from mlfn.targets.knative.manifest import API_VERSION, GROUP, LABEL_KN_SERVICE, REVISIONS, SERVICES
 from mlfn.targets.recording import Recorder
 from mlfn.targets.wait import poll
@@ -191,8 +189,8 @@ class KubeClient:
         data = self._call("list_namespaced_custom_object", GROUP, API_VERSION, self.namespace, REVISIONS,
                           label_selector=f"{LABEL_KN_SERVICE}={service}", what=f"revisions of {service}")
         items = [r for r in (data or {}).get("items") or []
-                 if version_of(service, (r.get("metadata") or {}).get("name", ""))]
-        return sorted(items, key=lambda r: int(version_of(service, r["metadata"]["name"])[1:]))
+                 if codec.version_of(service, (r.get("metadata") or {}).get("name", ""))]
+        return sorted(items, key=lambda r: int(codec.version_of(service, r["metadata"]["name"])[1:]))
 
     def create_service(self, manifest: dict) -> dict:
         return self._call("create_namespaced_custom_object", GROUP, API_VERSION, self.namespace, SERVICES,
@@ -229,17 +227,17 @@ class KubeClient:
             status = obj.get("status") or {}
             if (status.get("observedGeneration") or 0) < generation:
                 return False, obj, "waiting for Knative to observe the change"
-            cond = _condition(obj, condition) or (_condition(obj, "Ready") if condition != "Ready" else None)
+            cond = codec.condition(obj, condition) or (codec.condition(obj, "Ready") if condition != "Ready" else None)
             state = (cond or {}).get("status")
             if state == "True" and (revision is None or status.get("latestReadyRevisionName") == revision):
                 return True, obj, ""
             if state == "False":
                 false_since[:] = false_since or [time.monotonic()]
                 if time.monotonic() - false_since[0] >= self.error_window:
-                    raise TargetError(f"{what} failed: {_describe(cond)}.")
+                    raise TargetError(f"{what} failed: {codec.describe(cond)}.")
             else:
                 false_since.clear()
-            return False, obj, _describe(cond)
+            return False, obj, codec.describe(cond)
 
         return poll(step, timeout=self.wait_timeout, interval=self.poll_interval, what=what, note=progress)
 

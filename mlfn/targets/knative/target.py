@@ -24,11 +24,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 from mlfn.errors import ConfigError, NotFoundError, TargetError
 from mlfn.targets.interface import (DEFAULT_ALIAS, AliasRecord, AliasWritten, InvokeResult, Progress, Published,
-                                    State, Target, VersionSpec, _quiet)
+                                    State, Target, VersionSpec, quiet)
 from mlfn.targets.knative import codec
-from mlfn.targets.knative.client import Conflict, merge_patch
+from mlfn.targets.knative.client import Conflict, DryRunKubeClient, KubeClient, merge_patch
 from mlfn.targets.knative.manifest import identity, plan_publish
 from mlfn.targets.knative.validate import validate_service
+from mlfn.targets.recording import Recorder
 
 CONFLICT_RETRIES = 8
 CONFLICT_BACKOFF = 0.05  # seconds, doubled per retry, at most 1 s
@@ -54,7 +55,7 @@ class KnativeTarget(Target):
                                 f"deploy it first (mlfn deploy --target knative).")
         return obj
 
-    def _update(self, service: str, mutate: Callable[[dict], Optional[dict]], progress: Progress = _quiet) -> tuple:
+    def _update(self, service: str, mutate: Callable[[dict], Optional[dict]], progress: Progress = quiet) -> tuple:
         """Read, change (mutate returns the new object, or None for no change), validate and
         patch with the read resourceVersion as precondition; a 409 re-reads and retries.
         Returns (old, new, changed)."""
@@ -76,7 +77,7 @@ class KnativeTarget(Target):
             f"Knative service {service} kept changing under mlfn ({CONFLICT_RETRIES} conflicts in a row); try again."
         )
 
-    def _wait_routes(self, service: str, obj: dict, what: str, progress: Progress = _quiet) -> dict:
+    def _wait_routes(self, service: str, obj: dict, what: str, progress: Progress = quiet) -> dict:
         return self.client.wait(service, obj["metadata"].get("generation", 0), condition="RoutesReady", what=what,
                                 progress=progress)
 
@@ -97,7 +98,7 @@ class KnativeTarget(Target):
 
     # ------------------------------------------------------------------ publishing
 
-    def publish(self, spec: VersionSpec, progress: Progress = _quiet) -> Published:
+    def publish(self, spec: VersionSpec, progress: Progress = quiet) -> Published:
         check_pullable(spec.image)
         spec = identity(spec)
         service = spec.function
@@ -210,7 +211,7 @@ class KnativeTarget(Target):
                 raise TargetError(f"Cannot route traffic to {v} of {function}: its revision failed "
                                   f"({codec.describe(ready)}).")
 
-    def write_alias(self, function: str, record: AliasRecord, progress: Progress = _quiet) -> AliasWritten:
+    def write_alias(self, function: str, record: AliasRecord, progress: Progress = quiet) -> AliasWritten:
         """Knative serves HTTP on every alias: `web` and `require_auth` (OpenWhisk's) do not apply."""
         key = DEFAULT_ALIAS if codec.is_default_alias(function, record.name) else record.name
         if key != DEFAULT_ALIAS:
@@ -228,7 +229,7 @@ class KnativeTarget(Target):
 
         return AliasWritten(self._apply(function, key, change, f"Alias {key} of {function}", progress))
 
-    def _apply(self, function: str, key: str, change, what: str, progress: Progress = _quiet):
+    def _apply(self, function: str, key: str, change, what: str, progress: Progress = quiet):
         old, new, changed = self._update(function, change, progress)
         if changed and (old["spec"].get("traffic") != new["spec"].get("traffic")):
             new = self._wait_routes(function, new, what, progress)
@@ -325,6 +326,23 @@ class KnativeTarget(Target):
         validate_service(manifest, existing=existing)
         path.write_text(yaml.safe_dump(manifest, sort_keys=False))
         return [str(path)]
+
+
+def knative_target(cfg=None, *, kubeconfig: Optional[str] = None, context: Optional[str] = None,
+                   namespace: Optional[str] = None, host: Optional[str] = None,
+                   recorder: Optional[Recorder] = None, **client_options):
+    """A Knative target from flags and mlfn.yaml (deploy.knative). With a recorder it is a dry
+    run: reads go to the cluster, writes to the recorder."""
+    from mlfn.config import Config
+
+    cfg = cfg if cfg is not None else Config()
+    kn = cfg.deploy.knative
+    client_options.setdefault("wait_timeout", getattr(kn, "wait_timeout", 300))
+    client = KubeClient(kubeconfig=kubeconfig, context=context or kn.context, namespace=namespace or kn.namespace,
+                        **client_options)
+    if recorder is not None:
+        client = DryRunKubeClient(client, recorder)
+    return KnativeTarget(cfg, client, host=host, namespace=namespace)
 
 
 def check_pullable(image: str) -> str:

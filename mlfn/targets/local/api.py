@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import hashlib
 import json
 import logging
 import signal
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from mlfn.targets.local.home import owner_id, state_dir
 from mlfn.targets.local.controller import MAX_PAYLOAD, ApiError, Controller, ann, truthy
 from mlfn.targets.openwhisk.wskprops import GUEST_AUTH, GUEST_NAMESPACE
 
@@ -326,10 +326,6 @@ class LocalServer(ThreadingHTTPServer):
     allow_reuse_address = True
 
 
-def owner_id(home: Optional[Path]) -> str:
-    return hashlib.sha256(str(Path(home).resolve() if home else "memory").encode()).hexdigest()[:12]
-
-
 def make_server(home: Optional[Path], host: str = "127.0.0.1", port: int = 3233, idle_seconds: float = 600.0,
                 docker_client=None) -> tuple:
     """(server, controller). The apihost handed to actions is this server's address."""
@@ -363,8 +359,6 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("mlfn.targets.local").setLevel(logging.INFO)
-    from mlfn.targets.local.daemon import state_dir
-
     home = Path(a.home) if a.home else state_dir()
     server, controller = make_server(home, a.host, a.port, a.idle_seconds)
     stop = threading.Event()

@@ -17,12 +17,10 @@ from pathlib import Path
 from typing import Optional
 
 from mlfn.errors import TargetError
+from mlfn.targets.local.home import state_dir
 
 DEFAULT_PORT = 3233
 
-
-def state_dir() -> Path:
-    return Path(os.environ.get("MLFN_LOCAL_HOME") or Path.home() / ".mlfn" / "local")
 
 
 def _runfile() -> Path:
@@ -114,7 +112,7 @@ def current_status() -> LocalStatus:
             import docker
 
             from mlfn.targets.local.pool import LABEL, OWNER_LABEL
-            from mlfn.targets.local.api import owner_id
+            from mlfn.targets.local.home import owner_id
 
             labels = [f"{LABEL}=1", f"{OWNER_LABEL}={owner_id(state_dir())}"]
             st.containers = len(docker.from_env().containers.list(filters={"label": labels}))

@@ -6,7 +6,7 @@ from typing import Optional
 
 from mlfn.errors import TargetError
 from mlfn.targets.local import daemon
-from mlfn.targets.openwhisk import openwhisk_target
+from mlfn.targets.openwhisk.target import openwhisk_target
 from mlfn.targets.openwhisk.target import OpenWhiskTarget
 from mlfn.targets.openwhisk.wskprops import GUEST_AUTH, GUEST_NAMESPACE, WskProps
 from mlfn.targets.recording import Recorder

@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional
 from urllib.parse import quote
 
 from mlfn.errors import NotFoundError, TargetError
-from mlfn.targets.http import HttpClient, _safe
+from mlfn.targets.http import HttpClient, safe_url
 from mlfn.targets.openwhisk.wskprops import WskProps
 from mlfn.targets.recording import Recorder, redact
 
@@ -65,8 +65,8 @@ class OpenWhiskClient:
             return TargetError(f"OpenWhisk at {self.base} rejected the credentials (401); check AUTH in "
                                f"{self.props.source or 'your flags'}.")
         if resp.status_code == 404:
-            return NotFoundError(f"{_safe(url)} does not exist (404).")
-        return TargetError(f"OpenWhisk {method} {_safe(url)} failed with HTTP {resp.status_code}: {detail}")
+            return NotFoundError(f"{safe_url(url)} does not exist (404).")
+        return TargetError(f"OpenWhisk {method} {safe_url(url)} failed with HTTP {resp.status_code}: {detail}")
 
     def get(self, *parts: str) -> Optional[dict]:
         """The entity, or None when it does not exist."""
@@ -99,7 +99,7 @@ class OpenWhiskClient:
         url = self.url(*parts)
         resp = self._send("POST", url, params={"blocking": "true"}, body=payload, retry=(429, 503), timeout=timeout)
         if resp.status_code == 404:
-            raise NotFoundError(f"{_safe(url)} does not exist (404).")
+            raise NotFoundError(f"{safe_url(url)} does not exist (404).")
         if resp.status_code not in (200, 202, 502):
             raise self.error("POST", url, resp)
         return resp
@@ -169,14 +169,14 @@ class DryRunOpenWhiskClient:
         return list(by_name.values())
 
     def put(self, parts: tuple, body: dict, overwrite: bool = True) -> Optional[dict]:
-        self.recorder.add("PUT", _safe(self.url(*parts)) + f"?overwrite={str(overwrite).lower()}",
+        self.recorder.add("PUT", safe_url(self.url(*parts)) + f"?overwrite={str(overwrite).lower()}",
                           redact(body, SECRET_KEYS))
         self._planned[parts] = copy.deepcopy(body)
         return body
 
     def delete(self, *parts: str, params: Optional[dict] = None) -> None:
         query = "?" + "&".join(f"{k}={v}" for k, v in params.items()) if params else ""
-        self.recorder.add("DELETE", _safe(self.url(*parts)) + query, None)
+        self.recorder.add("DELETE", safe_url(self.url(*parts)) + query, None)
         self._planned[parts] = None
 
     def invoke(self, parts: tuple, payload: Any, timeout: float):
@@ -191,4 +191,4 @@ class DryRunOpenWhiskClient:
             return self.namespace
 
     def error(self, method: str, url: str, resp) -> TargetError:
-        return TargetError(f"OpenWhisk {method} {_safe(url)} failed with HTTP {resp.status_code}")
+        return TargetError(f"OpenWhisk {method} {safe_url(url)} failed with HTTP {resp.status_code}")

@@ -14,9 +14,11 @@ from typing import Any, Optional
 
 from mlfn.errors import NotFoundError, TargetError
 from mlfn.targets.interface import (DEFAULT_ALIAS, AliasRecord, AliasWritten, InvokeResult, Progress, Published,
-                                    State, Target, VersionSpec, _quiet)
+                                    State, Target, VersionSpec, quiet)
 from mlfn.targets.openwhisk import codec
-from mlfn.targets.openwhisk.client import Unreadable
+from mlfn.targets.openwhisk.client import DryRunOpenWhiskClient, OpenWhiskClient, Unreadable
+from mlfn.targets.openwhisk.wskprops import WskProps, load_wskprops
+from mlfn.targets.recording import Recorder
 from mlfn.targets.wait import poll
 
 ALLOCATION_ATTEMPTS = 10
@@ -64,7 +66,7 @@ class OpenWhiskTarget(Target):
 
     # ---- publishing -------------------------------------------------------------------------
 
-    def publish(self, spec: VersionSpec, progress: Progress = _quiet) -> Published:
+    def publish(self, spec: VersionSpec, progress: Progress = quiet) -> Published:
         function = codec.check_function_name(spec.function)
         try:
             pkg = self.client.get("packages", function)
@@ -113,7 +115,7 @@ class OpenWhiskTarget(Target):
             return None
         return codec.unkv((action or {}).get("annotations")).get(codec.SECRET)
 
-    def write_alias(self, function: str, record: AliasRecord, progress: Progress = _quiet) -> AliasWritten:
+    def write_alias(self, function: str, record: AliasRecord, progress: Progress = quiet) -> AliasWritten:
         codec.check_alias_name(record.name)
         versions = {v: self._version_action(function, v) for v, w in record.weights.items() if w > 0}
         secret = self._current_secret(function, record.name) if record.web else None
@@ -215,3 +217,18 @@ class OpenWhiskTarget(Target):
         path = out / "manifest.yaml"
         path.write_text(text)
         return [str(path)]
+
+
+def openwhisk_target(cfg=None, *, apihost: Optional[str] = None, auth: Optional[str] = None,
+                     namespace: Optional[str] = None, insecure: bool = False, recorder: Optional[Recorder] = None,
+                     props: Optional[WskProps] = None, name: str = "openwhisk", **client_options) -> OpenWhiskTarget:
+    """An OpenWhisk target from flags, ~/.wskprops and mlfn.yaml. With a recorder it is a dry
+    run: writes go there; without an API host and key it plans offline."""
+    if props is None:
+        ow_cfg = cfg.deploy.openwhisk if cfg is not None else None
+        props = load_wskprops(apihost=apihost, auth=auth, namespace=namespace or getattr(ow_cfg, "namespace", None),
+                              insecure=insecure)
+    if recorder is None:
+        return OpenWhiskTarget(OpenWhiskClient(props, **client_options), name=name)
+    inner = OpenWhiskClient(props, **client_options) if props.apihost and props.auth else None
+    return OpenWhiskTarget(DryRunOpenWhiskClient(inner, recorder, namespace=props.namespace or "_"), name=name)

@@ -32,7 +32,7 @@ def cfg():
 def make_rollout(kubeconfig, cfg):
     """make_rollout(dry_run=False, cfg=..., **knative_target options) -> Rollout (.target is the KnativeTarget)."""
     from mlfn.rollout import Rollout
-    from mlfn.targets.knative import knative_target
+    from mlfn.targets.knative.target import knative_target
     from mlfn.targets.recording import Recorder
 
     def make(dry_run: bool = False, **kw):

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from mlfn.rollout import Rollout
-from mlfn.targets.knative import knative_target
+from mlfn.targets.knative.target import knative_target
 
 from .conftest import NS
 

@@ -259,7 +259,7 @@ def test_kubeconfig_context_and_namespace(api, make_rollout, tmp_path):
 def test_unreachable_api_server(tmp_path, cfg):
     import socket
 
-    from mlfn.targets.knative import knative_target
+    from mlfn.targets.knative.target import knative_target
 
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -307,7 +307,8 @@ def test_in_cluster_config_when_running_in_a_pod(tmp_path, monkeypatch, cfg):
     """KUBERNETES_SERVICE_HOST set and no kubeconfig: the pod's service account is used."""
     from kubernetes.config import incluster_config
 
-    from mlfn.targets.knative import client, knative_target
+    from mlfn.targets.knative import client
+    from mlfn.targets.knative.target import knative_target
 
     (tmp_path / "token").write_text("sa-token")
     (tmp_path / "ca.crt").write_text("not a real certificate")
@@ -363,7 +364,7 @@ def test_transient_api_errors_are_retried(api, make_rollout, monkeypatch):
 
 def test_wait_timeout_comes_from_mlfn_yaml(api, kubeconfig, make_rollout):
     from mlfn.config import from_dict
-    from mlfn.targets.knative import knative_target
+    from mlfn.targets.knative.target import knative_target
 
     make_rollout().publish(version_spec(1))
     api.kube.revision_delay = 60

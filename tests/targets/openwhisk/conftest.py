@@ -205,7 +205,7 @@ def fn_name(request):
 def make_rollout(url: str, dry_run: bool = False, **client_options):
     """A Rollout over an OpenWhisk target for the API at url (a Recorder when dry_run)."""
     from mlfn.rollout import Rollout
-    from mlfn.targets.openwhisk import openwhisk_target
+    from mlfn.targets.openwhisk.target import openwhisk_target
     from mlfn.targets.openwhisk.wskprops import GUEST_AUTH, WskProps
     from mlfn.targets.recording import Recorder
 

@@ -194,7 +194,8 @@ def test_idle_containers_are_removed(tmp_path, action_image):
     import docker
 
     from mlfn.targets.local.pool import OWNER_LABEL
-    from mlfn.targets.local.api import close, make_server, owner_id
+    from mlfn.targets.local.api import close, make_server
+    from mlfn.targets.local.home import owner_id
 
     server, ctl = make_server(tmp_path, port=0, idle_seconds=0.5)
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -92,7 +92,7 @@ def test_alias_names_cannot_look_like_versions():
 def offline_rollout():
     """A dry run with no OpenWhisk endpoint configured: plans offline."""
     from mlfn.rollout import Rollout
-    from mlfn.targets.openwhisk import openwhisk_target
+    from mlfn.targets.openwhisk.target import openwhisk_target
     from mlfn.targets.openwhisk.wskprops import WskProps
     from mlfn.targets.recording import Recorder
 
@@ -207,7 +207,7 @@ def test_dry_run_against_an_unreachable_host_says_it_plans_blind(caplog):
     import socket
 
     from mlfn.rollout import Rollout
-    from mlfn.targets.openwhisk import openwhisk_target
+    from mlfn.targets.openwhisk.target import openwhisk_target
     from mlfn.targets.openwhisk.wskprops import WskProps
     from mlfn.targets.recording import Recorder
 
