@@ -107,6 +107,7 @@ def deploy(cfg, options: Optional[TargetOptions] = None, *, alias: Optional[str]
     if build is None:
         from mlfn.image import build_image
 
+        rollout.target.check_image(push or cfg.deploy.registry or f"mlfn/{cfg.name}")  # before a minute of build
         build = build_image(cfg, push=None if options.dry_run else push or cfg.deploy.registry, progress=progress)
     spec = version_spec(cfg, build, planned_push=(push or cfg.deploy.registry) if options.dry_run else None)
     ow = cfg.deploy.openwhisk
@@ -231,6 +232,7 @@ def render(cfg, out_dir: str, options: Optional[TargetOptions] = None, image: Op
     else:
         from mlfn.image import build_image
 
+        t.check_image(cfg.deploy.registry or f"mlfn/{cfg.name}")  # refused before a minute of build
         spec = version_spec(cfg, build_image(cfg, push=cfg.deploy.registry, progress=progress))
     return t.render(spec, out_dir)
 

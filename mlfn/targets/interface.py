@@ -176,3 +176,7 @@ class Target(abc.ABC):
     @abc.abstractmethod
     def render(self, spec: VersionSpec, out_dir: str) -> list:
         """Write the platform's own manifests for GitOps users; returns the files written."""
+
+    def check_image(self, image: str) -> None:
+        """Refuse, in one sentence, an image reference (or repository) the platform cannot pull,
+        before anything is built; the default accepts any."""

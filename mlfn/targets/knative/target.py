@@ -98,6 +98,9 @@ class KnativeTarget(Target):
 
     # ------------------------------------------------------------------ publishing
 
+    def check_image(self, image: str) -> None:
+        check_pullable(image)
+
     def publish(self, spec: VersionSpec, progress: Progress = quiet) -> Published:
         check_pullable(spec.image)
         spec = identity(spec)
@@ -347,7 +350,7 @@ def knative_target(cfg=None, *, kubeconfig: Optional[str] = None, context: Optio
 
 def check_pullable(image: str) -> str:
     """A cluster pulls images from a registry: a reference without a registry host (the local
-    build tag mlfn/NAME:HASH) cannot be what a Service runs."""
+    build tag mlfn/NAME:HASH) cannot be what a Service runs. Returns image."""
     first = image.split("/", 1)[0] if "/" in image else ""
     if not ("." in first or ":" in first or first == "localhost"):
         raise ConfigError(f"The image {image} is a local tag that no cluster can pull; set deploy.registry in "

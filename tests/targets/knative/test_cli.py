@@ -90,3 +90,42 @@ def test_render_refuses_a_local_image_tag(tmp_path):
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "The image mlfn/digits:abc is a local tag that no cluster can pull" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_render_and_deploy_without_a_registry_refuse_before_building(tmp_path, monkeypatch, api, kubeconfig):
+    import mlfn.image
+
+    def no_build(*a, **kw):
+        raise AssertionError("the image was built although the cluster could not pull it")
+
+    monkeypatch.setattr(mlfn.image, "build_image", no_build)
+    (tmp_path / "mlfn.yaml").write_text("name: digits\ndeploy:\n  target: knative\n")
+    for args in (["render", "--out", str(tmp_path / "out")], ["deploy", "--kubeconfig", kubeconfig]):
+        result = CliRunner().invoke(main, [*args, "-c", str(tmp_path / "mlfn.yaml")])
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        assert "The image mlfn/digits is a local tag that no cluster can pull; set deploy.registry" in result.stderr
+    assert not [q for q in api.kube.requests if q[0] != "GET"]
+
+
+def test_a_dry_run_deploy_names_the_image_it_would_push(tmp_path, monkeypatch, api, kubeconfig):
+    from types import SimpleNamespace
+
+    import mlfn.image
+
+    pushed = []
+
+    def fake_build(cfg, push=None, progress=None, **kw):
+        pushed.append(push)
+        return SimpleNamespace(image="mlfn/digits:0123abcd", repo_digest=None, digest="sha256:" + "1" * 64,
+                               model_sha256="m", quantization="int8", pipeline_hash="p", content_hash="c" * 64)
+
+    monkeypatch.setattr(mlfn.image, "build_image", fake_build)
+    (tmp_path / "mlfn.yaml").write_text("name: digits\ndeploy:\n  target: knative\n  registry: reg.example.com/ml/digits\n")
+    result = CliRunner().invoke(main, ["deploy", "--dry-run", "-c", str(tmp_path / "mlfn.yaml"),
+                                       "--kubeconfig", kubeconfig, "-o", "json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert pushed == [None]  # a dry run pushes nothing
+    (create,) = [r for r in out["requests"] if r["method"] == "POST"]
+    assert create["body"]["spec"]["template"]["spec"]["containers"][0]["image"] == "reg.example.com/ml/digits:0123abcd"
+    assert out["version"]["name"] == "v1" and not [q for q in api.kube.requests if q[0] != "GET"]

@@ -129,19 +129,18 @@ def test_timeouts_202_and_nonblocking(local_api, pkg):
 
 
 def test_entity_rules(rest_api, rest_pkg):
-    pkg, local_api = rest_pkg, rest_api
-    pkg("a")
-    url = api(local_api, f"actions/{pkg.name}/a")
+    rest_pkg("a")
+    url = api(rest_api, f"actions/{rest_pkg.name}/a")
     r = requests.put(url + "?overwrite=false", json={"exec": {"kind": "blackbox", "image": "x"}}, auth=AUTH)
     assert r.status_code == 409
-    r = requests.put(api(local_api, f"actions/{pkg.name}/b"), json={"exec": {"kind": "blackbox", "image": "x"},
+    r = requests.put(api(rest_api, f"actions/{rest_pkg.name}/b"), json={"exec": {"kind": "blackbox", "image": "x"},
                                                                       "limits": {"memory": 4096}}, auth=AUTH)
     assert r.status_code == 400 and "memory" in r.json()["error"]
-    r = requests.delete(api(local_api, f"packages/{pkg.name}"), auth=AUTH)
+    r = requests.delete(api(rest_api, f"packages/{rest_pkg.name}"), auth=AUTH)
     assert r.status_code == 409  # not empty
     assert requests.delete(url, auth=AUTH).status_code == 200
     assert requests.get(url, auth=AUTH).status_code == 404
-    assert requests.delete(api(local_api, f"packages/{pkg.name}"), auth=AUTH).status_code == 200
+    assert requests.delete(api(rest_api, f"packages/{rest_pkg.name}"), auth=AUTH).status_code == 200
 
 
 @pytest.mark.docker
