@@ -92,17 +92,16 @@ def test_deploy_dry_run_changes_nothing_and_hides_secrets(project, rest_api, mon
 
 
 def test_openwhisk_flags_and_wskprops(project, rest_api, monkeypatch, tmp_path):
-    local_api = rest_api
     from mlfn.targets.openwhisk.wskprops import GUEST_AUTH
 
     monkeypatch.chdir(project.dir)
     props = tmp_path / "wskprops"
-    props.write_text(f"APIHOST={local_api.url}\nAUTH={GUEST_AUTH}\nNAMESPACE=guest\n")
+    props.write_text(f"APIHOST={rest_api.url}\nAUTH={GUEST_AUTH}\nNAMESPACE=guest\n")
     monkeypatch.setenv("WSK_CONFIG_FILE", str(props))
     r = CliRunner().invoke(main, ["deploy", "-t", "openwhisk", "--web"], catch_exceptions=False)
     assert r.exit_code == 0, r.output
     assert GUEST_AUTH.split(":")[1] not in r.output
-    assert f"web: {local_api.url}/api/v1/web/guest/{project.name}/default" in r.stdout
+    assert f"web: {rest_api.url}/api/v1/web/guest/{project.name}/default" in r.stdout
     r = CliRunner().invoke(main, ["status", project.name, "-t", "openwhisk", "--auth", "nope:nope"])
     assert r.exit_code == 1 and "rejected the credentials" in r.stderr
 
