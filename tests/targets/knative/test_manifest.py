@@ -1,5 +1,6 @@
 """The Service mlfn renders: validated against the real CRD schema and the webhook rules."""
 import copy
+import json
 
 import jsonschema
 import pytest
@@ -9,13 +10,14 @@ from mlfn.config import Config
 from mlfn.errors import ConfigError, TargetError
 from mlfn.targets.knative import codec, manifest as km
 from mlfn.targets.knative.validate import ManifestError, template_dir, validate_service
-from tests.conftest import SPECS
 
 from .conftest import version_spec
 
 
-def real_schema():
-    crd = yaml.safe_load((SPECS / "knative" / "service.yaml").read_text())
+@pytest.fixture(scope="module")
+def real_schema(specs_dir):
+    """The Service CRD's schema as the API server has it (the vendored upstream spec)."""
+    crd = yaml.safe_load((specs_dir / "knative" / "service.yaml").read_text())
     return next(v for v in crd["spec"]["versions"] if v["name"] == "v1")["schema"]["openAPIV3Schema"]
 
 
@@ -47,14 +49,14 @@ def config(overrides):
     return from_dict({"name": "digits", **overrides})
 
 
-def test_packaged_crd_is_the_upstream_spec():
-    assert (template_dir() / "service-crd.yaml").read_text() == (SPECS / "knative" / "service.yaml").read_text()
+def test_packaged_crd_is_the_upstream_spec(specs_dir):
+    assert (template_dir() / "service-crd.yaml").read_text() == (specs_dir / "knative" / "service.yaml").read_text()
 
 
 @pytest.mark.parametrize("case", sorted(CONFIGS))
-def test_every_rendered_manifest_is_valid(case):
+def test_every_rendered_manifest_is_valid(case, real_schema):
     manifest = render(config(CONFIGS[case]))
-    jsonschema.Draft7Validator(real_schema()).validate(manifest)  # the CRD as the API server has it
+    jsonschema.Draft7Validator(real_schema).validate(manifest)  # the CRD as the API server has it
     validate_service(manifest)  # mlfn's strict reading + the webhook rules
 
 
@@ -221,3 +223,20 @@ def test_a_split_replaces_latest_revision_entries_written_by_others():
 def test_limits_are_reported_by_their_mlfn_yaml_key(overrides, message):
     with pytest.raises(ConfigError, match=message):
         render(config(overrides))
+
+
+def test_rollback_histories_are_read_per_alias_including_the_older_change_log():
+    def svc(value):
+        return {"metadata": {"name": "digits", "annotations": {codec.ANN_HISTORY: json.dumps(value)}}}
+
+    assert codec.read_histories(svc({"default": [{"v1": 100}], "stable": []})) == {"default": [{"v1": 100}],
+                                                                                   "stable": []}
+    legacy = [{"alias": "default", "from": None, "to": {"v1": 100}},
+              {"alias": "default", "from": {"v1": 100}, "to": {"v2": 100}},
+              {"alias": "canary", "from": None, "to": {"v2": 100}}]
+    assert codec.read_histories(svc(legacy)) == {"default": [{"v1": 100}]}
+    obj = svc({})
+    codec.write_histories(obj, {"default": [{"v1": 100}], "gone": []})
+    assert json.loads(obj["metadata"]["annotations"][codec.ANN_HISTORY]) == {"default": [{"v1": 100}]}
+    with pytest.raises(TargetError, match="is not valid JSON"):
+        codec.read_histories({"metadata": {"name": "digits", "annotations": {codec.ANN_HISTORY: "{"}}})

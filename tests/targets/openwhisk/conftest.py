@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SPECS
 
 HERE = Path(__file__).parent
 ACTION_IMAGE = "mlfnow-test-action:1"
@@ -40,8 +39,8 @@ class Swagger:
 
 
 @pytest.fixture(scope="session")
-def swagger() -> Swagger:
-    return Swagger(SPECS / "openwhisk" / "apiv1swagger.json")
+def swagger(specs_dir) -> Swagger:
+    return Swagger(specs_dir / "openwhisk" / "apiv1swagger.json")
 
 
 @pytest.fixture(scope="session")
