@@ -29,6 +29,19 @@ def percentile(xs, p):
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
+def measure(session, url: str, payload, n: int) -> list:
+    """Milliseconds of n blocking calls to url, after 5 warm-up calls (cold starts are measured elsewhere)."""
+    for _ in range(5):
+        session.post(url, json=payload).raise_for_status()
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        r = session.post(url, json=payload)
+        times.append((time.perf_counter() - t0) * 1000)
+        r.raise_for_status()
+    return times
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--image", help="function image (default: the tiny test action image, built here)")
@@ -42,9 +55,10 @@ def main(argv=None) -> int:
 
     import requests
 
-    from mlfn.targets.base import VersionSpec
-    from mlfn.targets.openwhisk import OpenWhiskTarget
-    from mlfn.targets.wskprops import GUEST_AUTH, WskProps
+    from mlfn.rollout import Rollout
+    from mlfn.targets.interface import VersionSpec
+    from mlfn.targets.openwhisk.target import openwhisk_target
+    from mlfn.targets.openwhisk.wskprops import GUEST_AUTH, WskProps
 
     image = a.image
     if not image:
@@ -59,12 +73,12 @@ def main(argv=None) -> int:
     if a.apihost:
         props = WskProps(apihost=a.apihost, auth=a.auth, namespace=a.namespace)
     else:
-        from mlfn.targets.local.server import make_server
+        from mlfn.targets.local.api import make_server
 
         server, controller = make_server(Path(tempfile.mkdtemp(prefix="mlfn-bench-")), port=0)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         props = WskProps(apihost=f"http://127.0.0.1:{server.server_address[1]}", auth=GUEST_AUTH, namespace="guest")
-    t = OpenWhiskTarget(props=props)
+    t = Rollout(openwhisk_target(props=props))
     fn = f"bench-{int(time.time())}"
     try:
         for h in ("a", "b"):
@@ -74,18 +88,8 @@ def main(argv=None) -> int:
         session = requests.Session()
         session.auth = props.credentials
         base = f"{props.base_url}/api/v1/namespaces/{props.namespace}/actions/{fn}"
-        results = {}
-        for entity in ("v1", "default", "weighted"):
-            url = f"{base}/{entity}?blocking=true&result=true"
-            for _ in range(5):  # warm (cold starts are measured elsewhere)
-                session.post(url, json=payload).raise_for_status()
-            times = []
-            for _ in range(a.n):
-                t0 = time.perf_counter()
-                r = session.post(url, json=payload)
-                times.append((time.perf_counter() - t0) * 1000)
-                r.raise_for_status()
-            results[entity] = times
+        results = {entity: measure(session, f"{base}/{entity}?blocking=true&result=true", payload, a.n)
+                   for entity in ("v1", "default", "weighted")}
         print(f"{'entity':<24}{'p50 ms':>9}{'p95 ms':>9}{'mean ms':>9}")
         labels = {"v1": "version v1 (direct)", "default": "alias 100% (copy)", "weighted": "alias 50/50 (conductor)"}
         for e, xs in results.items():
@@ -98,7 +102,7 @@ def main(argv=None) -> int:
             t.delete(fn)
         finally:
             if server is not None:
-                from mlfn.targets.local.server import close
+                from mlfn.targets.local.api import close
 
                 close(server, controller)
     return 0

@@ -37,8 +37,8 @@ def cold_import(module: str, runs: int = 5) -> float:
 
 def render_validate(n: int = 200) -> dict:
     from mlfn.config import Config
-    from mlfn.targets import knative_manifest as km
-    from mlfn.targets.knative_validate import service_schema, validate_service
+    from mlfn.targets.knative import manifest as km
+    from mlfn.targets.knative.validate import service_schema, validate_service
     from tests.targets.knative.conftest import version_spec
 
     t = time.perf_counter()
@@ -62,7 +62,8 @@ def render_validate(n: int = 200) -> dict:
 
 def operations() -> dict:
     from mlfn.config import Config
-    from mlfn.targets.knative import KnativeTarget
+    from mlfn.rollout import Rollout
+    from mlfn.targets.knative.target import knative_target
     from tests.targets.knative.conftest import version_spec
     from tests.targets.knative.fake_apiserver import FakeApiServer
 
@@ -71,7 +72,8 @@ def operations() -> dict:
         kc = api.write_kubeconfig(Path(tmp) / "kubeconfig")
 
         def op(name, fn):
-            target = KnativeTarget(Config(name="digits"), kubeconfig=kc, poll_interval=0.02, wait_timeout=30)
+            target = Rollout(knative_target(Config(name="digits"), kubeconfig=kc, poll_interval=0.02,
+                                            wait_timeout=30))
             before = len(api.kube.requests)
             t = time.perf_counter()
             fn(target)

@@ -32,7 +32,7 @@ echo "predicted label: $(mlfn invoke "$URL" --image "$IMG" | head -n1)"
 
 step "Start the embedded OpenWhisk-compatible controller on 127.0.0.1:3233"
 mlfn local up
-mlfn delete digits --force >/dev/null 2>&1 && echo "(removed what an earlier demo run deployed)" || true
+mlfn delete digits --yes >/dev/null 2>&1 && echo "(removed what an earlier demo run deployed)" || true
 
 step "Deploy v1 (the first version takes the default alias)"
 mlfn deploy -c "$S"

@@ -121,7 +121,7 @@ def test_invoke_repeat_and_timeout_are_checked(tmp_path):
 
 
 def test_a_weight_that_nothing_else_could_take_is_explained():
-    from mlfn.deploy import split_for
+    from mlfn.aliases import split_for
     from mlfn.errors import MlfnError
 
     with pytest.raises(MlfnError) as e:  # deploy --weight 20 of unchanged content: v1 is the new version

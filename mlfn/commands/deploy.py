@@ -1,7 +1,7 @@
 """`mlfn deploy`, `versions`, `status`, `traffic`, `promote`, `rollback`, `delete`, `render`.
 
 Thin: parse, build TargetOptions (mlfn.commands.options.target_from), call one function
-of mlfn.deploy, render. The same commands drive every target (local, openwhisk, knative)."""
+of mlfn.releases, render. The same commands drive every target (local, openwhisk, knative)."""
 from __future__ import annotations
 
 import click
@@ -48,15 +48,28 @@ def _splits(ctx, param, value):
         raise click.BadParameter(str(e)) from None
 
 
-def _alias_text(a) -> str:
+def _alias_text(a, before: str = "") -> str:
+    """`alias: weights`, with what this command replaced (`before`) when it moved the alias,
+    and what `mlfn rollback` would restore."""
     from mlfn.traffic import format_weights
 
     line = f"{a.name}: {format_weights(a.weights)}"
+    if before:
+        line += f"   (before: {before})"
     if a.previous:
-        line += f"   (before: {format_weights(a.previous)})"
+        line += f"   (rollback to: {format_weights(a.previous)})"
     if a.web_url:
         line += f"\n  web: {a.web_url}"
     return line
+
+
+def _moved_text(o) -> str:
+    """What traffic/promote/rollback print: the alias, notes of the alias policy, a dry run's requests."""
+    from mlfn.traffic import format_weights
+
+    before = format_weights(o.replaced) if o.replaced is not None else "no such alias"
+    parts = [_alias_text(o.alias, before)] + [f"  note: {n}" for n in o.notes]
+    return "\n".join(parts + ([_dry(o)] if o.dry_run else []))
 
 
 def _dry(out) -> str:
@@ -103,7 +116,7 @@ def deploy(config_path, alias, weight, promote, push, web, web_secure, dry_run, 
       mlfn deploy -t openwhisk --push registry.example.com/digits --web
       mlfn deploy -t openwhisk --dry-run -o json # the REST calls, not sent
     """
-    from mlfn import deploy as lib
+    from mlfn import releases as lib
 
     cfg = project_config(config_path, required=True)
     progress = Progress(quiet=output == "json")
@@ -137,7 +150,7 @@ def versions(name, config_path, output, **kw):
       mlfn versions digits
       mlfn versions digits -t openwhisk -o json
     """
-    from mlfn import deploy as lib
+    from mlfn import releases as lib
 
     cfg = project_config(config_path)
     out = lib.versions(_function(name, cfg), target_from(kw), cfg)
@@ -159,7 +172,7 @@ def status(name, config_path, output, **kw):
       mlfn status digits
       mlfn status digits -o json | jq '.aliases'
     """
-    from mlfn import deploy as lib
+    from mlfn import releases as lib
 
     cfg = project_config(config_path)
     st = lib.status(_function(name, cfg), target_from(kw), cfg)
@@ -172,8 +185,9 @@ def status(name, config_path, output, **kw):
             for v, w in a.weights.items():
                 routed.setdefault(v, []).append(f"{a.name}:{w}%")
         out = [f"{s.function} on {s.target}", "", "ALIASES"]
-        out += [table([(a.name, format_weights(a.weights), format_weights(a.previous or {}) or "-",
-                        a.web_url or "") for a in s.aliases], ["ALIAS", "TRAFFIC", "PREVIOUS", "WEB URL"])]
+        out += [table([(a.name, format_weights(a.weights), format_weights(a.previous or {}) or "-", len(a.history),
+                        a.web_url or "") for a in s.aliases],
+                      ["ALIAS", "TRAFFIC", "ROLLBACK TO", "HISTORY", "WEB URL"])]
         out += ["", "VERSIONS"]
         out += [table([(v.name, v.created, v.quantization, (v.digest or "")[:19], (v.model_sha256 or "")[:12],
                         " ".join(routed.get(v.name, []))) for v in s.versions],
@@ -201,10 +215,10 @@ def traffic(name, splits, alias, config_path, dry_run, output, **kw):
       mlfn traffic digits v3=90 v4=10            # canary
       mlfn traffic digits v3=80 v4 --alias ab    # A/B: v4 gets 20
     """
-    from mlfn import deploy as lib
+    from mlfn import releases as lib
 
     out = lib.set_traffic(name, splits, alias=alias, options=target_from(kw, dry_run), cfg=project_config(config_path))
-    emit(out, output, lambda o: _alias_text(o.alias) + ("\n" + _dry(o) if o.dry_run else ""))
+    emit(out, output, _moved_text)
 
 
 @click.command()
@@ -223,10 +237,10 @@ def promote(name, version, alias, config_path, dry_run, output, **kw):
       mlfn promote digits v4
       mlfn promote digits v4 --alias stable
     """
-    from mlfn import deploy as lib
+    from mlfn import releases as lib
 
     out = lib.promote(name, version, alias=alias, options=target_from(kw, dry_run), cfg=project_config(config_path))
-    emit(out, output, lambda o: _alias_text(o.alias) + ("\n" + _dry(o) if o.dry_run else ""))
+    emit(out, output, _moved_text)
 
 
 @click.command()
@@ -246,34 +260,51 @@ def rollback(name, alias, config_path, dry_run, output, **kw):
       mlfn rollback digits
       mlfn rollback digits --alias canary -o json
     """
-    from mlfn import deploy as lib
+    from mlfn import releases as lib
 
     out = lib.rollback(name, alias=alias, options=target_from(kw, dry_run), cfg=project_config(config_path))
-    emit(out, output, lambda o: _alias_text(o.alias) + ("\n" + _dry(o) if o.dry_run else ""))
+    emit(out, output, _moved_text)
 
 
 @click.command()
 @click.argument("name")
 @click.argument("version", required=False)
 @click.option("--force", is_flag=True, help="Also delete the aliases that route to this version.")
+@click.option("--yes", "-y", is_flag=True, help="Delete the whole function without asking.")
 @config_option
 @target_options
 @dry_run_option()
 @output_option
-def delete(name, version, force, config_path, dry_run, output, **kw):
+def delete(name, version, force, yes, config_path, dry_run, output, **kw):
     """Delete one version, or the whole function (aliases first, then versions).
 
-    A version that an alias routes to is kept unless --force.
+    A version that an alias routes traffic to is kept unless --force (then those aliases
+    go too); a 0% entry for it is simply dropped from a split. Deleting the whole function
+    asks on a terminal and needs --yes elsewhere.
 
     \b
     Examples:
       mlfn delete digits v2
-      mlfn delete digits            # everything
+      mlfn delete digits --yes      # everything
     """
-    from mlfn import deploy as lib
+    from mlfn import releases as lib
 
+    if version is None and not dry_run and not yes:
+        _confirm_delete_all(name)
     out = lib.delete(name, version, force=force, options=target_from(kw, dry_run), cfg=project_config(config_path))
-    emit(out, output, lambda o: ("Deleted: " + ", ".join(o.deleted)) + ("\n" + _dry(o) if o.dry_run else ""))
+    emit(out, output, lambda o: "\n".join(["Deleted: " + ", ".join(o.deleted)] + [f"  note: {n}" for n in o.notes]
+                                          + ([_dry(o)] if o.dry_run else [])))
+
+
+def _confirm_delete_all(name: str) -> None:
+    """Deleting every version and alias asks on a terminal; elsewhere it needs --yes."""
+    import sys
+
+    if not sys.stdin.isatty():
+        raise click.UsageError(f"'mlfn delete {name}' deletes every version and alias of {name}; "
+                               "pass --yes to confirm (or run it on a terminal to be asked).")
+    if not click.confirm(f"Delete every version and alias of {name}?", default=False, err=True):
+        raise click.Abort()
 
 
 @click.command()
@@ -291,7 +322,7 @@ def render(config_path, out_dir, image, output, **kw):
       mlfn render --target openwhisk --out deploy/
       mlfn render -t knative --image registry.example.com/digits@sha256:...
     """
-    from mlfn import deploy as lib
+    from mlfn import releases as lib
 
     cfg = project_config(config_path, required=True)
     files = lib.render(cfg, out_dir, target_from(kw), image=image, progress=Progress(quiet=output == "json"))

@@ -10,7 +10,7 @@ from mlfn.output import emit
 def _text(st) -> str:
     lines = [f"Local OpenWhisk API: {st.message}"]
     if st.running:
-        from mlfn.targets.wskprops import GUEST_NAMESPACE
+        from mlfn.targets.openwhisk.wskprops import GUEST_NAMESPACE
 
         lines += [f"  apihost    {st.apihost}", f"  namespace  {GUEST_NAMESPACE} (OpenWhisk standalone's guest key)",
                   f"  functions  {st.functions}   warm containers {st.containers}",
@@ -54,7 +54,7 @@ def up(port, foreground, detach, idle_seconds, output):
       mlfn local up --foreground            # logs in this terminal, Ctrl-C stops it
     """
     from mlfn.output import log
-    from mlfn.targets import local as lib
+    from mlfn.targets.local import daemon as lib
 
     st = lib.up(port=port, foreground=foreground or not detach, idle_seconds=idle_seconds, progress=log)
     emit(st, output, _text)
@@ -72,7 +72,7 @@ def down(port, output):
       mlfn local down
       mlfn local down --port 3300
     """
-    from mlfn.targets import local as lib
+    from mlfn.targets.local import daemon as lib
 
     emit(lib.down(port=port), output, _text)
 
@@ -88,6 +88,6 @@ def status(port, output):
     Example:
       mlfn local status -o json
     """
-    from mlfn.targets import local as lib
+    from mlfn.targets.local import daemon as lib
 
     emit(lib.status(port=port), output, _text)

@@ -108,7 +108,7 @@ def dry_run_option(help: str = DRY_RUN_HELP):  # noqa: A002  (click's own keywor
 
 def target_from(kw: dict, dry_run: bool = False):
     """The TargetOptions of a command decorated with `target_options` (taken out of its **kw)."""
-    from mlfn.deploy import TargetOptions
+    from mlfn.releases import TargetOptions
 
     return TargetOptions(**{name: kw.pop(name) for name in TARGET_OPTION_NAMES}, dry_run=dry_run)
 

@@ -99,8 +99,8 @@ def invoke(ref, images, json_input, model, protocol, timeout, repeat, config_pat
         res = client.invoke_url(ref, payload, protocol=protocol, timeout=timeout)
         emit(res, output, lambda r: client.summarize(r["result"]))
         return
-    # NAME[@ALIAS|:vN]: a deployed function, through the deploy target (mlfn.deploy.invoke).
-    from mlfn.deploy import invoke as invoke_deployed, invoke_repeated
+    # NAME[@ALIAS|:vN]: a deployed function, through the deploy target (mlfn.releases.invoke).
+    from mlfn.releases import invoke as invoke_deployed, invoke_repeated
 
     if repeat > 1:
         summary = invoke_repeated(ref, payload, repeat, options=target_from(kw), cfg=project_config(config_path),

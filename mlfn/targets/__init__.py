@@ -1,1 +1,2 @@
-"""Deployment targets behind one interface (mlfn.targets.base.Target)."""
+"""Deployment targets behind one interface (mlfn.targets.interface.Target), built by
+mlfn.targets.factory.get_target: openwhisk/, knative/, local/ (docs/architecture.md)."""

@@ -57,19 +57,19 @@ class HttpClient:
             except (req_exc.ConnectionError, req_exc.Timeout) as e:
                 if isinstance(e, req_exc.SSLError):
                     raise TargetError(
-                        f"TLS verification failed for {_safe(url)}; pass --insecure for a self-signed certificate."
+                        f"TLS verification failed for {safe_url(url)}; pass --insecure for a self-signed certificate."
                     ) from None
                 last_error = e
                 if not retry_connection or attempt == self.attempts:
                     break
-                self._wait(attempt, None, f"{method} {_safe(url)}: {type(e).__name__}")
+                self._wait(attempt, None, f"{method} {safe_url(url)}: {type(e).__name__}")
                 continue
             if resp.status_code in retry_statuses and attempt < self.attempts:
-                self._wait(attempt, resp.headers.get("Retry-After"), f"{method} {_safe(url)}: HTTP {resp.status_code}")
+                self._wait(attempt, resp.headers.get("Retry-After"), f"{method} {safe_url(url)}: HTTP {resp.status_code}")
                 continue
             return resp
         raise TargetError(
-            f"Cannot reach {_safe(url)} ({type(last_error).__name__} after {self.attempts} attempts); "
+            f"Cannot reach {safe_url(url)} ({type(last_error).__name__} after {self.attempts} attempts); "
             "check the API host and that the server is running."
         )
 
@@ -85,7 +85,7 @@ class HttpClient:
         self.sleep(delay)
 
 
-def _safe(url: str) -> str:
+def safe_url(url: str) -> str:
     """The URL without user:password@ and without the query string."""
     from urllib.parse import urlsplit, urlunsplit
 

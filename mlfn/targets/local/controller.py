@@ -1,11 +1,12 @@
 """The local controller's behaviour, independent of HTTP: entities, invocation (docker
 actions and conductor actions), activation records.
 
-Semantics follow OpenWhisk (../shared/specs/openwhisk): an activation's response status is
+Semantics follow OpenWhisk (its REST API: tests/specs/openwhisk/apiv1swagger.json; the
+rules: docs/architecture.md, "The local controller"): an activation's response status is
 `success` (0), `application error` (1: the action returned `{"error": ...}`), `action
 developer error` (2: /init or /run failed, timed out, or did not answer JSON) or `whisk
 internal error` (3: e.g. the image cannot be pulled). A conductor action is driven step by
-step as conductors.md describes: secondary activations of the conductor alternate with
+step as OpenWhisk's conductor actions documentation describes: secondary activations of the conductor alternate with
 component activations, all `cause`d by one primary activation whose logs list them.
 """
 from __future__ import annotations
@@ -250,8 +251,6 @@ class Controller:
         return value, env
 
     def _run_action(self, key: str, action: dict, args: Any, aid: str, cause: Optional[str]) -> dict:
-        import requests
-
         start = now_ms()
         t0 = time.monotonic()
         value, env = self._merge_args(key, action, args)
@@ -281,34 +280,7 @@ class Controller:
                 "deadline": str(run_start + limits["timeout"])}
         if truthy(ann(action, "provide-api-key", False)):
             body["api_key"] = "<local>"
-        destroy = False
-        try:
-            r = c.session.post(c.url + "/run", json=body, timeout=limits["timeout"] / 1000)
-            end = now_ms()
-            try:
-                result = r.json()
-            except ValueError:
-                result = None
-            if r.status_code == 200 and isinstance(result, dict):
-                if len(r.content) > MAX_PAYLOAD:
-                    code, result = 1, {"error": f"The action produced a response that exceeded the allowed "
-                                                f"length: {len(r.content)} > {MAX_PAYLOAD} bytes."}
-                else:
-                    code = 1 if "error" in result else 0
-            else:
-                code = 2
-                if not (isinstance(result, dict) and "error" in result):
-                    result = {"error": "The action did not produce a valid JSON response: "
-                                       f"HTTP {r.status_code} {r.text[:200]}"}
-                destroy = r.status_code == 503
-        except requests.Timeout:
-            end = now_ms()
-            code, result, destroy = 2, {"error": f"The action exceeded its time limits of {limits['timeout']} "
-                                                 "milliseconds."}, True
-        except requests.ConnectionError:
-            end = now_ms()
-            code, result, destroy = 2, {"error": "The action did not produce a valid response and exited "
-                                                 "unexpectedly."}, True
+        end, code, result, destroy = self._post_run(c, body, limits["timeout"])
         logs = self.pool.collect_logs(c, wait_s=0.0 if destroy else 1.0,
                                       max_bytes=limits.get("logs", 10) * 1024 * 1024)
         if destroy:
@@ -317,6 +289,32 @@ class Controller:
             self.pool.release(c)
         return self._record(key, action, aid, start if init_ms is not None else run_start, end, code, result,
                             logs, cause, extra)
+
+    @staticmethod
+    def _post_run(c, body: dict, timeout_ms: int) -> tuple:
+        """POST /run to the container: (end ms, status code 0/1/2, result, destroy the container)."""
+        import requests
+
+        try:
+            r = c.session.post(c.url + "/run", json=body, timeout=timeout_ms / 1000)
+        except requests.Timeout:
+            return now_ms(), 2, {"error": f"The action exceeded its time limits of {timeout_ms} milliseconds."}, True
+        except requests.ConnectionError:
+            return now_ms(), 2, {"error": "The action did not produce a valid response and exited unexpectedly."}, True
+        end = now_ms()
+        try:
+            result = r.json()
+        except ValueError:
+            result = None
+        if r.status_code == 200 and isinstance(result, dict):
+            if len(r.content) > MAX_PAYLOAD:
+                return end, 1, {"error": f"The action produced a response that exceeded the allowed "
+                                         f"length: {len(r.content)} > {MAX_PAYLOAD} bytes."}, False
+            return end, 1 if "error" in result else 0, result, False
+        if not (isinstance(result, dict) and "error" in result):
+            result = {"error": "The action did not produce a valid JSON response: "
+                               f"HTTP {r.status_code} {r.text[:200]}"}
+        return end, 2, result, r.status_code == 503
 
     def _record(self, key: str, action: dict, aid: str, start: int, end: int, code: int, result: Any,
                 logs: list, cause: Optional[str], extra: dict, kind: Optional[str] = None,

@@ -1,10 +1,10 @@
 """Fixtures for the Knative target: a fake Kubernetes API server (fake_apiserver.py),
-a kubeconfig pointing at it, and a factory of fresh KnativeTarget objects (each one is
-a "fresh machine": it holds no state of its own)."""
+a kubeconfig pointing at it, and a factory of fresh Rollouts over new KnativeTarget objects
+(each one is a "fresh machine": it holds no state of its own)."""
 import pytest
 
 from mlfn.config import Config
-from mlfn.targets.base import VersionSpec
+from mlfn.targets.interface import VersionSpec
 
 from .fake_apiserver import FakeApiServer
 
@@ -29,13 +29,18 @@ def cfg():
 
 
 @pytest.fixture
-def make_target(kubeconfig, cfg):
-    from mlfn.targets.knative import KnativeTarget
+def make_rollout(kubeconfig, cfg):
+    """make_rollout(dry_run=False, cfg=..., **knative_target options) -> Rollout (.target is the KnativeTarget)."""
+    from mlfn.rollout import Rollout
+    from mlfn.targets.knative.target import knative_target
+    from mlfn.targets.recording import Recorder
 
-    def make(**kw):
+    def make(dry_run: bool = False, **kw):
         opts = dict(kubeconfig=kubeconfig, wait_timeout=10, poll_interval=0.02, error_window=0.1)
         opts.update(kw)
-        return KnativeTarget(kw.pop("cfg", cfg), **{k: v for k, v in opts.items() if k != "cfg"})
+        recorder = Recorder() if dry_run else None
+        target = knative_target(opts.pop("cfg", cfg), recorder=recorder, **opts)
+        return Rollout(target, recorder)
 
     return make
 

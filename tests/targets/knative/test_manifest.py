@@ -1,5 +1,6 @@
 """The Service mlfn renders: validated against the real CRD schema and the webhook rules."""
 import copy
+import json
 
 import jsonschema
 import pytest
@@ -7,15 +8,16 @@ import yaml
 
 from mlfn.config import Config
 from mlfn.errors import ConfigError, TargetError
-from mlfn.targets import knative_manifest as km
-from mlfn.targets.knative_validate import ManifestError, template_dir, validate_service
-from tests.conftest import SPECS
+from mlfn.targets.knative import codec, manifest as km
+from mlfn.targets.knative.validate import ManifestError, template_dir, validate_service
 
 from .conftest import version_spec
 
 
-def real_schema():
-    crd = yaml.safe_load((SPECS / "knative" / "service.yaml").read_text())
+@pytest.fixture(scope="module")
+def real_schema(specs_dir):
+    """The Service CRD's schema as the API server has it (the vendored upstream spec)."""
+    crd = yaml.safe_load((specs_dir / "knative" / "service.yaml").read_text())
     return next(v for v in crd["spec"]["versions"] if v["name"] == "v1")["schema"]["openAPIV3Schema"]
 
 
@@ -47,14 +49,14 @@ def config(overrides):
     return from_dict({"name": "digits", **overrides})
 
 
-def test_packaged_crd_is_the_upstream_spec():
-    assert (template_dir() / "service-crd.yaml").read_text() == (SPECS / "knative" / "service.yaml").read_text()
+def test_packaged_crd_is_the_upstream_spec(specs_dir):
+    assert (template_dir() / "service-crd.yaml").read_text() == (specs_dir / "knative" / "service.yaml").read_text()
 
 
 @pytest.mark.parametrize("case", sorted(CONFIGS))
-def test_every_rendered_manifest_is_valid(case):
+def test_every_rendered_manifest_is_valid(case, real_schema):
     manifest = render(config(CONFIGS[case]))
-    jsonschema.Draft7Validator(real_schema()).validate(manifest)  # the CRD as the API server has it
+    jsonschema.Draft7Validator(real_schema).validate(manifest)  # the CRD as the API server has it
     validate_service(manifest)  # mlfn's strict reading + the webhook rules
 
 
@@ -70,9 +72,9 @@ def test_manifest_layout():
     assert ann["autoscaling.knative.dev/max-scale"] == "5"
     assert ann["autoscaling.knative.dev/target"] == "8"
     assert ann["autoscaling.knative.dev/metric"] == "rps"
-    assert ann[km.ANN_CONTENT] == version_spec(3).content_hash
-    assert ann[km.ANN_MODEL] == version_spec(3).model_sha256
-    assert ann[km.ANN_QUANT] == "int8" and ann[km.ANN_PIPELINE] == version_spec(3).pipeline_hash
+    assert ann[codec.VERSION_FIELDS.key("content_hash")] == version_spec(3).content_hash
+    assert ann[codec.VERSION_FIELDS.key("model_sha256")] == version_spec(3).model_sha256
+    assert ann[codec.VERSION_FIELDS.key("quantization")] == "int8" and ann[codec.VERSION_FIELDS.key("pipeline_hash")] == version_spec(3).pipeline_hash
     assert ann["mlfn.dev/mlfn-version"] == "0.1.0"
     pod = tpl["spec"]
     assert pod["containerConcurrency"] == 4 and pod["timeoutSeconds"] == 120
@@ -82,7 +84,7 @@ def test_manifest_layout():
     assert c["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": 8080}
     assert c["resources"] == {"requests": {"memory": "512Mi", "cpu": "250m"}, "limits": {"memory": "768Mi", "cpu": "1"}}
     assert m["spec"]["traffic"][0] == {"revisionName": "digits-v2", "percent": 100}
-    assert int(m["metadata"]["annotations"][km.ANN_LAST]) == 3
+    assert int(m["metadata"]["annotations"][codec.ANN_LAST]) == 3
 
 
 def test_defaults_scale_to_zero_and_timeout_from_deploy_timeout():
@@ -179,7 +181,7 @@ def test_routing_round_trip_and_mapping():
         {"revisionName": "digits-v2", "tag": "stable", "percent": 0},
         {"revisionName": "digits-v3", "tag": "v3", "percent": 0},
     ]
-    r = km.Routing.from_traffic("digits", traffic)
+    r = codec.Routing.from_traffic("digits", traffic)
     assert r.weights("digits", None) == {"v2": 90, "v3": 10}
     assert r.weights("digits", "digits") == {"v2": 90, "v3": 10}  # the bare function name is the default alias
     assert r.weights("digits", "stable") == {"v2": 100}
@@ -193,7 +195,7 @@ def test_routing_round_trip_and_mapping():
 
 
 def test_routing_reads_tagged_entries_with_percent_written_by_kn():
-    r = km.Routing.from_traffic("digits", [{"revisionName": "digits-v1", "tag": "blue", "percent": 100}])
+    r = codec.Routing.from_traffic("digits", [{"revisionName": "digits-v1", "tag": "blue", "percent": 100}])
     assert r.weights("digits", None) == {"v1": 100}
     assert r.weights("digits", "blue") == {"v1": 100}
 
@@ -201,11 +203,11 @@ def test_routing_reads_tagged_entries_with_percent_written_by_kn():
 @pytest.mark.parametrize("alias", ["v2", "Canary", "a_b"])
 def test_bad_alias_names(alias):
     with pytest.raises(TargetError, match=f"Alias name '{alias}'"):
-        km.check_alias_name(alias)
+        codec.check_alias_name(alias)
 
 
 def test_a_split_replaces_latest_revision_entries_written_by_others():
-    r = km.Routing.from_traffic("digits", [{"latestRevision": True, "percent": 100},
+    r = codec.Routing.from_traffic("digits", [{"latestRevision": True, "percent": 100},
                                            {"latestRevision": True, "tag": "latest", "percent": 0}])
     r.assign("digits", None, {"v1": 100})
     assert r.to_traffic() == [{"revisionName": "digits-v1", "percent": 100},
@@ -221,3 +223,20 @@ def test_a_split_replaces_latest_revision_entries_written_by_others():
 def test_limits_are_reported_by_their_mlfn_yaml_key(overrides, message):
     with pytest.raises(ConfigError, match=message):
         render(config(overrides))
+
+
+def test_rollback_histories_are_read_per_alias_including_the_older_change_log():
+    def svc(value):
+        return {"metadata": {"name": "digits", "annotations": {codec.ANN_HISTORY: json.dumps(value)}}}
+
+    assert codec.read_histories(svc({"default": [{"v1": 100}], "stable": []})) == {"default": [{"v1": 100}],
+                                                                                   "stable": []}
+    legacy = [{"alias": "default", "from": None, "to": {"v1": 100}},
+              {"alias": "default", "from": {"v1": 100}, "to": {"v2": 100}},
+              {"alias": "canary", "from": None, "to": {"v2": 100}}]
+    assert codec.read_histories(svc(legacy)) == {"default": [{"v1": 100}]}
+    obj = svc({})
+    codec.write_histories(obj, {"default": [{"v1": 100}], "gone": []})
+    assert json.loads(obj["metadata"]["annotations"][codec.ANN_HISTORY]) == {"default": [{"v1": 100}]}
+    with pytest.raises(TargetError, match="is not valid JSON"):
+        codec.read_histories({"metadata": {"name": "digits", "annotations": {codec.ANN_HISTORY: "{"}}})

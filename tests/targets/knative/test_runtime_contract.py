@@ -5,8 +5,9 @@ the manifest's image config, env, port and $PORT/K_* variables, a read-only root
 system with a writable /tmp (the runtime contract), no capabilities, no privilege
 escalation and the memory limit; `runAsNonRoot: true` is checked the kubelet's way (a
 numeric, non-zero image user). The readiness probe path of the manifest must answer 200,
-and `KnativeTarget.invoke` reaches the function through the fake cluster's URL with a
+and the Knative target's `invoke` reaches the function through the fake cluster's URL with a
 Host header (the `host` override for clusters without DNS)."""
+import dataclasses
 import json
 import time
 import uuid
@@ -14,7 +15,8 @@ import uuid
 import pytest
 import requests
 
-from mlfn.targets.knative import KnativeTarget
+from mlfn.rollout import Rollout
+from mlfn.targets.knative.target import knative_target
 
 from .conftest import NS
 
@@ -30,11 +32,14 @@ def test_the_image_runs_as_the_manifest_says(digits_image, digits_project, api, 
     import docker
 
     from mlfn.config import load_config
-    from mlfn.deploy import version_spec
+    from mlfn.releases import version_spec
 
     cfg = load_config(str(digits_project))
-    target = KnativeTarget(cfg, kubeconfig=kubeconfig, wait_timeout=10, poll_interval=0.02, error_window=0.1)
-    deployed = target.publish(version_spec(cfg, digits_image))
+    target = knative_target(cfg, kubeconfig=kubeconfig, wait_timeout=10, poll_interval=0.02, error_window=0.1)
+    # a cluster pulls from a registry (a local tag is refused); the fake one pulls nothing and
+    # Docker below runs the local image in the kubelet's place
+    spec = dataclasses.replace(version_spec(cfg, digits_image), image=f"localhost:5000/{digits_image.image}")
+    deployed = Rollout(target).publish(spec)
     assert deployed.version.name == "v1" and deployed.version.digest == digits_image.digest
     svc = api.kube.service(cfg.name)
     pod = svc["spec"]["template"]["spec"]
@@ -70,7 +75,7 @@ def test_the_image_runs_as_the_manifest_says(digits_image, digits_project, api, 
             time.sleep(0.2)
 
         payload = json.loads((digits_project / "inputs" / "digit-3.json").read_text())
-        via_ingress = KnativeTarget(cfg, kubeconfig=kubeconfig, host=f"127.0.0.1:{host_port}")
+        via_ingress = knative_target(cfg, kubeconfig=kubeconfig, host=f"127.0.0.1:{host_port}")
         out = via_ingress.invoke(cfg.name, payload)
         assert out.status_code == 200 and out.version == "v1"
         (prediction,) = out.result["predictions"]

@@ -3,9 +3,13 @@
 - `swagger`: validate a document against a definition of apiv1swagger.json.
 - `action_image`: a tiny stdlib action runtime on the base image (`base_image`; fast), with
   the alias router (`mlfn_runtime.router`) where function images have it.
-- `local_api`: the local controller in-process on an ephemeral port, state in a tmp dir.
-- `proxy`: a recording, fault-injecting HTTP proxy in front of `local_api`.
-- `target`: an OpenWhiskTarget through the proxy (no real sleeping between retries).
+- `local_api`: the local controller in-process on an ephemeral port, state in a tmp dir;
+  it runs actions as containers of `action_image`.
+- `rest_api`: the same controller with no Docker at all, for tests of the REST API only
+  (entities, versions, aliases); invoking an action there fails.
+- `proxy` / `rest_proxy`: a recording, fault-injecting HTTP proxy in front of either.
+- `rollout` / `rest_rollout`: mlfn.rollout.Rollout over an OpenWhisk target through the
+  proxy (no real sleeping between retries); `.target` is the OpenWhiskTarget.
 """
 from __future__ import annotations
 
@@ -19,7 +23,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SPECS
 
 HERE = Path(__file__).parent
 ACTION_IMAGE = "mlfnow-test-action:1"
@@ -37,8 +40,8 @@ class Swagger:
 
 
 @pytest.fixture(scope="session")
-def swagger() -> Swagger:
-    return Swagger(SPECS / "openwhisk" / "apiv1swagger.json")
+def swagger(specs_dir) -> Swagger:
+    return Swagger(specs_dir / "openwhisk" / "apiv1swagger.json")
 
 
 @pytest.fixture(scope="session")
@@ -59,18 +62,46 @@ def action_image(base_image, tmp_path_factory):
     return ACTION_IMAGE
 
 
-@pytest.fixture(scope="session")
-def local_api(tmp_path_factory, action_image):
-    from mlfn.targets.local.server import close, make_server
+def _serve(home, docker_client=None):
+    from mlfn.targets.local.api import make_server
 
-    home = tmp_path_factory.mktemp("mlfn-local")
-    server, controller = make_server(home, port=0, idle_seconds=120)
+    server, controller = make_server(home, port=0, idle_seconds=120, docker_client=docker_client)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     server.home = home
     server.controller = controller
     server.url = f"http://127.0.0.1:{server.server_address[1]}"
+    return server
+
+
+@pytest.fixture(scope="session")
+def local_api(tmp_path_factory, action_image):
+    from mlfn.targets.local.api import close
+
+    server = _serve(tmp_path_factory.mktemp("mlfn-local"))
     yield server
-    close(server, controller)
+    close(server, server.controller)
+
+
+class NoDocker:
+    """Stands in for the Docker client where only the REST API is tested: nothing runs."""
+
+    class containers:  # noqa: N801 - the attribute name of docker.DockerClient
+        @staticmethod
+        def list(**kw):
+            return []
+
+        @staticmethod
+        def run(*a, **kw):
+            raise RuntimeError("this test's controller has no Docker; it tests the REST API only")
+
+
+@pytest.fixture(scope="session")
+def rest_api(tmp_path_factory):
+    from mlfn.targets.local.api import close
+
+    server = _serve(tmp_path_factory.mktemp("mlfn-rest"), docker_client=NoDocker())
+    yield server
+    close(server, server.controller)
 
 
 class FaultProxy:
@@ -164,6 +195,13 @@ def proxy(local_api):
     p.close()
 
 
+@pytest.fixture
+def rest_proxy(rest_api):
+    p = FaultProxy(rest_api.url)
+    yield p
+    p.close()
+
+
 _names = itertools.count(1)
 
 
@@ -173,21 +211,31 @@ def fn_name(request):
     return f"t{next(_names)}-{re.sub(r'[^a-z0-9]', '', request.node.name.lower())[:30]}"
 
 
-def make_target(url: str, **kw):
-    from mlfn.targets.openwhisk import OpenWhiskTarget
-    from mlfn.targets.wskprops import GUEST_AUTH, WskProps
+def make_rollout(url: str, dry_run: bool = False, **client_options):
+    """A Rollout over an OpenWhisk target for the API at url (a Recorder when dry_run)."""
+    from mlfn.rollout import Rollout
+    from mlfn.targets.openwhisk.target import openwhisk_target
+    from mlfn.targets.openwhisk.wskprops import GUEST_AUTH, WskProps
+    from mlfn.targets.recording import Recorder
 
-    return OpenWhiskTarget(props=WskProps(apihost=url, auth=GUEST_AUTH, namespace="guest"),
-                           sleep=lambda s: None, **kw)
+    recorder = Recorder() if dry_run else None
+    target = openwhisk_target(props=WskProps(apihost=url, auth=GUEST_AUTH, namespace="guest"), recorder=recorder,
+                              sleep=lambda s: None, **client_options)
+    return Rollout(target, recorder)
 
 
 @pytest.fixture
-def target(proxy):
-    return make_target(proxy.url)
+def rollout(proxy):
+    return make_rollout(proxy.url)
+
+
+@pytest.fixture
+def rest_rollout(rest_proxy):
+    return make_rollout(rest_proxy.url)
 
 
 def spec(function: str, content: str, image: str = ACTION_IMAGE, **kw):
-    from mlfn.targets.base import VersionSpec
+    from mlfn.targets.interface import VersionSpec
 
     return VersionSpec(function=function, image=image, digest="sha256:" + content * 8, model_sha256="m" + content,
                        quantization="int8", pipeline_hash="p", content_hash=content, **kw)

@@ -1,5 +1,5 @@
-"""The deploy commands through click (CliRunner), against the local controller, and the
-`mlfn local` daemon."""
+"""The deploy commands through click (CliRunner), against the local controller (without
+Docker where no function runs: `rest_api`), and the `mlfn local` daemon."""
 from __future__ import annotations
 
 import json
@@ -14,7 +14,6 @@ from click.testing import CliRunner
 from mlfn.cli import main
 from tests.targets.openwhisk.conftest import ACTION_IMAGE
 
-pytestmark = pytest.mark.docker
 
 
 @pytest.fixture
@@ -43,6 +42,7 @@ def run(args, port, ok=True):
     return r
 
 
+@pytest.mark.docker
 def test_deploy_canary_promote_rollback_delete(project, local_api, monkeypatch):
     port = local_api.server_address[1]
     monkeypatch.chdir(project.dir)
@@ -73,14 +73,14 @@ def test_deploy_canary_promote_rollback_delete(project, local_api, monkeypatch):
     assert r.exit_code != 0 and "routed by alias" in r.stderr
     r = run(["traffic", project.name, "v1=50", "v2=60"], port, ok=False)
     assert r.exit_code == 2 and "sum to 110" in r.stderr
-    r = run(["delete", project.name, "-o", "json"], port)
+    r = run(["delete", project.name, "--yes", "-o", "json"], port)
     assert project.name in json.loads(r.stdout)["deleted"]
     r = run(["versions", project.name], port, ok=False)
     assert r.exit_code != 0 and "does not exist" in r.stderr
 
 
-def test_deploy_dry_run_changes_nothing_and_hides_secrets(project, local_api, monkeypatch):
-    port = local_api.server_address[1]
+def test_deploy_dry_run_changes_nothing_and_hides_secrets(project, rest_api, monkeypatch):
+    port = rest_api.server_address[1]
     monkeypatch.chdir(project.dir)
     r = run(["deploy", "--dry-run", "--web", "--web-secure", "-o", "json"], port)
     out = json.loads(r.stdout)
@@ -91,22 +91,23 @@ def test_deploy_dry_run_changes_nothing_and_hides_secrets(project, local_api, mo
     assert "does not exist" in r.stderr
 
 
-def test_openwhisk_flags_and_wskprops(project, local_api, monkeypatch, tmp_path):
-    from mlfn.targets.wskprops import GUEST_AUTH
+def test_openwhisk_flags_and_wskprops(project, rest_api, monkeypatch, tmp_path):
+    from mlfn.targets.openwhisk.wskprops import GUEST_AUTH
 
     monkeypatch.chdir(project.dir)
     props = tmp_path / "wskprops"
-    props.write_text(f"APIHOST={local_api.url}\nAUTH={GUEST_AUTH}\nNAMESPACE=guest\n")
+    props.write_text(f"APIHOST={rest_api.url}\nAUTH={GUEST_AUTH}\nNAMESPACE=guest\n")
     monkeypatch.setenv("WSK_CONFIG_FILE", str(props))
     r = CliRunner().invoke(main, ["deploy", "-t", "openwhisk", "--web"], catch_exceptions=False)
     assert r.exit_code == 0, r.output
     assert GUEST_AUTH.split(":")[1] not in r.output
-    assert f"web: {local_api.url}/api/v1/web/guest/{project.name}/default" in r.stdout
+    assert f"web: {rest_api.url}/api/v1/web/guest/{project.name}/default" in r.stdout
     r = CliRunner().invoke(main, ["status", project.name, "-t", "openwhisk", "--auth", "nope:nope"])
     assert r.exit_code == 1 and "rejected the credentials" in r.stderr
 
 
-def test_local_daemon_up_status_down(tmp_path, action_image):
+@pytest.mark.docker
+def test_local_daemon_up_status_down(tmp_path):
     env = {**os.environ, "MLFN_LOCAL_HOME": str(tmp_path)}
     import socket
 
@@ -130,21 +131,22 @@ def test_local_daemon_up_status_down(tmp_path, action_image):
     assert json.loads(st.stdout)["running"] is False
 
 
-def test_unknown_versions_in_a_split_are_named(project, local_api, monkeypatch):
-    port = local_api.server_address[1]
+def test_unknown_versions_in_a_split_are_named(project, rest_api, monkeypatch):
+    port = rest_api.server_address[1]
     monkeypatch.chdir(project.dir)
     run(["deploy"], port)
     r = run(["traffic", project.name, "v1=50", "v9=50", "-o", "json"], port, ok=False)
-    assert r.exit_code == 1 and r.stdout == ""
+    assert r.exit_code == 1 and json.loads(r.stdout)["error"]["exit_code"] == 1
     assert f"v9 of '{project.name}' does not exist; existing versions: v1." in r.stderr
     r = run(["promote", project.name, "v8"], port, ok=False)
     assert f"v8 of '{project.name}' does not exist" in r.stderr
     r = run(["traffic", project.name, "v8=50", "v9=50"], port, ok=False)
     assert f"v8, v9 of '{project.name}' do not exist" in r.stderr
-    run(["delete", project.name], port)
+    run(["delete", project.name, "--yes"], port)
 
 
-def test_local_port_mismatches_are_named(tmp_path, action_image):
+@pytest.mark.docker
+def test_local_port_mismatches_are_named(tmp_path):
     """`--port` on local up/status/down and on the deploy commands is checked against the
     port the controller of MLFN_LOCAL_HOME runs on, instead of being ignored."""
     import socket
@@ -165,7 +167,7 @@ def test_local_port_mismatches_are_named(tmp_path, action_image):
         r = mlfn("local", "up", "--port", str(port))
         assert r.returncode == 0, r.stderr
         r = mlfn("local", "up", "--port", str(other), "-o", "json")
-        assert r.returncode == 1 and r.stdout == ""
+        assert r.returncode == 1 and json.loads(r.stdout)["error"]["exit_code"] == 1
         assert f"runs on http://127.0.0.1:{port}, not on port {other}; stop it first" in r.stderr
         r = mlfn("local", "status", "--port", str(other))
         assert r.returncode == 1 and f"not on port {other}" in r.stderr
@@ -178,3 +180,38 @@ def test_local_port_mismatches_are_named(tmp_path, action_image):
     finally:
         r = mlfn("local", "down", "--port", str(port), "-o", "json")
     assert r.returncode == 0 and json.loads(r.stdout)["running"] is False
+
+
+def test_before_is_what_the_command_replaced_and_status_says_rollback_to(project, rest_api, monkeypatch):
+    """Issue 12 item 3: after traffic 50/50 and promote v2, rollback replaced v2=100."""
+    port = rest_api.server_address[1]
+    monkeypatch.chdir(project.dir)
+    run(["deploy"], port)
+    project.content["hash"] = "c2"
+    run(["deploy"], port)
+    run(["traffic", project.name, "v1=50", "v2=50"], port)
+    r = run(["promote", project.name, "v2"], port)
+    assert "default: v2=100   (before: v1=50 v2=50)   (rollback to: v1=50 v2=50)" in r.stdout
+    r = run(["rollback", project.name], port)
+    assert "default: v1=50 v2=50   (before: v2=100)   (rollback to: v1=100)" in r.stdout
+    out = json.loads(run(["rollback", project.name, "-o", "json"], port).stdout)
+    assert out["replaced"] == {"v1": 50, "v2": 50} and out["alias"]["weights"] == {"v1": 100}
+    r = run(["traffic", project.name, "v2=100", "--alias", "fresh"], port)
+    assert "fresh: v2=100   (before: no such alias)" in r.stdout
+    text = run(["status", project.name], port).stdout
+    assert "ROLLBACK TO" in text and "PREVIOUS" not in text
+    run(["delete", project.name, "--yes"], port)
+
+
+def test_deleting_everything_needs_yes_off_a_terminal(project, rest_api, monkeypatch):
+    """Issue 12 item 10: `mlfn delete NAME` asks on a terminal, and needs --yes elsewhere."""
+    port = rest_api.server_address[1]
+    monkeypatch.chdir(project.dir)
+    run(["deploy"], port)
+    r = run(["delete", project.name, "-o", "json"], port, ok=False)  # CliRunner's stdin is no terminal
+    assert r.exit_code == 2 and json.loads(r.stdout)["error"]["exit_code"] == 2 and "pass --yes to confirm" in r.stderr
+    assert json.loads(run(["versions", project.name, "-o", "json"], port).stdout)[0]["name"] == "v1"
+    r = run(["delete", project.name, "--dry-run"], port)  # a dry run deletes nothing: no question
+    assert "DELETE" in r.stdout
+    r = run(["delete", project.name, "--yes", "-o", "json"], port)
+    assert project.name in json.loads(r.stdout)["deleted"]

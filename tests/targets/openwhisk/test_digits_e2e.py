@@ -17,9 +17,9 @@ INPUTS = ROOT / "samples" / "digits" / "inputs"
 
 
 def test_digits_versions_router_and_web(digits_image, digits_project, local_api):
-    from mlfn import deploy as lib
+    from mlfn import releases as lib
     from mlfn.config import load_config
-    from mlfn.targets.base import VersionSpec
+    from mlfn.targets.interface import VersionSpec
 
     cfg = load_config(str(digits_project)).override({"name": "digits-e2e"})
     opts = lib.TargetOptions(target="local", port=local_api.server_address[1])

@@ -1,5 +1,6 @@
 """The local controller speaks OpenWhisk's REST API: shapes validated against
-apiv1swagger.json, action-protocol semantics with real containers."""
+apiv1swagger.json (REST-only tests run the controller without Docker: `rest_api`), and
+action-protocol semantics with real containers (marked docker)."""
 from __future__ import annotations
 
 import base64
@@ -8,9 +9,9 @@ import time
 import pytest
 import requests
 
-from mlfn.targets.wskprops import GUEST_AUTH
+from mlfn.targets.openwhisk.wskprops import GUEST_AUTH
+from tests.targets.openwhisk.conftest import ACTION_IMAGE
 
-pytestmark = pytest.mark.docker
 AUTH = tuple(GUEST_AUTH.split(":", 1))
 
 
@@ -18,8 +19,8 @@ def api(local_api, path):
     return f"{local_api.url}/api/v1/namespaces/guest/{path}"
 
 
-@pytest.fixture
-def pkg(local_api, fn_name, action_image, swagger):
+def make_package(local_api, fn_name, action_image, swagger):
+    """A package named fn_name; returns put(name, annotations, **extra) that adds an action."""
     body = {"annotations": [{"key": "k", "value": 1}], "parameters": [{"key": "p", "value": "pkg"}]}
     swagger.validate(body, "PackagePut")
     r = requests.put(api(local_api, f"packages/{fn_name}"), json=body, auth=AUTH)
@@ -39,14 +40,25 @@ def pkg(local_api, fn_name, action_image, swagger):
     return put
 
 
-def test_auth_is_required(local_api):
-    assert requests.get(api(local_api, "actions"), timeout=5).status_code == 401
-    r = requests.get(api(local_api, "actions"), auth=("guest", "wrong"), timeout=5)
+@pytest.fixture
+def pkg(local_api, fn_name, action_image, swagger):
+    return make_package(local_api, fn_name, action_image, swagger)
+
+
+@pytest.fixture
+def rest_pkg(rest_api, fn_name, swagger):
+    return make_package(rest_api, fn_name, ACTION_IMAGE, swagger)
+
+
+def test_auth_is_required(rest_api):
+    assert requests.get(api(rest_api, "actions"), timeout=5).status_code == 401
+    r = requests.get(api(rest_api, "actions"), auth=("guest", "wrong"), timeout=5)
     assert r.status_code == 401 and "error" in r.json()
-    r = requests.get(f"{local_api.url}/api/v1/namespaces", auth=AUTH)
+    r = requests.get(f"{rest_api.url}/api/v1/namespaces", auth=AUTH)
     assert r.json() == ["guest"]
 
 
+@pytest.mark.docker
 def test_blocking_invoke_activation_record_and_logs(local_api, pkg, swagger):
     pkg("echo", parameters=[{"key": "fromaction", "value": 1}])
     url = api(local_api, f"actions/{pkg.name}/echo")
@@ -83,6 +95,7 @@ def test_blocking_invoke_activation_record_and_logs(local_api, pkg, swagger):
     swagger.validate(requests.get(url, auth=AUTH).json(), "Action")
 
 
+@pytest.mark.docker
 def test_errors_map_to_502_and_the_container_keeps_serving(local_api, pkg):
     pkg("e")
     url = api(local_api, f"actions/{pkg.name}/e?blocking=true")
@@ -95,6 +108,7 @@ def test_errors_map_to_502_and_the_container_keeps_serving(local_api, pkg):
     assert requests.post(url, json={"ok": 1}, auth=AUTH).status_code == 200
 
 
+@pytest.mark.docker
 def test_timeouts_202_and_nonblocking(local_api, pkg):
     pkg("slow")
     url = api(local_api, f"actions/{pkg.name}/slow")
@@ -114,21 +128,22 @@ def test_timeouts_202_and_nonblocking(local_api, pkg):
     assert r.status_code == 502 and "time limit" in r.json()["response"]["result"]["error"]
 
 
-def test_entity_rules(local_api, pkg):
-    pkg("a")
-    url = api(local_api, f"actions/{pkg.name}/a")
+def test_entity_rules(rest_api, rest_pkg):
+    rest_pkg("a")
+    url = api(rest_api, f"actions/{rest_pkg.name}/a")
     r = requests.put(url + "?overwrite=false", json={"exec": {"kind": "blackbox", "image": "x"}}, auth=AUTH)
     assert r.status_code == 409
-    r = requests.put(api(local_api, f"actions/{pkg.name}/b"), json={"exec": {"kind": "blackbox", "image": "x"},
+    r = requests.put(api(rest_api, f"actions/{rest_pkg.name}/b"), json={"exec": {"kind": "blackbox", "image": "x"},
                                                                       "limits": {"memory": 4096}}, auth=AUTH)
     assert r.status_code == 400 and "memory" in r.json()["error"]
-    r = requests.delete(api(local_api, f"packages/{pkg.name}"), auth=AUTH)
+    r = requests.delete(api(rest_api, f"packages/{rest_pkg.name}"), auth=AUTH)
     assert r.status_code == 409  # not empty
     assert requests.delete(url, auth=AUTH).status_code == 200
     assert requests.get(url, auth=AUTH).status_code == 404
-    assert requests.delete(api(local_api, f"packages/{pkg.name}"), auth=AUTH).status_code == 200
+    assert requests.delete(api(rest_api, f"packages/{rest_pkg.name}"), auth=AUTH).status_code == 200
 
 
+@pytest.mark.docker
 def test_web_action_with_secret(local_api, pkg):
     pkg("w", annotations=[{"key": "web-export", "value": True}, {"key": "require-whisk-auth", "value": "s3cret"}])
     pkg("private")
@@ -149,10 +164,11 @@ def test_web_action_with_secret(local_api, pkg):
     assert requests.post(f"{web}/private.json", json={}).status_code == 404
 
 
+@pytest.mark.docker
 def test_state_survives_a_restart(tmp_path, action_image):
     import threading
 
-    from mlfn.targets.local.server import close, make_server
+    from mlfn.targets.local.api import close, make_server
 
     server, ctl = make_server(tmp_path, port=0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -170,13 +186,15 @@ def test_state_survives_a_restart(tmp_path, action_image):
         close(server, ctl)
 
 
+@pytest.mark.docker
 def test_idle_containers_are_removed(tmp_path, action_image):
     import threading
 
     import docker
 
     from mlfn.targets.local.pool import OWNER_LABEL
-    from mlfn.targets.local.server import close, make_server, owner_id
+    from mlfn.targets.local.api import close, make_server
+    from mlfn.targets.local.home import owner_id
 
     server, ctl = make_server(tmp_path, port=0, idle_seconds=0.5)
     threading.Thread(target=server.serve_forever, daemon=True).start()

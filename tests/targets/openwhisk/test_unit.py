@@ -15,7 +15,7 @@ from tests.targets.openwhisk.conftest import spec
 
 
 def test_wskprops_file_env_and_flags(tmp_path, monkeypatch):
-    from mlfn.targets.wskprops import load_wskprops
+    from mlfn.targets.openwhisk.wskprops import load_wskprops
 
     f = tmp_path / "props"
     f.write_text("# comment\nAPIHOST=ow.example.com\nAUTH=abc:def\nNAMESPACE=team\n")
@@ -31,7 +31,7 @@ def test_wskprops_file_env_and_flags(tmp_path, monkeypatch):
 
 
 def test_wskprops_missing_values_are_clear(tmp_path, monkeypatch):
-    from mlfn.targets.wskprops import load_wskprops
+    from mlfn.targets.openwhisk.wskprops import load_wskprops
 
     monkeypatch.setenv("WSK_CONFIG_FILE", str(tmp_path / "none"))
     for k in ("__OW_API_HOST", "__OW_API_KEY", "__OW_NAMESPACE"):
@@ -45,7 +45,7 @@ def test_wskprops_missing_values_are_clear(tmp_path, monkeypatch):
 
 
 def test_split_for_keeps_the_rest_on_current_versions():
-    from mlfn.deploy import split_for
+    from mlfn.aliases import split_for
 
     assert split_for("v3", 10, {"v1": 100}) == {"v1": 90, "v3": 10}
     assert split_for("v3", 10, {"v1": 50, "v2": 50}) == {"v1": 45, "v2": 45, "v3": 10}
@@ -57,7 +57,7 @@ def test_split_for_keeps_the_rest_on_current_versions():
 
 
 def test_parse_ref():
-    from mlfn.deploy import parse_ref
+    from mlfn.releases import parse_ref
 
     assert parse_ref("digits") == ("digits", None, None)
     assert parse_ref("digits@canary") == ("digits", "canary", None)
@@ -76,7 +76,7 @@ def test_factory_rejects_unknown_target_and_foreign_options():
 
 
 def test_alias_names_cannot_look_like_versions():
-    from mlfn.targets.openwhisk import check_alias_name
+    from mlfn.targets.openwhisk.codec import check_alias_name
 
     with pytest.raises(TargetError, match="version name"):
         check_alias_name("v2")
@@ -89,17 +89,20 @@ def test_alias_names_cannot_look_like_versions():
     assert check_alias_name("canary") == "canary" and check_alias_name("ab_test-2.1") == "ab_test-2.1"
 
 
-def offline_target(**kw):
-    from mlfn.targets.openwhisk import OpenWhiskTarget
-    from mlfn.targets.wskprops import WskProps
+def offline_rollout():
+    """A dry run with no OpenWhisk endpoint configured: plans offline."""
+    from mlfn.rollout import Rollout
+    from mlfn.targets.openwhisk.target import openwhisk_target
+    from mlfn.targets.openwhisk.wskprops import WskProps
+    from mlfn.targets.recording import Recorder
 
-    return OpenWhiskTarget(props=WskProps(), dry_run=True, **kw)
+    recorder = Recorder()
+    return Rollout(openwhisk_target(props=WskProps(), recorder=recorder), recorder)
 
 
 def test_dry_run_offline_plans_package_version_and_alias(swagger):
-    t = offline_target()
-    out = t.publish(spec("fn", "a", env={"LOG_LEVEL": "debug"}))
-    reqs = t.recorder.requests
+    out = offline_rollout().publish(spec("fn", "a", env={"LOG_LEVEL": "debug"}))
+    reqs = out.requests
     assert [r["method"] for r in reqs] == ["PUT", "PUT", "PUT"]
     assert reqs[0]["url"].endswith("/packages/fn?overwrite=true")
     assert reqs[1]["url"].endswith("/actions/fn/v1?overwrite=false")
@@ -116,17 +119,16 @@ def test_dry_run_offline_plans_package_version_and_alias(swagger):
 
 
 def test_dry_run_redacts_the_web_secret():
-    t = offline_target()
-    t.set_traffic("fn", "web", {"v1": 100}, web=True, require_whisk_auth=True)
-    body = t.recorder.requests[-1]["body"]
+    out = offline_rollout().set_traffic("fn", "web", {"v1": 100}, web=True, require_auth=True)
+    body = out.requests[-1]["body"]
     ann = {a["key"]: a["value"] for a in body["annotations"]}
     assert ann["web-export"] is True and ann["require-whisk-auth"] == "***"
-    assert t.web_secret and t.web_secret not in json.dumps(t.recorder.requests)
+    assert out.web_secret and out.web_secret not in json.dumps(out.requests)
 
 
 def test_router_code_picks_by_weight_and_passes_results_through():
-    t = offline_target()
-    code = t._router_code("fn", "canary", {"v1": 80, "v2": 20, "v3": 0})
+    out = offline_rollout().set_traffic("fn", "canary", {"v1": 80, "v2": 20, "v3": 0})
+    code = out.requests[-1]["body"]["exec"]["code"]  # the conductor action's code, as it would be sent
     scope: dict = {}
     exec(compile(code, "router", "exec"), scope)
     main = scope["main"]
@@ -144,8 +146,7 @@ def test_router_code_picks_by_weight_and_passes_results_through():
 
 
 def test_render_writes_a_wskdeploy_manifest(tmp_path):
-    t = offline_target()
-    files = t.render(spec("digits", "c"), str(tmp_path))
+    files = offline_rollout().target.render(spec("digits", "c"), str(tmp_path))
     doc = yaml.safe_load(open(files[0]))
     actions = doc["packages"]["digits"]["actions"]
     assert set(actions) == {"v1", "default"}
@@ -182,7 +183,7 @@ def test_render_command_needs_no_platform(tmp_path, monkeypatch):
     # an image reference no platform could pull is refused before anything is written
     for bad in ("reg.example/digits@sha256:abc", "Reg Example/digits", "reg.example/Digits:1"):
         r = CliRunner().invoke(main, ["render", "-t", "openwhisk", "--image", bad, "--out", "bad", "-o", "json"])
-        assert r.exit_code == 2 and r.stdout == "" and "Traceback" not in r.output
+        assert r.exit_code == 2 and json.loads(r.stdout)["error"]["exit_code"] == 2 and "Traceback" not in r.output
         assert f"--image '{bad}' is not an image reference" in r.stderr
     assert not (tmp_path / "bad").exists()
 
@@ -190,7 +191,7 @@ def test_render_command_needs_no_platform(tmp_path, monkeypatch):
 def test_local_target_hint_when_not_running(monkeypatch, tmp_path):
     import socket
 
-    from mlfn.targets.openwhisk import local_target
+    from mlfn.targets.local.target import local_target
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -198,24 +199,27 @@ def test_local_target_hint_when_not_running(monkeypatch, tmp_path):
     monkeypatch.setenv("MLFN_LOCAL_HOME", str(tmp_path))  # not a controller this machine may run in ~/.mlfn
     t = local_target(port=port, sleep=lambda s: None)
     with pytest.raises(TargetError, match="mlfn local up"):
-        t.status("fn")
+        t.read("fn")
 
 
 def test_dry_run_against_an_unreachable_host_says_it_plans_blind(caplog):
     import logging
     import socket
 
-    from mlfn.targets.openwhisk import OpenWhiskTarget
-    from mlfn.targets.wskprops import WskProps
+    from mlfn.rollout import Rollout
+    from mlfn.targets.openwhisk.target import openwhisk_target
+    from mlfn.targets.openwhisk.wskprops import WskProps
+    from mlfn.targets.recording import Recorder
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    t = OpenWhiskTarget(props=WskProps(apihost=f"http://127.0.0.1:{port}", auth="a:secret", namespace="ns"),
-                        dry_run=True, sleep=lambda s: None)
-    with caplog.at_level(logging.WARNING, logger="mlfn.targets.openwhisk"):
-        a = t.set_traffic("fn", "default", {"v1": 100})
-    assert a.weights == {"v1": 100} and t.recorder.requests
+    recorder = Recorder()
+    t = openwhisk_target(props=WskProps(apihost=f"http://127.0.0.1:{port}", auth="a:secret", namespace="ns"),
+                         recorder=recorder, sleep=lambda s: None)
+    with caplog.at_level(logging.WARNING, logger="mlfn.targets.openwhisk.client"):
+        out = Rollout(t, recorder).set_traffic("fn", "default", {"v1": 100})
+    assert out.alias.weights == {"v1": 100} and out.requests
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1, warnings
     assert f"Cannot reach http://127.0.0.1:{port}/api/v1/namespaces/ns/" in warnings[0]

@@ -11,29 +11,28 @@ threading HTTP server.
          require-whisk-auth)
 
 Basic auth with the guest key on everything but web actions (401 otherwise). Errors are
-`{"error": ..., "code": ...}`. Run it with `python -m mlfn.targets.local.server`.
+`{"error": ..., "code": ...}`. Run it with `python -m mlfn.targets.local.api`.
 """
 from __future__ import annotations
 
 import argparse
 import base64
-import hashlib
 import json
 import logging
-import os
 import signal
 import sys
 import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from mlfn.targets.local.home import owner_id, state_dir
 from mlfn.targets.local.controller import MAX_PAYLOAD, ApiError, Controller, ann, truthy
-from mlfn.targets.wskprops import GUEST_AUTH, GUEST_NAMESPACE
+from mlfn.targets.openwhisk.wskprops import GUEST_AUTH, GUEST_NAMESPACE
 
-log = logging.getLogger("mlfn.targets.local.server")
+log = logging.getLogger("mlfn.targets.local.api")
 
 BLOCKING_WAIT_S = 60.0
 WEB_EXTENSIONS = (".json", ".http", ".html", ".svg", ".text")
@@ -244,6 +243,28 @@ class Handler(BaseHTTPRequestHandler):
                 return self._error(401, "The resource requires authentication, which was not supplied with the request")
         raw = self._body()
         headers = {k.lower(): v for k, v in self.headers.items() if k.lower() not in ("authorization", "x-require-whisk-auth")}
+        args = self._web_args(action, raw, raw_query)
+        if any(k.startswith("__ow_") and k not in ("__ow_body", "__ow_query") for k in args):
+            raise ApiError(400, "Request defines parameters that are not allowed (e.g., reserved properties).")
+        args.update({"__ow_method": self.command.lower(), "__ow_headers": headers, "__ow_path": "/".join(extra)})
+        if truthy(secret):
+            args["__ow_user"] = c.namespace
+        aid, fut = c.start(key, action, args)
+        hdr = {"x-openwhisk-activation-id": aid}
+        try:
+            rec = fut.result(timeout=BLOCKING_WAIT_S)
+        except Exception:  # noqa: BLE001
+            return self._send(202, {"activationId": aid}, hdr)
+        resp = rec["response"]
+        result = resp["result"]
+        if not resp["success"]:
+            status = 400 if resp["statusCode"] == 1 else 502
+            err = result.get("error") if isinstance(result, dict) else "The action did not return a dictionary."
+            return self._send(status, {"error": err, "code": aid}, hdr)
+        return self._web_reply(ext, result, hdr)
+
+    def _web_args(self, action: dict, raw: bytes, raw_query: str) -> dict:
+        """A web action's parameters from the query and the body (by content type)."""
         args: dict = {}
         if truthy(ann(action, "raw-http")):
             args["__ow_query"] = raw_query
@@ -268,23 +289,10 @@ class Handler(BaseHTTPRequestHandler):
                     args["__ow_body"] = raw.decode(errors="replace")
                 else:
                     args["__ow_body"] = base64.b64encode(raw).decode()
-        if any(k.startswith("__ow_") and k not in ("__ow_body", "__ow_query") for k in args):
-            raise ApiError(400, "Request defines parameters that are not allowed (e.g., reserved properties).")
-        args.update({"__ow_method": self.command.lower(), "__ow_headers": headers, "__ow_path": "/".join(extra)})
-        if truthy(secret):
-            args["__ow_user"] = c.namespace
-        aid, fut = c.start(key, action, args)
-        hdr = {"x-openwhisk-activation-id": aid}
-        try:
-            rec = fut.result(timeout=BLOCKING_WAIT_S)
-        except Exception:  # noqa: BLE001
-            return self._send(202, {"activationId": aid}, hdr)
-        resp = rec["response"]
-        result = resp["result"]
-        if not resp["success"]:
-            status = 400 if resp["statusCode"] == 1 else 502
-            err = result.get("error") if isinstance(result, dict) else "The action did not return a dictionary."
-            return self._send(status, {"error": err, "code": aid}, hdr)
+        return args
+
+    def _web_reply(self, ext: str, result: Any, hdr: dict) -> None:
+        """Answer a web action's successful result as its extension (.json/.text/.http) asks."""
         if ext == ".json":
             return self._send(200, result, hdr)
         if ext == ".text":
@@ -318,10 +326,6 @@ class LocalServer(ThreadingHTTPServer):
     allow_reuse_address = True
 
 
-def owner_id(home: Optional[Path]) -> str:
-    return hashlib.sha256(str(Path(home).resolve() if home else "memory").encode()).hexdigest()[:12]
-
-
 def make_server(home: Optional[Path], host: str = "127.0.0.1", port: int = 3233, idle_seconds: float = 600.0,
                 docker_client=None) -> tuple:
     """(server, controller). The apihost handed to actions is this server's address."""
@@ -347,7 +351,7 @@ def close(server, controller) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mlfn.targets.local.server")
+    p = argparse.ArgumentParser(prog="python -m mlfn.targets.local.api")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=3233)
     p.add_argument("--home", default=None)
@@ -355,8 +359,6 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("mlfn.targets.local").setLevel(logging.INFO)
-    from mlfn.targets.local import state_dir
-
     home = Path(a.home) if a.home else state_dir()
     server, controller = make_server(home, a.host, a.port, a.idle_seconds)
     stop = threading.Event()

@@ -2,8 +2,11 @@
 rollback, delete, invoke, render. Each function takes plain values (a Config, names,
 weights) and a `TargetOptions`, talks to one `Target` (mlfn.targets.factory) and returns a
 dataclass the CLI renders; nothing here knows about click or about which target it uses.
+Each command opens the target and runs mlfn.rollout.Rollout on it (the alias policy of
+mlfn.aliases); a dry run wraps the target's platform client with a Recorder, whose
+requests come back in the outcomes.
 
-    from mlfn.deploy import TargetOptions, deploy, set_traffic, invoke
+    from mlfn.releases import TargetOptions, deploy, set_traffic, invoke
     out = deploy(cfg, TargetOptions(target="local"), alias="canary", weight=10)
     set_traffic("digits", {"v1": 90, "v2": 10}, alias="default", options=TargetOptions("local"))
     invoke("digits@canary", {"image": "<base64>"}, options=TargetOptions("local"))
@@ -14,9 +17,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from mlfn.errors import ConfigError, MlfnError, TargetError
-from mlfn.targets.base import DEFAULT_ALIAS, Alias, InvokeResult, Target, Version, VersionSpec
-from mlfn.traffic import TrafficError, validate_weights, version_number
+from mlfn.aliases import split_for
+from mlfn.errors import ConfigError, MlfnError
+from mlfn.rollout import DeleteOutcome, Rollout, TrafficOutcome
+from mlfn.targets.interface import DEFAULT_ALIAS, InvokeResult, Status, Target, Version, VersionSpec
+from mlfn.targets.recording import Recorder
+from mlfn.traffic import validate_weights, version_number
 
 Progress = Callable[[str], None]
 
@@ -51,33 +57,27 @@ class DeployOutcome:
     web_secret: Optional[str] = None  # a generated require-whisk-auth secret, shown once
 
 
-def open_target(cfg=None, options: Optional[TargetOptions] = None) -> Target:
+def open_target(cfg=None, options: Optional[TargetOptions] = None, recorder: Optional[Recorder] = None) -> Target:
+    """The target named by options (or mlfn.yaml); with a recorder, a dry run that records writes."""
     from mlfn.targets.factory import get_target
 
     o = options or TargetOptions()
     name = o.target or (cfg.deploy.target if cfg is not None else "local")
-    common = {"dry_run": o.dry_run or None}
-    if name == "local":
-        return get_target(name, cfg, port=o.port, **common)
-    if name == "openwhisk":
-        return get_target(name, cfg, apihost=o.apihost, auth=o.auth, namespace=o.namespace,
-                          insecure=o.insecure or None, **common)
-    if name == "knative":
-        return get_target(name, cfg, kubeconfig=o.kubeconfig, context=o.context, namespace=o.namespace,
-                          host=o.host, **common)
-    return get_target(name, cfg)  # raises the unknown-target error
+    return get_target(name, cfg, recorder=recorder, port=o.port, apihost=o.apihost, auth=o.auth,
+                      namespace=o.namespace, insecure=o.insecure or None, kubeconfig=o.kubeconfig, context=o.context,
+                      host=o.host)
 
 
-def _requests(t: Target) -> list:
-    rec = getattr(t, "recorder", None)
-    return list(getattr(rec, "requests", []) or [])
-
-
-def version_spec(cfg, build) -> VersionSpec:
-    """What to publish for a BuildResult: the image by digest when it was pushed."""
+def version_spec(cfg, build, planned_push: Optional[str] = None) -> VersionSpec:
+    """What to publish for a BuildResult: the image by digest when it was pushed; a dry run
+    that would push names the REGISTRY/REPO:TAG it would push to (`planned_push`)."""
     from mlfn import __version__
 
     image = build.repo_digest or build.image
+    if planned_push and not build.repo_digest:
+        from mlfn.image.docker_builder import parse_push_ref
+
+        image = ":".join(parse_push_ref(planned_push, build.image.rsplit(":", 1)[-1]))
     return VersionSpec(
         function=cfg.name, image=image, digest=build.digest, model_sha256=build.model_sha256,
         quantization=build.quantization, pipeline_hash=build.pipeline_hash, content_hash=build.content_hash,
@@ -86,28 +86,10 @@ def version_spec(cfg, build) -> VersionSpec:
     )
 
 
-def split_for(new: str, weight: int, current: Optional[dict]) -> dict:
-    """The alias assignment after giving `new` weight%: the rest is shared by the versions the
-    alias routes to now, in proportion (largest remainder), e.g. {v1: 100} + v2=10 -> v1=90 v2=10."""
-    if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= 100:
-        raise TrafficError(f"--weight {weight!r} must be a whole number from 0 to 100.")
-    if weight == 100:
-        return {new: 100}
-    others = {v: w for v, w in (current or {}).items() if v != new and w > 0}
-    if not others and (current or {}).get(new):
-        raise TrafficError(f"The alias already routes only to {new}, so no other version would take the remaining "
-                           f"{100 - weight}%; a canary needs new content (a new version), or drop --weight.")
-    if not others:
-        raise TrafficError(f"Nothing else routes the remaining {100 - weight}%; deploy without --weight, "
-                           f"or use --weight 100 / --promote.")
-    rest, total = 100 - weight, sum(others.values())
-    shares = {v: rest * w // total for v, w in others.items()}
-    remainders = sorted(others, key=lambda v: -(rest * others[v] % total))
-    for v in remainders[: rest - sum(shares.values())]:
-        shares[v] += 1
-    out = {v: s for v, s in shares.items() if s > 0}
-    out[new] = weight
-    return validate_weights(out)
+def _open(cfg, options: Optional[TargetOptions]) -> Rollout:
+    options = options or TargetOptions()
+    recorder = Recorder() if options.dry_run else None
+    return Rollout(open_target(cfg, options, recorder), recorder)
 
 
 def deploy(cfg, options: Optional[TargetOptions] = None, *, alias: Optional[str] = None,
@@ -121,97 +103,53 @@ def deploy(cfg, options: Optional[TargetOptions] = None, *, alias: Optional[str]
     options = options or TargetOptions()
     if promote and weight is not None:
         raise ConfigError("--promote moves the alias to 100% of the new version; drop --weight (or --promote).")
-    t = open_target(cfg, options)
-    push = push or cfg.deploy.registry
-    if t.name == "local" and push:
-        progress(f"Pushing to {push} (the local target can also run the image straight from this Docker engine)")
+    rollout = _open(cfg, options)
     if build is None:
         from mlfn.image import build_image
 
-        build = build_image(cfg, push=push if not options.dry_run else None, progress=progress)
-    spec = version_spec(cfg, build)
-    result = t.publish(spec, progress=progress)
-    version = result.version
-    aliases = result.aliases
+        rollout.target.check_image(push or cfg.deploy.registry or f"mlfn/{cfg.name}")  # before a minute of build
+        build = build_image(cfg, push=None if options.dry_run else push or cfg.deploy.registry, progress=progress)
+    spec = version_spec(cfg, build, planned_push=(push or cfg.deploy.registry) if options.dry_run else None)
     ow = cfg.deploy.openwhisk
-    web = ow.web if web is None else web
-    require_whisk_auth = ow.require_whisk_auth if require_whisk_auth is None else require_whisk_auth
-    touched: Optional[Alias] = None
-    extra = {"require_whisk_auth": require_whisk_auth} if require_whisk_auth and t.name in ("local", "openwhisk") else {}
-    if promote or weight is not None or alias is not None or web:
-        target_alias = alias or DEFAULT_ALIAS
-        current = {a.name: a for a in aliases}
-        if promote or (alias is not None and weight is None):
-            weights = {version.name: 100}
-        elif weight is not None:
-            base = current.get(target_alias) or current.get(DEFAULT_ALIAS)
-            weights = split_for(version.name, weight, base.weights if base else None)
-        else:  # only --web: export the alias as it is (or create it on this version)
-            weights = current[target_alias].weights if target_alias in current else {version.name: 100}
-        progress(f"Routing alias '{target_alias}': {' '.join(f'{k}={v}' for k, v in weights.items())}")
-        touched = t.set_traffic(cfg.name, target_alias, weights, web=web or None, **extra)
-        aliases = [a for a in aliases if a.name != target_alias] + [touched]
+    out = rollout.publish(spec, alias=alias, weight=weight, promote=promote, web=ow.web if web is None else web,
+                          require_auth=bool(ow.require_whisk_auth if require_whisk_auth is None
+                                            else require_whisk_auth), progress=progress)
     return DeployOutcome(
-        function=cfg.name, target=t.name, version=version, created=result.created, image=spec.image,
-        aliases=sorted(aliases, key=lambda a: a.name), dry_run=options.dry_run, requests=_requests(t),
-        web_url=touched.web_url if touched else None, web_secret=getattr(t, "web_secret", None),
+        function=cfg.name, target=rollout.target.name, version=out.version, created=out.created, image=spec.image,
+        aliases=out.aliases, dry_run=options.dry_run, requests=out.requests,
+        web_url=out.touched.web_url if out.touched else None, web_secret=out.web_secret,
     )
 
 
 def versions(function: str, options: Optional[TargetOptions] = None, cfg=None) -> list:
-    return open_target(cfg, options).versions(function)
+    return _open(cfg, options).versions(function)
 
 
-def status(function: str, options: Optional[TargetOptions] = None, cfg=None):
-    return open_target(cfg, options).status(function)
-
-
-@dataclass
-class TrafficOutcome:
-    function: str
-    alias: Alias
-    dry_run: bool = False
-    requests: list = field(default_factory=list)
-    web_secret: Optional[str] = None
+def status(function: str, options: Optional[TargetOptions] = None, cfg=None) -> Status:
+    return _open(cfg, options).status(function)
 
 
 def set_traffic(function: str, weights: dict, alias: str = DEFAULT_ALIAS, options: Optional[TargetOptions] = None,
                 cfg=None, web: Optional[bool] = None) -> TrafficOutcome:
-    t = open_target(cfg, options)
-    a = t.set_traffic(function, alias or DEFAULT_ALIAS, validate_weights(dict(weights)), web=web)
-    return TrafficOutcome(function, a, bool(options and options.dry_run), _requests(t), getattr(t, "web_secret", None))
+    return _open(cfg, options).set_traffic(function, alias, validate_weights(dict(weights)), web=web)
 
 
 def promote(function: str, version: str, alias: str = DEFAULT_ALIAS, options: Optional[TargetOptions] = None,
             cfg=None) -> TrafficOutcome:
     version_number(version)
-    t = open_target(cfg, options)
-    a = t.promote(function, version, alias or DEFAULT_ALIAS)
-    return TrafficOutcome(function, a, bool(options and options.dry_run), _requests(t))
+    return _open(cfg, options).promote(function, version, alias)
 
 
 def rollback(function: str, alias: str = DEFAULT_ALIAS, options: Optional[TargetOptions] = None,
              cfg=None) -> TrafficOutcome:
-    t = open_target(cfg, options)
-    a = t.rollback(function, alias or DEFAULT_ALIAS)
-    return TrafficOutcome(function, a, bool(options and options.dry_run), _requests(t))
-
-
-@dataclass
-class DeleteOutcome:
-    function: str
-    deleted: list
-    dry_run: bool = False
-    requests: list = field(default_factory=list)
+    return _open(cfg, options).rollback(function, alias)
 
 
 def delete(function: str, version: Optional[str] = None, force: bool = False,
            options: Optional[TargetOptions] = None, cfg=None) -> DeleteOutcome:
     if version is not None:
         version_number(version)
-    t = open_target(cfg, options)
-    return DeleteOutcome(function, t.delete(function, version, force=force), bool(options and options.dry_run),
-                         _requests(t))
+    return _open(cfg, options).delete(function, version, force=force)
 
 
 _REF = re.compile(r"^(?P<name>[\w][\w.-]*)(?:@(?P<alias>[\w][\w.-]*)|:(?P<version>v[0-9]+))?$")
@@ -284,9 +222,7 @@ def check_image_ref(image: str) -> str:
 def render(cfg, out_dir: str, options: Optional[TargetOptions] = None, image: Optional[str] = None,
            progress: Progress = lambda m: None) -> list:
     """Write the target's own manifests (wskdeploy manifest.yaml, Knative Service YAML)."""
-    options = options or TargetOptions()
-    o = TargetOptions(**{**options.__dict__, "dry_run": True})
-    t = open_target(cfg, o)
+    t = open_target(cfg, options, Recorder())  # rendering sends nothing to the platform
     if image:
         check_image_ref(image)
         spec = VersionSpec(function=cfg.name, image=image, digest=image.partition("@")[2], model_sha256="",
@@ -296,11 +232,9 @@ def render(cfg, out_dir: str, options: Optional[TargetOptions] = None, image: Op
     else:
         from mlfn.image import build_image
 
+        t.check_image(cfg.deploy.registry or f"mlfn/{cfg.name}")  # refused before a minute of build
         spec = version_spec(cfg, build_image(cfg, push=cfg.deploy.registry, progress=progress))
-    try:
-        return t.render(spec, out_dir)
-    except NotImplementedError as e:
-        raise TargetError(str(e)) from None
+    return t.render(spec, out_dir)
 
 
 __all__ = ["TargetOptions", "DeployOutcome", "TrafficOutcome", "DeleteOutcome", "open_target", "deploy",

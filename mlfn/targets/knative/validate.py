@@ -5,8 +5,8 @@ Two layers, because the CRD schema does not carry Knative's admission rules:
    a verbatim copy of knative/serving's CRD), read strictly: a field the schema does not
    know is an error (like `kubectl --validate=strict`), except under
    `x-kubernetes-preserve-unknown-fields`; `x-kubernetes-list-type: map|set` keys must be unique;
-2. the webhook rules (knative.dev/serving `pkg/apis/serving/v1` validation, as listed in
-   ../shared/specs/README.md): traffic, BYO revision names, one container port, reserved
+2. the webhook rules (knative.dev/serving `pkg/apis/serving/v1` validation; see
+   docs/architecture.md, "Knative"): traffic, BYO revision names, one container port, reserved
    environment names, autoscaling annotations, container concurrency and timeout ranges.
 
 Every violation is a ManifestError naming the field path, e.g.
@@ -46,7 +46,7 @@ def template_dir() -> Path:
     spec = importlib.util.find_spec("mlfn.templates")
     if spec is not None and spec.submodule_search_locations:
         return Path(list(spec.submodule_search_locations)[0]) / "knative"
-    return Path(__file__).resolve().parents[2] / "templates" / "knative"
+    return Path(__file__).resolve().parents[3] / "templates" / "knative"
 
 
 @functools.lru_cache(maxsize=1)
