@@ -55,7 +55,7 @@ def main(argv=None) -> int:
 
     import requests
 
-    from mlfn.rollout import Rollout
+    from mlfn.lifecycle import Lifecycle
     from mlfn.targets.interface import VersionSpec
     from mlfn.targets.openwhisk.target import openwhisk_target
     from mlfn.targets.openwhisk.wskprops import GUEST_AUTH, WskProps
@@ -78,7 +78,7 @@ def main(argv=None) -> int:
         server, controller = make_server(Path(tempfile.mkdtemp(prefix="mlfn-bench-")), port=0)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         props = WskProps(apihost=f"http://127.0.0.1:{server.server_address[1]}", auth=GUEST_AUTH, namespace="guest")
-    t = Rollout(openwhisk_target(props=props))
+    t = Lifecycle(openwhisk_target(props=props))
     fn = f"bench-{int(time.time())}"
     try:
         for h in ("a", "b"):

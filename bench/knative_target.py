@@ -62,7 +62,7 @@ def render_validate(n: int = 200) -> dict:
 
 def operations() -> dict:
     from mlfn.config import Config
-    from mlfn.rollout import Rollout
+    from mlfn.lifecycle import Lifecycle
     from mlfn.targets.knative.target import knative_target
     from tests.targets.knative.conftest import version_spec
     from tests.targets.knative.fake_apiserver import FakeApiServer
@@ -72,7 +72,7 @@ def operations() -> dict:
         kc = api.write_kubeconfig(Path(tmp) / "kubeconfig")
 
         def op(name, fn):
-            target = Rollout(knative_target(Config(name="digits"), kubeconfig=kc, poll_interval=0.02,
+            target = Lifecycle(knative_target(Config(name="digits"), kubeconfig=kc, poll_interval=0.02,
                                             wait_timeout=30))
             before = len(api.kube.requests)
             t = time.perf_counter()

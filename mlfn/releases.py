@@ -2,7 +2,7 @@
 rollback, delete, invoke, render. Each function takes plain values (a Config, names,
 weights) and a `TargetOptions`, talks to one `Target` (mlfn.targets.factory) and returns a
 dataclass the CLI renders; nothing here knows about click or about which target it uses.
-Each command opens the target and runs mlfn.rollout.Rollout on it (the alias policy of
+Each command opens the target and runs mlfn.lifecycle.Lifecycle on it (the alias policy of
 mlfn.aliases); a dry run wraps the target's platform client with a Recorder, whose
 requests come back in the outcomes.
 
@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional
 
 from mlfn.aliases import split_for
 from mlfn.errors import ConfigError, MlfnError
-from mlfn.rollout import DeleteOutcome, Rollout, TrafficOutcome
+from mlfn.lifecycle import DeleteOutcome, Lifecycle, TrafficOutcome
 from mlfn.targets.interface import DEFAULT_ALIAS, InvokeResult, Status, Target, Version, VersionSpec
 from mlfn.targets.recording import Recorder
 from mlfn.traffic import validate_weights, version_number
@@ -86,10 +86,10 @@ def version_spec(cfg, build, planned_push: Optional[str] = None) -> VersionSpec:
     )
 
 
-def _open(cfg, options: Optional[TargetOptions]) -> Rollout:
+def _open(cfg, options: Optional[TargetOptions]) -> Lifecycle:
     options = options or TargetOptions()
     recorder = Recorder() if options.dry_run else None
-    return Rollout(open_target(cfg, options, recorder), recorder)
+    return Lifecycle(open_target(cfg, options, recorder), recorder)
 
 
 def deploy(cfg, options: Optional[TargetOptions] = None, *, alias: Optional[str] = None,
@@ -103,19 +103,19 @@ def deploy(cfg, options: Optional[TargetOptions] = None, *, alias: Optional[str]
     options = options or TargetOptions()
     if promote and weight is not None:
         raise ConfigError("--promote moves the alias to 100% of the new version; drop --weight (or --promote).")
-    rollout = _open(cfg, options)
+    lifecycle = _open(cfg, options)
     if build is None:
         from mlfn.image import build_image
 
-        rollout.target.check_image(push or cfg.deploy.registry or f"mlfn/{cfg.name}")  # before a minute of build
+        lifecycle.target.check_image(push or cfg.deploy.registry or f"mlfn/{cfg.name}")  # before a minute of build
         build = build_image(cfg, push=None if options.dry_run else push or cfg.deploy.registry, progress=progress)
     spec = version_spec(cfg, build, planned_push=(push or cfg.deploy.registry) if options.dry_run else None)
     ow = cfg.deploy.openwhisk
-    out = rollout.publish(spec, alias=alias, weight=weight, promote=promote, web=ow.web if web is None else web,
+    out = lifecycle.publish(spec, alias=alias, weight=weight, promote=promote, web=ow.web if web is None else web,
                           require_auth=bool(ow.require_whisk_auth if require_whisk_auth is None
                                             else require_whisk_auth), progress=progress)
     return DeployOutcome(
-        function=cfg.name, target=rollout.target.name, version=out.version, created=out.created, image=spec.image,
+        function=cfg.name, target=lifecycle.target.name, version=out.version, created=out.created, image=spec.image,
         aliases=out.aliases, dry_run=options.dry_run, requests=out.requests,
         web_url=out.touched.web_url if out.touched else None, web_secret=out.web_secret,
     )

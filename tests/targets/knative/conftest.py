@@ -1,5 +1,5 @@
 """Fixtures for the Knative target: a fake Kubernetes API server (fake_apiserver.py),
-a kubeconfig pointing at it, and a factory of fresh Rollouts over new KnativeTarget objects
+a kubeconfig pointing at it, and a factory of fresh Lifecycles over new KnativeTarget objects
 (each one is a "fresh machine": it holds no state of its own)."""
 import pytest
 
@@ -29,9 +29,9 @@ def cfg():
 
 
 @pytest.fixture
-def make_rollout(kubeconfig, cfg):
-    """make_rollout(dry_run=False, cfg=..., **knative_target options) -> Rollout (.target is the KnativeTarget)."""
-    from mlfn.rollout import Rollout
+def make_lifecycle(kubeconfig, cfg):
+    """make_lifecycle(dry_run=False, cfg=..., **knative_target options) -> Lifecycle (.target is the KnativeTarget)."""
+    from mlfn.lifecycle import Lifecycle
     from mlfn.targets.knative.target import knative_target
     from mlfn.targets.recording import Recorder
 
@@ -40,7 +40,7 @@ def make_rollout(kubeconfig, cfg):
         opts.update(kw)
         recorder = Recorder() if dry_run else None
         target = knative_target(opts.pop("cfg", cfg), recorder=recorder, **opts)
-        return Rollout(target, recorder)
+        return Lifecycle(target, recorder)
 
     return make
 

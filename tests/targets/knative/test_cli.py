@@ -14,9 +14,9 @@ def run(*args):
     return result.exit_code, result.output
 
 
-def test_commands_drive_knative(api, kubeconfig, make_rollout):
-    make_rollout().publish(version_spec(1))
-    make_rollout().publish(version_spec(2))
+def test_commands_drive_knative(api, kubeconfig, make_lifecycle):
+    make_lifecycle().publish(version_spec(1))
+    make_lifecycle().publish(version_spec(2))
     k = ["-t", "knative", "--kubeconfig", kubeconfig]
     code, out = run("traffic", "digits", "v1=90", "v2=10", *k, "-o", "json")
     assert code == 0, out
@@ -38,8 +38,8 @@ def test_commands_drive_knative(api, kubeconfig, make_rollout):
     assert code != 0 and "can point to one version only" in out
 
 
-def test_dry_run_lists_the_patch(api, kubeconfig, make_rollout):
-    make_rollout().publish(version_spec(1))
+def test_dry_run_lists_the_patch(api, kubeconfig, make_lifecycle):
+    make_lifecycle().publish(version_spec(1))
     code, out = run("promote", "digits", "v1", "--alias", "stable", "--dry-run",
                     "-t", "knative", "--kubeconfig", kubeconfig)
     assert code == 0, out
@@ -48,10 +48,10 @@ def test_dry_run_lists_the_patch(api, kubeconfig, make_rollout):
     assert "stable" not in {t.get("tag") for t in api.kube.service("digits")["spec"]["traffic"]}
 
 
-def test_dry_run_delete_sends_nothing(api, kubeconfig, make_rollout):
-    make_rollout().publish(version_spec(1))
-    make_rollout().publish(version_spec(2))
-    make_rollout().promote("digits", "v2")
+def test_dry_run_delete_sends_nothing(api, kubeconfig, make_lifecycle):
+    make_lifecycle().publish(version_spec(1))
+    make_lifecycle().publish(version_spec(2))
+    make_lifecycle().promote("digits", "v2")
     code, out = run("delete", "digits", "v1", "--dry-run", "-t", "knative", "--kubeconfig", kubeconfig)
     assert code == 0, out
     assert f"DELETE {api.url}/apis/serving.knative.dev/v1/namespaces/{NS}/revisions/digits-v1" in out

@@ -15,7 +15,7 @@ import uuid
 import pytest
 import requests
 
-from mlfn.rollout import Rollout
+from mlfn.lifecycle import Lifecycle
 from mlfn.targets.knative.target import knative_target
 
 from .conftest import NS
@@ -39,7 +39,7 @@ def test_the_image_runs_as_the_manifest_says(digits_image, digits_project, api, 
     # a cluster pulls from a registry (a local tag is refused); the fake one pulls nothing and
     # Docker below runs the local image in the kubelet's place
     spec = dataclasses.replace(version_spec(cfg, digits_image), image=f"localhost:5000/{digits_image.image}")
-    deployed = Rollout(target).publish(spec)
+    deployed = Lifecycle(target).publish(spec)
     assert deployed.version.name == "v1" and deployed.version.digest == digits_image.digest
     svc = api.kube.service(cfg.name)
     pod = svc["spec"]["template"]["spec"]

@@ -8,7 +8,7 @@
 - `rest_api`: the same controller with no Docker at all, for tests of the REST API only
   (entities, versions, aliases); invoking an action there fails.
 - `proxy` / `rest_proxy`: a recording, fault-injecting HTTP proxy in front of either.
-- `rollout` / `rest_rollout`: mlfn.rollout.Rollout over an OpenWhisk target through the
+- `lifecycle` / `rest_lifecycle`: mlfn.lifecycle.Lifecycle over an OpenWhisk target through the
   proxy (no real sleeping between retries); `.target` is the OpenWhiskTarget.
 """
 from __future__ import annotations
@@ -211,9 +211,9 @@ def fn_name(request):
     return f"t{next(_names)}-{re.sub(r'[^a-z0-9]', '', request.node.name.lower())[:30]}"
 
 
-def make_rollout(url: str, dry_run: bool = False, **client_options):
-    """A Rollout over an OpenWhisk target for the API at url (a Recorder when dry_run)."""
-    from mlfn.rollout import Rollout
+def make_lifecycle(url: str, dry_run: bool = False, **client_options):
+    """A Lifecycle over an OpenWhisk target for the API at url (a Recorder when dry_run)."""
+    from mlfn.lifecycle import Lifecycle
     from mlfn.targets.openwhisk.target import openwhisk_target
     from mlfn.targets.openwhisk.wskprops import GUEST_AUTH, WskProps
     from mlfn.targets.recording import Recorder
@@ -221,17 +221,17 @@ def make_rollout(url: str, dry_run: bool = False, **client_options):
     recorder = Recorder() if dry_run else None
     target = openwhisk_target(props=WskProps(apihost=url, auth=GUEST_AUTH, namespace="guest"), recorder=recorder,
                               sleep=lambda s: None, **client_options)
-    return Rollout(target, recorder)
+    return Lifecycle(target, recorder)
 
 
 @pytest.fixture
-def rollout(proxy):
-    return make_rollout(proxy.url)
+def lifecycle(proxy):
+    return make_lifecycle(proxy.url)
 
 
 @pytest.fixture
-def rest_rollout(rest_proxy):
-    return make_rollout(rest_proxy.url)
+def rest_lifecycle(rest_proxy):
+    return make_lifecycle(rest_proxy.url)
 
 
 def spec(function: str, content: str, image: str = ACTION_IMAGE, **kw):

@@ -89,19 +89,19 @@ def test_alias_names_cannot_look_like_versions():
     assert check_alias_name("canary") == "canary" and check_alias_name("ab_test-2.1") == "ab_test-2.1"
 
 
-def offline_rollout():
+def offline_lifecycle():
     """A dry run with no OpenWhisk endpoint configured: plans offline."""
-    from mlfn.rollout import Rollout
+    from mlfn.lifecycle import Lifecycle
     from mlfn.targets.openwhisk.target import openwhisk_target
     from mlfn.targets.openwhisk.wskprops import WskProps
     from mlfn.targets.recording import Recorder
 
     recorder = Recorder()
-    return Rollout(openwhisk_target(props=WskProps(), recorder=recorder), recorder)
+    return Lifecycle(openwhisk_target(props=WskProps(), recorder=recorder), recorder)
 
 
 def test_dry_run_offline_plans_package_version_and_alias(swagger):
-    out = offline_rollout().publish(spec("fn", "a", env={"LOG_LEVEL": "debug"}))
+    out = offline_lifecycle().publish(spec("fn", "a", env={"LOG_LEVEL": "debug"}))
     reqs = out.requests
     assert [r["method"] for r in reqs] == ["PUT", "PUT", "PUT"]
     assert reqs[0]["url"].endswith("/packages/fn?overwrite=true")
@@ -119,7 +119,7 @@ def test_dry_run_offline_plans_package_version_and_alias(swagger):
 
 
 def test_dry_run_redacts_the_web_secret():
-    out = offline_rollout().set_traffic("fn", "web", {"v1": 100}, web=True, require_auth=True)
+    out = offline_lifecycle().set_traffic("fn", "web", {"v1": 100}, web=True, require_auth=True)
     body = out.requests[-1]["body"]
     ann = {a["key"]: a["value"] for a in body["annotations"]}
     assert ann["web-export"] is True and ann["require-whisk-auth"] == "***"
@@ -127,7 +127,7 @@ def test_dry_run_redacts_the_web_secret():
 
 
 def test_router_code_picks_by_weight_and_passes_results_through():
-    out = offline_rollout().set_traffic("fn", "canary", {"v1": 80, "v2": 20, "v3": 0})
+    out = offline_lifecycle().set_traffic("fn", "canary", {"v1": 80, "v2": 20, "v3": 0})
     code = out.requests[-1]["body"]["exec"]["code"]  # the conductor action's code, as it would be sent
     scope: dict = {}
     exec(compile(code, "router", "exec"), scope)
@@ -146,7 +146,7 @@ def test_router_code_picks_by_weight_and_passes_results_through():
 
 
 def test_render_writes_a_wskdeploy_manifest(tmp_path):
-    files = offline_rollout().target.render(spec("digits", "c"), str(tmp_path))
+    files = offline_lifecycle().target.render(spec("digits", "c"), str(tmp_path))
     doc = yaml.safe_load(open(files[0]))
     actions = doc["packages"]["digits"]["actions"]
     assert set(actions) == {"v1", "default"}
@@ -206,7 +206,7 @@ def test_dry_run_against_an_unreachable_host_says_it_plans_blind(caplog):
     import logging
     import socket
 
-    from mlfn.rollout import Rollout
+    from mlfn.lifecycle import Lifecycle
     from mlfn.targets.openwhisk.target import openwhisk_target
     from mlfn.targets.openwhisk.wskprops import WskProps
     from mlfn.targets.recording import Recorder
@@ -218,7 +218,7 @@ def test_dry_run_against_an_unreachable_host_says_it_plans_blind(caplog):
     t = openwhisk_target(props=WskProps(apihost=f"http://127.0.0.1:{port}", auth="a:secret", namespace="ns"),
                          recorder=recorder, sleep=lambda s: None)
     with caplog.at_level(logging.WARNING, logger="mlfn.targets.openwhisk.client"):
-        out = Rollout(t, recorder).set_traffic("fn", "default", {"v1": 100})
+        out = Lifecycle(t, recorder).set_traffic("fn", "default", {"v1": 100})
     assert out.alias.weights == {"v1": 100} and out.requests
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1, warnings

@@ -1,12 +1,12 @@
 """Versions and aliases on one target: the alias policy (mlfn.aliases) applied through the
-Target interface. `Rollout(target, recorder)` is what mlfn.releases runs for each command
+Target interface. `Lifecycle(target, recorder)` is what mlfn.releases runs for each command
 once it has opened the target; tests drive targets through it too.
 
-    rollout = Rollout(target)                     # or Rollout(target, Recorder()) for a dry run
-    rollout.publish(spec)                         # vN; the first version takes the default alias
-    rollout.set_traffic("digits", "default", {"v1": 90, "v2": 10})
-    rollout.promote("digits", "v2"); rollout.rollback("digits")
-    rollout.delete("digits", "v1", force=True)
+    lifecycle = Lifecycle(target)                     # or Lifecycle(target, Recorder()) for a dry run
+    lifecycle.publish(spec)                         # vN; the first version takes the default alias
+    lifecycle.set_traffic("digits", "default", {"v1": 90, "v2": 10})
+    lifecycle.promote("digits", "v2"); lifecycle.rollback("digits")
+    lifecycle.delete("digits", "v1", force=True)
 
 Every outcome carries the requests a dry run recorded (nothing is sent then).
 """
@@ -53,7 +53,7 @@ class DeleteOutcome:
     notes: list = field(default_factory=list)
 
 
-class Rollout:
+class Lifecycle:
     def __init__(self, target: Target, recorder: Optional[Recorder] = None):
         self.target = target
         self.recorder = recorder  # the one the target's client records into (a dry run), or None
