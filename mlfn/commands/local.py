@@ -12,7 +12,9 @@ def _text(st) -> str:
     if st.running:
         from mlfn.targets.openwhisk.wskprops import GUEST_NAMESPACE
 
-        lines += [f"  apihost    {st.apihost}", f"  namespace  {GUEST_NAMESPACE} (OpenWhisk standalone's guest key)",
+        key = ("OpenWhisk standalone's well-known guest key" if st.key == "guest"
+               else f"a private key (mlfn local up --auth generate), in {st.wskprops}")
+        lines += [f"  apihost    {st.apihost}", f"  namespace  {GUEST_NAMESPACE}", f"  key        {key}",
                   f"  functions  {st.functions}   warm containers {st.containers}",
                   f"  state      {st.state_dir}", f"  log        {st.log_file}"]
     return "\n".join(lines)
@@ -24,7 +26,8 @@ def local():
 
     `mlfn deploy --target local` talks to it; so does the standard `wsk` CLI:
     wsk property set --apihost http://127.0.0.1:3233 --auth <OpenWhisk standalone's well-known
-    guest key>.
+    guest key>, or, with a private key (`mlfn local up --auth generate`),
+    WSK_CONFIG_FILE=~/.mlfn/local/wskprops wsk ...
     State lives in ~/.mlfn/local (MLFN_LOCAL_HOME overrides); without --port, the deploy
     commands use the controller of that folder.
 
@@ -43,8 +46,11 @@ def local():
 @click.option("--detach/--no-detach", default=True, help="Run as a background daemon (default).")
 @click.option("--idle-seconds", type=float, default=600.0, show_default=True,
               help="Remove a warm action container after this long unused.")
+@click.option("--auth", type=click.Choice(["guest", "generate"]), default=None,
+              help="Which key the API accepts: OpenWhisk's well-known guest key, or a new private key written "
+                   "to the state folder's wskprops (0600). Default: keep the folder's key (guest at first).")
 @output_option
-def up(port, foreground, detach, idle_seconds, output):
+def up(port, foreground, detach, idle_seconds, auth, output):
     """Start the local controller (a background daemon; idempotent).
 
     \b
@@ -52,11 +58,12 @@ def up(port, foreground, detach, idle_seconds, output):
       mlfn local up
       mlfn local up --port 3300             # then: mlfn deploy --port 3300, mlfn status NAME --port 3300
       mlfn local up --foreground            # logs in this terminal, Ctrl-C stops it
+      mlfn local up --auth generate         # a private key instead of the well-known guest key
     """
     from mlfn.output import log
     from mlfn.targets.local import daemon as lib
 
-    st = lib.up(port=port, foreground=foreground or not detach, idle_seconds=idle_seconds, progress=log)
+    st = lib.up(port=port, foreground=foreground or not detach, idle_seconds=idle_seconds, progress=log, auth=auth)
     emit(st, output, _text)
 
 

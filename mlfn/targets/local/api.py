@@ -10,13 +10,15 @@ threading HTTP server.
     ANY  /api/v1/web/{ns}/{pkg}/{name}[.json|.http|.text]  web actions (no auth unless
          require-whisk-auth)
 
-Basic auth with the guest key on everything but web actions (401 otherwise). Errors are
+Basic auth with the controller's key (OpenWhisk's guest key, or the private one of
+`mlfn local up --auth generate`) on everything but web actions (401 otherwise). Errors are
 `{"error": ..., "code": ...}`. Run it with `python -m mlfn.targets.local.api`.
 """
 from __future__ import annotations
 
 import argparse
 import base64
+import hmac
 import json
 import logging
 import signal
@@ -28,7 +30,7 @@ from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from mlfn.targets.local.home import owner_id, state_dir
+from mlfn.targets.local.home import local_key, owner_id, state_dir
 from mlfn.targets.local.controller import MAX_PAYLOAD, ApiError, Controller, ann, truthy
 from mlfn.targets.openwhisk.wskprops import GUEST_AUTH, GUEST_NAMESPACE
 
@@ -43,6 +45,7 @@ class Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server_version = "mlfn-local"
     controller: Controller  # set by make_server
+    auth: str = GUEST_AUTH  # the key accepted ("uuid:key"); set by make_server from the state folder
 
     def log_message(self, fmt, *args):  # request lines at DEBUG; life cycle at INFO
         log.debug("%s %s", self.address_string(), fmt % args)
@@ -85,7 +88,7 @@ class Handler(BaseHTTPRequestHandler):
         if not h.startswith("Basic "):
             return False
         try:
-            return base64.b64decode(h[6:]).decode() == GUEST_AUTH
+            return hmac.compare_digest(base64.b64decode(h[6:]), self.auth.encode())
         except (ValueError, UnicodeDecodeError):
             return False
 
@@ -333,7 +336,7 @@ def make_server(home: Optional[Path], host: str = "127.0.0.1", port: int = 3233,
     from mlfn.targets.local.store import Store
 
     store = Store(home)
-    handler = type("BoundHandler", (Handler,), {})
+    handler = type("BoundHandler", (Handler,), {"auth": local_key(home).auth if home else GUEST_AUTH})
     server = LocalServer((host, port), handler)
     apihost = f"http://{host}:{server.server_address[1]}"
     pool = Pool(owner=owner_id(home), idle_seconds=idle_seconds, docker_client=docker_client, apihost=apihost)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 from mlfn.errors import TargetError
-from mlfn.targets.local.home import state_dir
+from mlfn.targets.local.home import AUTH_MODES, local_key, new_key, state_dir, wskprops_path, write_wskprops
 
 DEFAULT_PORT = 3233
 
@@ -46,6 +46,8 @@ class LocalStatus:
     log_file: str = ""
     containers: int = 0
     functions: int = 0
+    key: str = "guest"  # which key the controller accepts: "guest" (well-known) or "private"
+    wskprops: str = ""  # the wskprops file with that key (for wsk: WSK_CONFIG_FILE=...)
     message: str = ""
 
 
@@ -95,14 +97,13 @@ def current_status() -> LocalStatus:
     apihost = f"http://127.0.0.1:{port}"
     pid = info.get("pid")
     running = bool(pid and pid_alive(pid) and ping(apihost))
+    key = local_key()
     st = LocalStatus(running=running, apihost=apihost, pid=pid if running else None, state_dir=str(state_dir()),
-                     log_file=str(state_dir() / "server.log"))
+                     log_file=str(state_dir() / "server.log"), key=key.kind, wskprops=str(wskprops_path()))
     if running:
         import requests
 
-        from mlfn.targets.openwhisk.wskprops import GUEST_AUTH
-
-        auth = tuple(GUEST_AUTH.split(":", 1))
+        auth = tuple(key.auth.split(":", 1))
         try:
             st.functions = len(requests.get(f"{apihost}/api/v1/namespaces/_/packages?limit=200", auth=auth,
                                             timeout=2).json())
@@ -123,14 +124,21 @@ def current_status() -> LocalStatus:
 
 
 def up(port: Optional[int] = DEFAULT_PORT, foreground: bool = False, idle_seconds: float = 600.0,
-       progress=lambda m: None, wait_s: float = 15.0) -> LocalStatus:
+       progress=lambda m: None, wait_s: float = 15.0, auth: Optional[str] = None) -> LocalStatus:
     """Start the controller (a daemon unless foreground); idempotent when already running.
 
-    port None: DEFAULT_PORT, or wherever this state folder's controller already runs."""
+    port None: DEFAULT_PORT, or wherever this state folder's controller already runs.
+    auth: "guest" (OpenWhisk's well-known key), "generate" (a new private key in
+    HOME/wskprops), or None (keep the key this folder has; the guest key at first)."""
+    if auth is not None and auth not in AUTH_MODES:
+        raise TargetError(f"--auth {auth!r} is not a key mode; use one of: {', '.join(AUTH_MODES)}.")
     st = current_status()
     _check_port(st, port, "stop it first with 'mlfn local down', or set MLFN_LOCAL_HOME to another folder to run "
                           "a second one.")
     if st.running:
+        if auth == "generate" or (auth == "guest" and st.key != "guest"):
+            raise TargetError(f"The local controller already runs with the {st.key} key; stop it with "
+                              f"'mlfn local down' first to change its key.")
         st.message = f"already running on {st.apihost} (pid {st.pid})"
         return st
     port = port or DEFAULT_PORT
@@ -139,6 +147,7 @@ def up(port: Optional[int] = DEFAULT_PORT, foreground: bool = False, idle_second
     _check_docker()
     if ping(f"http://127.0.0.1:{port}", timeout=0.5):
         raise TargetError(f"Port {port} on 127.0.0.1 is already in use by another server; pass --port N.")
+    write_wskprops(new_key(auth) if auth else local_key(home), f"http://127.0.0.1:{port}", home)
     cmd = [sys.executable, "-m", "mlfn.targets.local.api", "--port", str(port), "--home", str(home),
            "--idle-seconds", str(idle_seconds)]
     if foreground:

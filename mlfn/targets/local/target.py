@@ -8,7 +8,8 @@ from mlfn.errors import TargetError
 from mlfn.targets.local import daemon
 from mlfn.targets.openwhisk.target import openwhisk_target
 from mlfn.targets.openwhisk.target import OpenWhiskTarget
-from mlfn.targets.openwhisk.wskprops import GUEST_AUTH, GUEST_NAMESPACE, WskProps
+from mlfn.targets.local.home import local_key
+from mlfn.targets.openwhisk.wskprops import GUEST_NAMESPACE, WskProps
 from mlfn.targets.recording import Recorder
 
 
@@ -33,7 +34,7 @@ def local_target(cfg=None, *, port: Optional[int] = None, recorder: Optional[Rec
         if not pid or not daemon.pid_alive(pid):
             raise TargetError(f"The local OpenWhisk API of {daemon.state_dir()} is not running; start it with "
                               "'mlfn local up' (or pass --port N for one that runs elsewhere).")
-    props = WskProps(apihost=daemon.local_apihost(port), auth=GUEST_AUTH, namespace=GUEST_NAMESPACE,
+    props = WskProps(apihost=daemon.local_apihost(port), auth=local_key().auth, namespace=GUEST_NAMESPACE,
                      source="mlfn local")
     client_options.setdefault("attempts", 3)  # a stopped local controller fails fast with a hint
     return openwhisk_target(cfg, props=props, recorder=recorder, name="local", down_hint=down_hint,

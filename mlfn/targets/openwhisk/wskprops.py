@@ -86,8 +86,3 @@ def load_wskprops(apihost: Optional[str] = None, auth: Optional[str] = None, nam
         source=str(path) if data else None,
     )
 
-
-def local_props(port: int = 3233) -> WskProps:
-    """The embedded local controller (`mlfn local up`)."""
-    host = os.environ.get("MLFN_LOCAL_APIHOST") or f"http://127.0.0.1:{port}"
-    return WskProps(apihost=host, auth=GUEST_AUTH, namespace=GUEST_NAMESPACE, source="mlfn local")
