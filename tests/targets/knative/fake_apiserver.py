@@ -37,6 +37,9 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+# RFC 7386 merge patch: mlfn's own, checked against the RFC's examples in test_merge_patch.py
+from mlfn.targets.knative.client import apply_merge_patch
+
 GROUP_PATH = re.compile(
     r"^/apis/serving\.knative\.dev/v1/namespaces/(?P<ns>[^/]+)/(?P<plural>services|revisions)(?:/(?P<name>[^/]+))?$"
 )
@@ -45,19 +48,6 @@ DOMAIN = "example.com"
 
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def merge(target, patch):
-    """RFC 7386 JSON merge patch."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    out = copy.deepcopy(target) if isinstance(target, dict) else {}
-    for k, v in patch.items():
-        if v is None:
-            out.pop(k, None)
-        else:
-            out[k] = merge(out.get(k), v)
-    return out
 
 
 class ApiError(Exception):
@@ -149,7 +139,7 @@ class FakeKube:
         patch.pop("status", None)
         for k in ("name", "namespace", "uid", "generation", "creationTimestamp"):
             patch.get("metadata", {}).pop(k, None)
-        return self._write(plural, obj, merge(obj, patch))
+        return self._write(plural, obj, apply_merge_patch(obj, patch))
 
     def replace(self, plural: str, ns: str, name: str, body: dict) -> dict:
         obj = self.get(plural, ns, name)
