@@ -1,0 +1,167 @@
+"""The local controller's container pool with real containers of the tiny action image:
+dead containers are never handed out, containers per action are bounded and activations
+queue for them, and a container dying mid-activation fails that activation only."""
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+def make_controller(action_image):
+    """make_controller(**pool_options) -> a Controller (in memory) over a fresh Pool."""
+    from mlfn.targets.local.controller import Controller
+    from mlfn.targets.local.pool import Pool
+    from mlfn.targets.local.store import Store
+
+    pools = []
+
+    def make(**pool_options):
+        pool = Pool(owner=f"test-pool-{uuid.uuid4().hex[:10]}", **pool_options)
+        pools.append(pool)
+        return Controller(Store(None), pool)
+
+    yield make
+    for pool in pools:
+        pool.shutdown()
+
+
+def add_action(controller, image: str, name: str = "fn", **limits) -> dict:
+    return controller.put_action(name, {"exec": {"kind": "blackbox", "image": image}, "limits": limits},
+                                 overwrite=False)
+
+
+def activate_all(controller, action: dict, values: list) -> list:
+    """Activation records of `values`, run concurrently (one thread each)."""
+    records = [None] * len(values)
+
+    def one(i):
+        records[i] = controller.activate(action["name"], action, values[i])
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(values))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return records
+
+
+def labelled(pool, all_: bool = False) -> list:
+    import docker
+
+    from mlfn.targets.local.pool import OWNER_LABEL
+
+    return docker.from_env().containers.list(all=all_, filters={"label": f"{OWNER_LABEL}={pool.owner}"})
+
+
+def wait_until(predicate, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def annotation(record: dict, key: str):
+    return next((kv["value"] for kv in record["annotations"] if kv["key"] == key), None)
+
+
+def test_killed_warm_containers_are_replaced_by_cold_starts(make_controller, action_image):
+    controller = make_controller(max_starting=3)
+    pool = controller.pool
+    action = add_action(controller, action_image)
+    warmed = activate_all(controller, action, [{"sleep": 0.5}] * 3)
+    assert [r["response"]["statusCode"] for r in warmed] == [0, 0, 0]
+    killed = {c.docker_id for c in pool.ready("fn")}
+    assert len(killed) == 3
+    for c in labelled(pool):
+        c.kill()
+
+    t0 = time.monotonic()
+    records = [controller.activate("fn", action, {"i": i}) for i in range(5)]
+    elapsed = time.monotonic() - t0
+
+    assert [r["response"]["statusCode"] for r in records] == [0] * 5, [r["response"] for r in records]
+    assert [r["response"]["result"]["value"] for r in records] == [{"i": i} for i in range(5)]
+    assert annotation(records[0], "initTime") is not None  # a transparent cold start
+    assert elapsed < 15, f"five activations after the kill took {elapsed:.1f} s"
+    assert not killed & {c.docker_id for c in pool.ready("fn")}
+    assert wait_until(lambda: not killed & {c.id for c in labelled(pool, all_=True)}), "dead containers not removed"
+
+
+def test_concurrent_activations_never_start_more_containers_than_the_bound(make_controller, action_image):
+    controller = make_controller(memory_budget_mb=512, max_starting=8)  # 256 MB actions: at most 2
+    action = add_action(controller, action_image, memory=256)
+    seen = []
+    stop = threading.Event()
+
+    def watch():  # how many containers existed, as Docker sees it, every 50 ms
+        while not stop.is_set():
+            seen.append(len(labelled(controller.pool, all_=True)))
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        records = activate_all(controller, action, [{"sleep": 0.4, "i": i} for i in range(8)])
+    finally:
+        stop.set()
+        watcher.join()
+
+    assert [r["response"]["statusCode"] for r in records] == [0] * 8, [r["response"] for r in records]
+    assert controller.pool.started <= 2
+    assert 1 <= max(seen) <= 2
+    assert max(annotation(r, "waitTime") for r in records) >= 300  # the others queued for a free slot
+
+
+def test_a_queue_wait_beyond_the_bound_ends_in_one_clear_error(make_controller, action_image):
+    controller = make_controller(memory_budget_mb=256, queue_wait_s=0.5)
+    action = add_action(controller, action_image, memory=256)
+    busy = threading.Thread(target=controller.activate, args=("fn", action, {"sleep": 2.5}))
+    busy.start()
+    assert wait_until(lambda: any(c.inflight for c in controller.pool.ready("fn")))
+
+    t0 = time.monotonic()
+    record = controller.activate("fn", action, {"i": 1})
+    waited = time.monotonic() - t0
+    busy.join(10)
+
+    assert record["response"]["statusCode"] == 3
+    assert record["response"]["result"]["error"].startswith("No container of action 'fn' became free within 0.5 s")
+    assert 0.4 <= waited < 2.0
+    assert controller.pool.started == 1
+
+
+def test_a_container_killed_mid_activation_fails_that_activation_only(make_controller, action_image):
+    controller = make_controller(max_starting=2)
+    pool = controller.pool
+    action = add_action(controller, action_image)
+    holder: dict = {}
+    threads = [threading.Thread(target=lambda i=i: holder.__setitem__(i, controller.activate(
+        "fn", action, {"sleep": 2.0, "i": i}))) for i in range(2)]
+    for t in threads:
+        t.start()
+    assert wait_until(lambda: sum(c.inflight for c in pool.ready("fn")) == 2, 20)
+    victim = pool.ready("fn")[0].docker_id
+    import docker
+
+    kill_ms = time.time() * 1000
+    docker.from_env().containers.get(victim).kill()
+    assert wait_until(lambda: victim not in {c.docker_id for c in pool.ready("fn")}, 2.0)
+    for t in threads:
+        t.join(30)
+
+    codes = sorted(r["response"]["statusCode"] for r in holder.values())
+    assert codes == [0, 2], [r["response"] for r in holder.values()]
+    failed = next(r for r in holder.values() if r["response"]["statusCode"] == 2)
+    assert "exited unexpectedly" in failed["response"]["result"]["error"]
+    assert failed["end"] - kill_ms < 1500  # at once, not after a timeout
+    after = controller.activate("fn", action, {"i": 9})
+    assert after["response"]["statusCode"] == 0
+    assert victim not in {c.docker_id for c in pool.ready("fn")}
