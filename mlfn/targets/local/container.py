@@ -1,13 +1,19 @@
 """One action container of the local controller: a real Docker container speaking the
 OpenWhisk action protocol (`POST /init` once, then `POST /run` per activation, on port 8080).
 
-`start_container` runs and initialises it (a cold start); `ActionContainer.run` posts one
-activation; `ActionContainer.collect_logs` returns what it printed up to the
+`start_container` runs it and `init_container` initialises it (a cold start);
+`ActionContainer.run` posts one activation over a kept-alive connection (plain
+http.client: requests' per-call overhead was most of the controller's warm cost);
+`ActionContainer.collect_logs` returns what it printed up to the
 `XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX` sentinel line on stdout and stderr. Scheduling
 (which container serves which activation, how many exist) is the pool's job (pool.py).
 """
 from __future__ import annotations
 
+import http.client
+import json
+import select
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,6 +25,7 @@ OWNER_LABEL = "dev.mlfn.local.owner"
 ACTION_LABEL = "dev.mlfn.local.action"
 SENTINEL = "XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX"
 CONNECT_TIMEOUT_S = 0.5  # a live container accepts in well under a millisecond on the bridge
+MAX_CONNECTION_IDLE_S = 5.0  # kept-alive /run connections idle longer are not reused
 
 
 class InitError(Exception):
@@ -65,7 +72,7 @@ class ActionContainer:
     runtime: ActionRuntime
     docker_obj: object
     url: str
-    session: object
+    session: object  # requests.Session for /init
     inflight: int = 0
     last_used: float = field(default_factory=time.monotonic)
     dead: bool = False
@@ -74,29 +81,64 @@ class ActionContainer:
     err: list = field(default_factory=list)
     out_pos: int = 0
     err_pos: int = 0
-    cond: threading.Condition = field(default_factory=threading.Condition)
+    cond: threading.Condition = field(default_factory=threading.Condition)  # guards logs and connections
+    idle_connections: list = field(default_factory=list)  # [(monotonic time, HTTPConnection)] for /run
 
     @property
     def id(self) -> str:
         return self.docker_obj.id
 
     def run(self, body: dict) -> RunAnswer:
-        """POST /run with the action's time limit; the body gets OpenWhisk's `deadline`."""
-        import requests
+        """POST /run with the action's time limit; the body gets OpenWhisk's `deadline`.
 
+        Raises NotReached when no connection could be made, DiedDuringRun when the
+        connection broke before an answer; a timeout answers with status None."""
         start = int(time.time() * 1000)
-        body = {**body, "deadline": str(start + int(self.runtime.timeout_s * 1000))}
+        data = json.dumps({**body, "deadline": str(start + int(self.runtime.timeout_s * 1000))}).encode()
+        conn = self._connection()
         try:
-            r = self.session.post(self.url + "/run", json=body, timeout=(CONNECT_TIMEOUT_S, self.runtime.timeout_s))
-        except requests.ConnectTimeout:
-            raise NotReached() from None
-        except requests.ReadTimeout:
+            conn.request("POST", "/run", body=data, headers={"Content-Type": "application/json"})
+            response = conn.getresponse()
+            content = response.read()
+        except socket.timeout:
+            conn.close()
             return RunAnswer(None, b"", start, int(time.time() * 1000))
-        except requests.ConnectionError as e:
-            if _never_sent(e):
-                raise NotReached() from None
+        except (OSError, http.client.HTTPException):
+            conn.close()
             raise DiedDuringRun() from None
-        return RunAnswer(r.status_code, r.content, start, int(time.time() * 1000))
+        if response.will_close:
+            conn.close()
+        else:
+            with self.cond:
+                self.idle_connections.append((time.monotonic(), conn))
+        return RunAnswer(response.status, content, start, int(time.time() * 1000))
+
+    def close_connections(self) -> None:
+        with self.cond:
+            idle, self.idle_connections = self.idle_connections, []
+        for _, conn in idle:
+            conn.close()
+
+    def _connection(self) -> http.client.HTTPConnection:
+        """A kept-alive connection still open at both ends, or a new one (NotReached if none)."""
+        while True:
+            with self.cond:
+                if not self.idle_connections:
+                    break
+                since, conn = self.idle_connections.pop()
+            if time.monotonic() - since < MAX_CONNECTION_IDLE_S and not _peer_closed(conn):
+                return conn
+            conn.close()
+        host, port = self.url.rsplit("/", 1)[-1].rsplit(":", 1)
+        conn = http.client.HTTPConnection(host, int(port), timeout=CONNECT_TIMEOUT_S)
+        try:
+            conn.connect()
+        except OSError:  # refused, unreachable or timed out: nothing was sent
+            conn.close()
+            raise NotReached() from None
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn.sock.settimeout(self.runtime.timeout_s)
+        return conn
 
     def collect_logs(self, wait_s: float) -> list:
         """Lines printed since the last activation, up to the sentinel on stdout and stderr."""
@@ -154,19 +196,12 @@ def _has_sentinel(lines: list, pos: int) -> bool:
     return any(text.strip() == SENTINEL for _, text in lines[pos:])
 
 
-def _never_sent(error: Exception) -> bool:
-    """True when a requests ConnectionError happened while connecting (nothing was sent)."""
-    from urllib3.exceptions import NewConnectionError
-
-    seen, e = set(), error
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, NewConnectionError):
-            return True
-        e = getattr(e, "reason", None) or e.__cause__ or e.__context__ or (e.args[0] if e.args and
-                                                                           isinstance(e.args[0], BaseException)
-                                                                           else None)
-    return False
+def _peer_closed(conn: http.client.HTTPConnection) -> bool:
+    """True when a kept-alive connection was closed by the container (or has stray data)."""
+    try:
+        return bool(select.select([conn.sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
 
 
 def start_container(docker_client, runtime: ActionRuntime, owner: str, apihost: str) -> ActionContainer:

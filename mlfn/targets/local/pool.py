@@ -6,10 +6,11 @@ many containers exist (the containers themselves are in container.py).
   make room), so one action has at most `memory_budget_mb // memory` containers, and a
   container runs at most the action's `concurrency` activations at once.
 - Queued: an activation with no free slot waits (first come, first served) for the next
-  free slot, or for a container it starts itself. A new container is started only when
-  the queue is not expected to drain within a cold start (from the action's observed run
-  and start times, as OpenWhisk's scheduler decides), at most `max_starting` at a time.
-  A wait longer than `queue_wait_s` ends in `PoolBusy`.
+  free slot, or for a container it starts itself. A container is started when the action
+  has none, when the queue is not expected to drain through the existing slots within a
+  cold start (from the action's measured run and start times, as OpenWhisk's scheduler
+  decides), or when an activation has already waited longer than a cold start; at most
+  `max_starting` at a time. A wait longer than `queue_wait_s` ends in `PoolBusy`.
 - Live: Docker's `die` events drop a container from the pool the moment it exits; an
   activation that cannot connect to its container (it died before the event arrived) is
   retried on another one or a cold start, transparently. A container that dies during
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 RUN_ATTEMPTS = 3  # cold starts tried when the new container is gone before /run reached it
 DEFAULT_COLD_MS = 1000.0  # assumed cold start until one was measured
+RECHECK_S = 0.1  # a waiting activation reconsiders starting a container this often
 
 
 class PoolBusy(Exception):
@@ -177,6 +179,7 @@ class Pool:
         queue = self.queues.setdefault(key, deque())
         ticket = object()
         queue.append(ticket)
+        since = time.monotonic()
         try:
             while True:
                 if queue[0] is ticket:
@@ -184,21 +187,21 @@ class Pool:
                     if c is not None:
                         c.inflight += 1
                         return c
-                if self._may_start(runtime, len(queue)):
+                if self._may_start(runtime, len(queue), (time.monotonic() - since) * 1000):
                     self.starting[key] = self.starting.get(key, 0) + 1
                     self.memory_used_mb += runtime.memory_mb
                     return None
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise PoolBusy(self._busy_message(runtime))
-                self.cond.wait(left)
+                self.cond.wait(min(left, RECHECK_S))
         finally:
             queue.remove(ticket)
             if not queue:
                 del self.queues[key]
             self.cond.notify_all()
 
-    def _may_start(self, runtime: ActionRuntime, waiting: int) -> bool:
+    def _may_start(self, runtime: ActionRuntime, waiting: int, waited_ms: float) -> bool:
         """Under the lock: whether a waiting activation should start a container now."""
         key = runtime.key
         ready, starting = len(self.containers.get(key, [])), self.starting.get(key, 0)
@@ -206,11 +209,14 @@ class Pool:
             return False
         if waiting <= starting * (runtime.concurrency - 1):
             return False  # the containers already starting have a slot for each waiting activation
-        timings = self.timings.get(key)
-        if ready and timings is not None and timings.run_ms is not None:
-            drain_ms = waiting / ((ready + starting) * runtime.concurrency) * timings.run_ms
-            if drain_ms < timings.cold_ms:
-                return False  # the queue drains through warm slots sooner than a cold start
+        timings = self.timings.get(key) or _Timings()
+        if ready or starting:
+            if timings.run_ms is not None:
+                drain_ms = waiting / ((ready + starting) * runtime.concurrency) * timings.run_ms
+                if drain_ms < timings.cold_ms and (starting or waited_ms < timings.cold_ms):
+                    return False  # the queue drains through the slots there are sooner than a cold start
+            elif starting or waited_ms < timings.cold_ms:
+                return False  # the first container measures the run time before more are started
         return self._make_room(runtime.memory_mb)
 
     def bound(self, runtime: ActionRuntime) -> int:
@@ -275,6 +281,7 @@ class Pool:
 
     @staticmethod
     def _remove(c: ActionContainer) -> None:
+        c.close_connections()
         try:
             c.docker_obj.remove(force=True)
         except Exception:  # noqa: BLE001 - already gone
