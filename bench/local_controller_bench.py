@@ -7,7 +7,8 @@ Warm (sequential blocking invokes, after warm-up), p50/p99 of:
   - a 90/10 weighted alias (a conductor: router -> version -> router).
 Cold burst: a fresh function, 20 concurrent clients on its 90/10 weighted alias from no
 containers at all; containers started (Docker `start` events of this controller), p50/p99,
-req/s and errors.
+req/s and errors. Killed: `docker kill` of every warm container, then 40 sequential calls
+of the 90/10 alias; failures and latency.
 
     python bench/local_controller_bench.py                 # tiny test action image, built here
     python bench/local_controller_bench.py --image mlfn/digits:TAG --payload samples/digits/inputs/digit-3.json
@@ -123,6 +124,29 @@ def cold_burst(props, owner: str, fn: str, payload, clients: int, calls: int) ->
             "rps": len(times) / wall, "wall_s": wall}
 
 
+def after_kill(props, owner: str, fn: str, payload, calls: int = 40) -> dict:
+    """Kill every container of this controller, then call the 90/10 alias `calls` times."""
+    import docker
+    import requests
+
+    from mlfn.targets.local.pool import OWNER_LABEL
+
+    killed = docker.from_env().containers.list(filters={"label": f"{OWNER_LABEL}={owner}"})
+    for c in killed:
+        c.kill()
+    s = requests.Session()
+    s.auth = props.credentials
+    url = f"{props.base_url}/api/v1/namespaces/{props.namespace}/actions/{fn}/canary?blocking=true&result=true"
+    t0 = time.perf_counter()
+    codes, times = [], []
+    for _ in range(calls):
+        t = time.perf_counter()
+        codes.append(s.post(url, json=payload, timeout=120).status_code)
+        times.append((time.perf_counter() - t) * 1000)
+    return {"killed": len(killed), "calls": calls, "failed": sum(c != 200 for c in codes), "first_ms": times[0],
+            "max_ms": max(times), "total_s": time.perf_counter() - t0}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--image", help="function image (default: the tiny test action image, built here)")
@@ -157,6 +181,7 @@ def main(argv=None) -> int:
         deploy(target, cold_fn, image)
         burst = cold_burst(props, owner_id(home), cold_fn, payload, a.clients, a.calls)
         results = warm(target, controller, props, warm_fn, payload, a.n)
+        killed = after_kill(props, owner_id(home), warm_fn, payload)
     finally:
         close(server, controller)
     labels = {"run": "function /run directly", "v1": "version v1 via controller", "all": "alias 100% v1",
@@ -167,9 +192,13 @@ def main(argv=None) -> int:
         xs = results[key]
         print(f"  {labels[key]:<28}{percentile(xs, 50):>9.2f}{percentile(xs, 99):>9.2f}")
     print(f"cold burst: {a.clients} clients x {a.calls} calls on a 90/10 alias, from no containers")
-    print(f"  containers started {burst['containers_started']} {burst['per_action']}, ok {burst['ok']}, errors {burst['errors']}, "
+    print(f"  containers started {burst['containers_started']} {burst['per_action']}, ok {burst['ok']}, "
+          f"errors {burst['errors']}, "
           f"p50 {burst['p50']:.1f} ms, p99 {burst['p99']:.1f} ms, max {burst['max']:.1f} ms, "
           f"{burst['rps']:.1f} req/s over {burst['wall_s']:.1f} s")
+    print(f"after docker kill of all {killed['killed']} containers: {killed['calls']} calls on the 90/10 alias, "
+          f"{killed['failed']} failed, first {killed['first_ms']:.0f} ms, max {killed['max_ms']:.0f} ms, "
+          f"all in {killed['total_s']:.1f} s")
     return 0
 
 

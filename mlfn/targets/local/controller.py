@@ -262,7 +262,8 @@ class Controller:
             init_body["value"]["code"] = action["exec"]["code"]
         runtime = ActionRuntime(key=f"{key}@{action['version']}", image=action["exec"]["image"],
                                 memory_mb=limits["memory"], concurrency=limits["concurrency"], init_body=init_body,
-                                timeout_s=limits["timeout"] / 1000, log_limit_bytes=limits.get("logs", 10) * 1024 * 1024)
+                                timeout_s=limits["timeout"] / 1000,
+                                log_limit_bytes=limits.get("logs", 10) * 1024 * 1024)
         body = {"value": value, "namespace": self.namespace, "action_name": fqn,
                 "action_version": action["version"], "activation_id": aid, "transaction_id": aid}
         if truthy(ann(action, "provide-api-key", False)):

@@ -35,8 +35,8 @@ from mlfn.targets.local.container import (ACTION_LABEL, LABEL, OWNER_LABEL, SENT
                                           ActionRuntime, DiedDuringRun, InitError, NotReached, PullError,
                                           RunAnswer, init_container, start_container)
 
-__all__ = ["ACTION_LABEL", "LABEL", "OWNER_LABEL", "SENTINEL", "ActionRuntime", "ContainerInfo", "InitError", "Pool", "PoolBusy",
-           "PullError", "RunOutcome"]
+__all__ = ["ACTION_LABEL", "LABEL", "OWNER_LABEL", "SENTINEL", "ActionRuntime", "ContainerInfo", "InitError", "Pool",
+           "PoolBusy", "PullError", "RunOutcome"]
 
 log = logging.getLogger(__name__)
 
@@ -217,18 +217,20 @@ class Pool:
                     return False  # the queue drains through the slots there are sooner than a cold start
             elif starting or waited_ms < timings.cold_ms:
                 return False  # the first container measures the run time before more are started
-        return self._make_room(runtime.memory_mb)
+        return self._make_room(runtime)
 
     def bound(self, runtime: ActionRuntime) -> int:
         """The most containers one action may have."""
         return max(1, self.memory_budget_mb // max(1, runtime.memory_mb))
 
-    def _make_room(self, memory_mb: int) -> bool:
-        """Under the lock: free memory for a new container by removing idle ones (oldest first)."""
+    def _make_room(self, runtime: ActionRuntime) -> bool:
+        """Under the lock: free memory for a new container by removing idle containers of other
+        actions (least recently used first)."""
+        memory_mb = runtime.memory_mb
         if self.memory_used_mb + memory_mb <= self.memory_budget_mb:
             return True
-        idle = sorted((c for lst in self.containers.values() for c in lst if c.inflight == 0),
-                      key=lambda c: c.last_used)
+        idle = sorted((c for key, lst in self.containers.items() if key != runtime.key for c in lst
+                       if c.inflight == 0), key=lambda c: c.last_used)
         for c in idle:
             self._forget(c)
             self._remove_later(c)
@@ -332,7 +334,8 @@ class Pool:
     def remove_stale(self) -> int:
         """Remove containers a previous controller with the same owner id left behind."""
         n = 0
-        for c in self.docker.containers.list(all=True, filters={"label": [f"{LABEL}=1", f"{OWNER_LABEL}={self.owner}"]}):
+        labels = {"label": [f"{LABEL}=1", f"{OWNER_LABEL}={self.owner}"]}
+        for c in self.docker.containers.list(all=True, sparse=True, filters=labels):
             try:
                 c.remove(force=True)
                 n += 1
@@ -352,8 +355,11 @@ class Pool:
 
     def shutdown(self) -> None:
         self._stop.set()
-        if self._events is not None:
-            self._events.close()
+        try:
+            if self._events is not None:
+                self._events.close()
+        except Exception:  # noqa: BLE001 - the stream is already closed
+            pass
         with self.cond:
             all_ = [c for lst in self.containers.values() for c in lst]
             for c in all_:

@@ -56,7 +56,8 @@ def labelled(pool, all_: bool = False) -> list:
 
     from mlfn.targets.local.pool import OWNER_LABEL
 
-    return docker.from_env().containers.list(all=all_, filters={"label": f"{OWNER_LABEL}={pool.owner}"})
+    labels = {"label": f"{OWNER_LABEL}={pool.owner}"}
+    return docker.from_env().containers.list(all=all_, sparse=True, filters=labels)
 
 
 def wait_until(predicate, seconds: float = 10.0) -> bool:
@@ -82,6 +83,7 @@ def test_killed_warm_containers_are_replaced_by_cold_starts(make_controller, act
     assert len(killed) >= 2
     for c in labelled(pool):
         c.kill()
+    assert wait_until(lambda: not pool.ready("fn"), 3.0), "Docker's die events did not drop the dead containers"
 
     t0 = time.monotonic()
     records = [controller.activate("fn", action, {"i": i}) for i in range(5)]
@@ -90,9 +92,44 @@ def test_killed_warm_containers_are_replaced_by_cold_starts(make_controller, act
     assert [r["response"]["statusCode"] for r in records] == [0] * 5, [r["response"] for r in records]
     assert [r["response"]["result"]["value"] for r in records] == [{"i": i} for i in range(5)]
     assert annotation(records[0], "initTime") is not None  # a transparent cold start
-    assert elapsed < 15, f"five activations after the kill took {elapsed:.1f} s"
+    assert elapsed < 30, f"five activations after the kill took {elapsed:.1f} s"  # no connect or read timeouts
     assert not killed & {c.docker_id for c in pool.ready("fn")}
     assert wait_until(lambda: not killed & {c.id for c in labelled(pool, all_=True)}), "dead containers not removed"
+
+
+class DockerWithoutEvents:
+    """The real Docker client, except that its event stream stays silent: the pool does not
+    learn of a container's death before it hands the container out (the race with the event)."""
+
+    def __init__(self):
+        import docker
+
+        self.client = docker.from_env()
+
+    def events(self, **kwargs):
+        return iter(())
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+
+def test_a_warm_container_dead_before_its_event_arrives_is_retried_transparently(make_controller, action_image):
+    controller = make_controller(docker_client=DockerWithoutEvents())
+    pool = controller.pool
+    action = add_action(controller, action_image)
+    assert controller.activate("fn", action, {"i": 0})["response"]["statusCode"] == 0
+    [warm] = pool.ready("fn")
+    [container] = labelled(pool)
+    container.kill()
+    assert wait_until(lambda: not labelled(pool))  # it is dead, and the pool still lists it
+    assert [c.docker_id for c in pool.ready("fn")] == [warm.docker_id]
+
+    record = controller.activate("fn", action, {"i": 1})
+
+    assert record["response"]["statusCode"] == 0, record["response"]
+    assert record["response"]["result"]["value"] == {"i": 1}
+    assert annotation(record, "initTime") is not None
+    assert warm.docker_id not in {c.docker_id for c in pool.ready("fn")}
 
 
 def test_concurrent_activations_never_start_more_containers_than_the_bound(make_controller, action_image):
@@ -134,7 +171,7 @@ def test_a_queue_wait_beyond_the_bound_ends_in_one_clear_error(make_controller, 
 
     assert record["response"]["statusCode"] == 3
     assert record["response"]["result"]["error"].startswith("No container of action 'fn' became free within 0.5 s")
-    assert 0.4 <= waited < 2.0
+    assert 0.4 <= waited < 5.0
     assert controller.pool.started == 1
 
 
@@ -161,7 +198,7 @@ def test_a_container_killed_mid_activation_fails_that_activation_only(make_contr
     assert codes == [0, 2], [r["response"] for r in holder.values()]
     failed = next(r for r in holder.values() if r["response"]["statusCode"] == 2)
     assert "exited unexpectedly" in failed["response"]["result"]["error"]
-    assert failed["end"] - kill_ms < 1500  # at once, not after a timeout
+    assert failed["end"] - kill_ms < 5000  # at once, not after the action's 60 s time limit
     after = controller.activate("fn", action, {"i": 9})
     assert after["response"]["statusCode"] == 0
     assert victim not in {c.docker_id for c in pool.ready("fn")}
