@@ -25,7 +25,8 @@ OWNER_LABEL = "dev.mlfn.local.owner"
 ACTION_LABEL = "dev.mlfn.local.action"
 SENTINEL = "XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX"
 CONNECT_TIMEOUT_S = 0.5  # a live container accepts in well under a millisecond on the bridge
-MAX_CONNECTION_IDLE_S = 5.0  # kept-alive /run connections idle longer are not reused
+MAX_CONNECTION_IDLE_S = 2.0  # kept-alive /run connections idle longer are not reused (well below
+# any idle timeout of the function's server, so a reused connection is never closed under a request)
 
 
 class InitError(Exception):
@@ -59,7 +60,7 @@ class ActionRuntime:
 
 @dataclass
 class RunAnswer:
-    """The HTTP answer of /run (None when it timed out)."""
+    """The HTTP answer of /run (status None when it timed out)."""
 
     status: Optional[int]
     content: bytes
@@ -198,6 +199,8 @@ def _has_sentinel(lines: list, pos: int) -> bool:
 
 def _peer_closed(conn: http.client.HTTPConnection) -> bool:
     """True when a kept-alive connection was closed by the container (or has stray data)."""
+    if conn.sock is None:
+        return True
     try:
         return bool(select.select([conn.sock], [], [], 0)[0])
     except (OSError, ValueError):

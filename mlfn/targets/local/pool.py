@@ -71,14 +71,16 @@ class _Timings:
     """Moving averages of an action's run and cold-start times (ms)."""
 
     def __init__(self):
-        self.run_ms: Optional[float] = None
+        self.run_ms: Optional[float] = None  # None until a run was measured
         self.cold_ms = DEFAULT_COLD_MS
+        self.cold_starts = 0
 
     def add_run(self, ms: float) -> None:
         self.run_ms = ms if self.run_ms is None else 0.8 * self.run_ms + 0.2 * ms
 
     def add_cold(self, ms: float) -> None:
-        self.cold_ms = 0.5 * self.cold_ms + 0.5 * ms if self.cold_ms != DEFAULT_COLD_MS else ms
+        self.cold_ms = ms if self.cold_starts == 0 else 0.5 * self.cold_ms + 0.5 * ms
+        self.cold_starts += 1
 
 
 class Pool:
