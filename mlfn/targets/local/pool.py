@@ -132,6 +132,9 @@ class Pool:
                 self._drop(c)
                 now = int(time.time() * 1000)
                 return RunOutcome(RunAnswer(None, b"", now, now), True, c.collect_logs(0.0), init_ms, max(0, wait_ms))
+            except BaseException:
+                self._release(c, None)  # a bug on this side: keep the container, free the slot
+                raise
             broken = answer.status in (None, 503)  # timed out, or the runtime says it cannot serve
             logs = c.collect_logs(0.0 if broken else 1.0)
             if broken:
@@ -247,11 +250,12 @@ class Pool:
                 f"{runtime.memory_mb} MB in a {self.memory_budget_mb} MB pool, {runtime.concurrency} activation(s) "
                 "each); try again later or raise the action's concurrency limit.")
 
-    def _release(self, c: ActionContainer, run_ms: float) -> None:
+    def _release(self, c: ActionContainer, run_ms: Optional[float]) -> None:
         with self.cond:
             c.inflight = max(0, c.inflight - 1)
             c.last_used = time.monotonic()
-            self.timings.setdefault(c.runtime.key, _Timings()).add_run(run_ms)
+            if run_ms is not None:
+                self.timings.setdefault(c.runtime.key, _Timings()).add_run(run_ms)
             retired = c.dead
             self.cond.notify_all()
         if retired:  # evicted or died while running: nobody else will use it
