@@ -205,3 +205,25 @@ def test_a_container_killed_mid_activation_fails_that_activation_only(make_contr
     assert records["other"]["response"]["statusCode"] == 0, records["other"]["response"]
     assert victim.docker_id not in {c.docker_id for c in pool.ready("fn")}
     assert controller.activate("fn", action, {"i": 9})["response"]["statusCode"] == 0
+
+
+def test_updating_an_action_retires_its_busy_container_when_the_activation_ends(make_controller, action_image):
+    controller = make_controller()
+    pool = controller.pool
+    action = add_action(controller, action_image)
+    records: dict = {}
+    running = threading.Thread(target=lambda: records.setdefault("old", controller.activate(
+        "fn", action, {"sleep": 1.0})))
+    running.start()
+    assert wait_until(lambda: [c.inflight for c in pool.ready("fn")] == [1], 30)
+    [old] = pool.ready("fn")
+
+    updated = controller.put_action("fn", {"exec": {"kind": "blackbox", "image": action_image}}, overwrite=True)
+    assert pool.ready("fn") == []  # no new activation gets the old revision's container
+    running.join(30)
+
+    assert records["old"]["response"]["statusCode"] == 0  # the running activation finished normally
+    assert wait_until(lambda: old.docker_id not in {c.id for c in labelled(pool, all_=True)}, 10)
+    new = controller.activate("fn", updated, {"i": 1})
+    assert new["response"]["statusCode"] == 0 and new["version"] == updated["version"]
+    assert [c.docker_id for c in pool.ready("fn")] != [old.docker_id]
