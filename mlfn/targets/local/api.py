@@ -327,6 +327,7 @@ def _int(v) -> Optional[int]:
 class LocalServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # the stdlib default of 5 reset connections under 20 concurrent clients
 
 
 def make_server(home: Optional[Path], host: str = "127.0.0.1", port: int = 3233, idle_seconds: float = 600.0,

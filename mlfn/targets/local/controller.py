@@ -20,7 +20,7 @@ import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Optional
 
-from mlfn.targets.local.pool import InitError, PullError
+from mlfn.targets.local.pool import ActionRuntime, InitError, PoolBusy, PullError, RunOutcome
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +252,6 @@ class Controller:
 
     def _run_action(self, key: str, action: dict, args: Any, aid: str, cause: Optional[str]) -> dict:
         start = now_ms()
-        t0 = time.monotonic()
         value, env = self._merge_args(key, action, args)
         limits = action["limits"]
         fqn = f"/{action['namespace']}/{action['name']}"
@@ -262,59 +261,47 @@ class Controller:
                                "binary": bool(action["exec"].get("binary")), "env": env}}
         if action["exec"].get("code"):
             init_body["value"]["code"] = action["exec"]["code"]
-        extra = {}
+        runtime = ActionRuntime(key=f"{key}@{action['version']}", image=action["exec"]["image"],
+                                memory_mb=limits["memory"], concurrency=limits["concurrency"], init_body=init_body,
+                                timeout_s=limits["timeout"] / 1000,
+                                log_limit_bytes=limits.get("logs", 10) * 1024 * 1024)
+        body = {"value": value, "namespace": self.namespace, "action_name": fqn,
+                "action_version": action["version"], "activation_id": aid, "transaction_id": aid}
+        if truthy(ann(action, "provide-api-key", False)):
+            body["api_key"] = "<local>"
         try:
-            c, init_ms = self.pool.acquire(f"{key}@{action['version']}", action["exec"]["image"], limits["memory"],
-                                           limits["concurrency"], init_body, limits["timeout"] / 1000)
-        except PullError as e:
+            out = self.pool.run(runtime, body)
+        except (PullError, PoolBusy) as e:
             return self._record(key, action, aid, start, now_ms(), 3, {"error": str(e)}, [], cause, {})
         except InitError as e:
             return self._record(key, action, aid, start, now_ms(), 2, {"error": str(e)}, [], cause, {})
-        wait_ms = int((time.monotonic() - t0) * 1000) - (init_ms or 0)
-        extra["waitTime"] = max(0, wait_ms)
-        if init_ms is not None:
-            extra["initTime"] = init_ms
-        run_start = now_ms()
-        body = {"value": value, "namespace": self.namespace, "action_name": fqn,
-                "action_version": action["version"], "activation_id": aid, "transaction_id": aid,
-                "deadline": str(run_start + limits["timeout"])}
-        if truthy(ann(action, "provide-api-key", False)):
-            body["api_key"] = "<local>"
-        end, code, result, destroy = self._post_run(c, body, limits["timeout"])
-        logs = self.pool.collect_logs(c, wait_s=0.0 if destroy else 1.0,
-                                      max_bytes=limits.get("logs", 10) * 1024 * 1024)
-        if destroy:
-            self.pool.destroy(c)
-        else:
-            self.pool.release(c)
-        return self._record(key, action, aid, start if init_ms is not None else run_start, end, code, result,
-                            logs, cause, extra)
+        code, result = self._result_of(out, limits["timeout"])
+        extra = {"waitTime": out.wait_ms} | ({"initTime": out.init_ms} if out.init_ms is not None else {})
+        return self._record(key, action, aid, start if out.init_ms is not None else out.answer.start_ms,
+                            out.answer.end_ms, code, result, out.logs, cause, extra)
 
     @staticmethod
-    def _post_run(c, body: dict, timeout_ms: int) -> tuple:
-        """POST /run to the container: (end ms, status code 0/1/2, result, destroy the container)."""
-        import requests
-
+    def _result_of(out: RunOutcome, timeout_ms: int) -> tuple:
+        """(status code, result) of a run, as OpenWhisk's invoker judges the /run answer."""
+        if out.died:
+            return 2, {"error": "The action did not produce a valid response and exited unexpectedly."}
+        answer = out.answer
+        if answer.status is None:
+            return 2, {"error": f"The action exceeded its time limits of {timeout_ms} milliseconds."}
         try:
-            r = c.session.post(c.url + "/run", json=body, timeout=timeout_ms / 1000)
-        except requests.Timeout:
-            return now_ms(), 2, {"error": f"The action exceeded its time limits of {timeout_ms} milliseconds."}, True
-        except requests.ConnectionError:
-            return now_ms(), 2, {"error": "The action did not produce a valid response and exited unexpectedly."}, True
-        end = now_ms()
-        try:
-            result = r.json()
+            result = json.loads(answer.content)
         except ValueError:
             result = None
-        if r.status_code == 200 and isinstance(result, dict):
-            if len(r.content) > MAX_PAYLOAD:
-                return end, 1, {"error": f"The action produced a response that exceeded the allowed "
-                                         f"length: {len(r.content)} > {MAX_PAYLOAD} bytes."}, False
-            return end, 1 if "error" in result else 0, result, False
-        if not (isinstance(result, dict) and "error" in result):
-            result = {"error": "The action did not produce a valid JSON response: "
-                               f"HTTP {r.status_code} {r.text[:200]}"}
-        return end, 2, result, r.status_code == 503
+        if answer.status == 200 and isinstance(result, dict):
+            if len(answer.content) > MAX_PAYLOAD:
+                return 1, {"error": f"The action produced a response that exceeded the allowed length: "
+                                    f"{len(answer.content)} > {MAX_PAYLOAD} bytes."}
+            return (1 if "error" in result else 0), result
+        if isinstance(result, dict) and "error" in result:
+            return 2, result
+        text = answer.content[:200].decode(errors="replace")
+        return 2, {"error": f"The action did not produce a valid JSON response: HTTP {answer.status} {text}"}
+
 
     def _record(self, key: str, action: dict, aid: str, start: int, end: int, code: int, result: Any,
                 logs: list, cause: Optional[str], extra: dict, kind: Optional[str] = None,
