@@ -13,7 +13,7 @@ from tests.runtime.conftest import _restore_environ, digits, rt_models  # noqa: 
 class Sink:
     """An HTTP server that records every POSTed event: (headers as a dict, body)."""
 
-    def __init__(self):
+    def __init__(self, host: str = "127.0.0.1"):
         events = self.events = []
         lock = self.lock = threading.Lock()
 
@@ -36,7 +36,7 @@ class Sink:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.server = ThreadingHTTPServer((host, 0), H)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/events"
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
