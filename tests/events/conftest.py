@@ -63,3 +63,4 @@ def sink():
 from tests.targets.conftest import _no_openwhisk_action_env  # noqa: F401,E402
 from tests.targets.openwhisk.conftest import (action_image, fn_name, local_api, rest_api,  # noqa: F401,E402
                                               swagger)
+from tests.targets.knative.conftest import api, cfg, kubeconfig, make_lifecycle  # noqa: F401,E402
