@@ -81,11 +81,19 @@ class KnativeTriggers(EventWiring):
         progress(f"Trigger {manifest['metadata']['name']}: broker {spec.broker} -> {function} ({alias})")
         return record_of(self.client.apply_trigger(manifest))
 
+    def _triggers(self, function: str) -> list:
+        from mlfn.errors import NotFoundError
+
+        try:
+            return self.client.list_triggers(function)
+        except NotFoundError:  # no Knative Eventing on this cluster: no triggers
+            return []
+
     def list(self, function: str) -> list:
-        return [record_of(t) for t in self.client.list_triggers(function)]
+        return [record_of(t) for t in self._triggers(function)]
 
     def delete(self, function: str, progress: Progress = quiet) -> list:
-        names = [t["metadata"]["name"] for t in self.client.list_triggers(function)]
+        names = [t["metadata"]["name"] for t in self._triggers(function)]
         for name in names:
             progress(f"Deleting trigger {name}")
             self.client.delete_trigger(name)

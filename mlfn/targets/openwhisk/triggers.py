@@ -14,6 +14,7 @@ from typing import Optional
 from mlfn.errors import TargetError
 from mlfn.targets.events import EventWiring, TriggerRecord, TriggerSpec
 from mlfn.targets.interface import Progress, quiet
+from mlfn.targets.openwhisk.client import Unreadable
 
 FUNCTION_KEY, ALIAS_KEY, FEED_KEY = "mlfn-function", "mlfn-alias", "feed"
 
@@ -32,16 +33,24 @@ class OpenWhiskTriggers(EventWiring):
     def __init__(self, client):
         self.client = client
 
+    def _get(self, *parts: str) -> tuple:
+        """(entity or None, whether the platform could be read): an offline dry run reads nothing."""
+        try:
+            return self.client.get(*parts), True
+        except Unreadable:
+            return None, False
+
     def _fqn(self, name: str) -> str:
         return f"/{self.client.resolved_namespace()}/{name}"
 
     def apply(self, function: str, alias: str, spec: TriggerSpec, progress: Progress = quiet) -> TriggerRecord:
         if not spec.name:
             raise TargetError("An OpenWhisk trigger needs a name: --trigger NAME (broker=... is for Knative).")
-        if self.client.get("actions", function, alias) is None:
+        action, known = self._get("actions", function, alias)
+        if known and action is None:
             raise TargetError(f"Function '{function}' has no alias '{alias}' to bind trigger '{spec.name}' to.")
         marks = [{"key": FUNCTION_KEY, "value": function}, {"key": ALIAS_KEY, "value": alias}]
-        existing = self.client.get("triggers", spec.name)
+        existing, _ = self._get("triggers", spec.name)
         if existing is None:
             self._create_trigger(spec, marks, progress)
         elif spec.feed and _annotations(existing).get(FEED_KEY) != spec.feed:
@@ -65,8 +74,12 @@ class OpenWhiskTriggers(EventWiring):
                 raise
 
     def list(self, function: str) -> list:
+        try:
+            metas = self.client.get("rules") or []
+        except Unreadable:  # a dry run with no platform to read: it knows of no triggers
+            return []
         out = []
-        for meta in self.client.get("rules") or []:
+        for meta in metas:
             marks = _annotations(meta)
             if marks.get(FUNCTION_KEY) != function:
                 continue
