@@ -146,3 +146,20 @@ def test_render_writes_the_trigger_beside_the_service(tmp_path):
     doc = yaml.safe_load((tmp_path / "out" / "digits.trigger.uploads.yaml").read_text())
     validate_trigger(doc)
     assert doc["metadata"]["namespace"] == "prod" and doc["spec"]["filter"] == {"attributes": {"type": "t"}}
+
+
+def test_dry_run_deploy_with_a_feed_trigger_sends_nothing_and_hides_the_key(project, rest_api, monkeypatch):
+    port = rest_api.server_address[1]
+    monkeypatch.chdir(project.dir)
+    trig = f"{project.name}-dry"
+    r = run(["deploy", "--dry-run", "--trigger", trig, "--feed", "/whisk.system/messaging/messageHubFeed",
+             "--feed-param", "topic=images", "-o", "json"], port)
+    out = json.loads(r.stdout)
+    calls = [(q["method"], q["url"].split("/api/v1/namespaces/")[1]) for q in out["requests"]]
+    assert ("PUT", f"guest/triggers/{trig}?overwrite=false") in calls
+    assert ("POST", "whisk.system/actions/messaging/messageHubFeed?blocking=true&result=true") in calls
+    assert ("PUT", f"guest/rules/{trig}--{project.name}--default?overwrite=true") in calls
+    feed = next(q["body"] for q in out["requests"] if q["method"] == "POST")
+    assert feed == {"topic": "images", "lifecycleEvent": "CREATE", "triggerName": "/guest/" + trig, "authKey": "***"}
+    assert GUEST_AUTH.split(":")[1] not in r.output
+    assert requests.get(_api(rest_api, f"triggers/{trig}"), auth=AUTH, timeout=10).status_code == 404
