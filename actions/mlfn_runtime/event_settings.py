@@ -8,7 +8,8 @@ mlfn.yaml) and overridable by environment variables at start-up, like `serving`:
 
 The function's version (the CloudEvent `source`, the log events' extension) is what the
 platform tells the container: `MLFN_VERSION` (OpenWhisk: an /init parameter), else
-Knative's `K_REVISION`, else "unversioned"; it is read when used, after /init."""
+Knative's revision name without the service prefix, else "unversioned"; it is read when
+used, after /init."""
 from __future__ import annotations
 
 import json
@@ -35,7 +36,13 @@ class LoggingSettings:
 
 
 def function_version() -> str:
-    return os.environ.get("MLFN_VERSION") or os.environ.get("K_REVISION") or "unversioned"
+    """`MLFN_VERSION`, else the Knative revision (`digits-v3` of service `digits` is `v3`)."""
+    if os.environ.get("MLFN_VERSION"):
+        return os.environ["MLFN_VERSION"]
+    revision, service = os.environ.get("K_REVISION") or "", os.environ.get("K_SERVICE") or ""
+    if service and revision.startswith(service + "-"):
+        return revision[len(service) + 1:]
+    return revision or "unversioned"
 
 
 def read_settings(function_dir: Optional[str], environ: Optional[dict] = None) -> tuple:

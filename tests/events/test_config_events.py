@@ -46,3 +46,19 @@ def test_the_runtime_reads_what_the_build_side_writes(tmp_path):
 def test_bad_values_name_the_key(data, needle):
     with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
         from_dict({"name": "digits", **data})
+
+
+@pytest.mark.parametrize("env,version", [
+    ({"MLFN_VERSION": "v4", "K_REVISION": "digits-v2", "K_SERVICE": "digits"}, "v4"),
+    ({"K_REVISION": "digits-v2", "K_SERVICE": "digits"}, "v2"),
+    ({"K_REVISION": "other-00001", "K_SERVICE": "digits"}, "other-00001"),
+    ({}, "unversioned"),
+])
+def test_the_version_in_event_sources(monkeypatch, env, version):
+    from mlfn_runtime.event_settings import function_version
+
+    for key in ("MLFN_VERSION", "K_REVISION", "K_SERVICE"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert function_version() == version

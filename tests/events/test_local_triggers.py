@@ -141,3 +141,24 @@ def _wait_activation(server, aid, deadline):
             return r.json()
         assert time.monotonic() < deadline, f"activation {aid} was never recorded"
         time.sleep(0.2)
+
+
+def test_triggers_and_rules_survive_a_controller_restart(tmp_path, swagger):
+    from mlfn.targets.local.api import close
+    from tests.targets.openwhisk.conftest import NoDocker, _serve
+
+    first = _serve(tmp_path, docker_client=NoDocker())
+    try:
+        lifecycle = make_lifecycle(first.url)
+        lifecycle.publish(spec("keep", "a"))
+        OpenWhiskTriggers(lifecycle.target.client).apply("keep", "default", TriggerSpec(name="keep-t"))
+    finally:
+        close(first, first.controller)
+    second = _serve(tmp_path, docker_client=NoDocker())
+    try:
+        t = requests.get(api(second, "triggers/keep-t"), auth=AUTH, timeout=10).json()
+        swagger.validate(t, "Trigger")
+        assert list(t["rules"]) == ["guest/keep-t--keep--default"]
+        assert OpenWhiskTriggers(make_lifecycle(second.url).target.client).list("keep")[0].name == "keep-t"
+    finally:
+        close(second, second.controller)
