@@ -253,7 +253,8 @@ def render(cfg, out_dir: str, options: Optional[TargetOptions] = None, image: Op
 
         t.check_image(cfg.deploy.registry or f"mlfn/{cfg.name}")  # refused before a minute of build
         spec = version_spec(cfg, build_image(cfg, push=cfg.deploy.registry, progress=progress))
-    return t.render(spec, out_dir) + render_triggers(t, cfg.name, None, specs, out_dir)
+    trigger_files = render_triggers(t, cfg.name, None, specs, out_dir)  # first: a refusal writes nothing
+    return t.render(spec, out_dir) + trigger_files
 
 
 __all__ = ["TargetOptions", "DeployOutcome", "TrafficOutcome", "DeleteOutcome", "open_target", "deploy",

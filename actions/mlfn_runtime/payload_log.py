@@ -59,9 +59,8 @@ class PayloadLog:
         if self.settings.sample_rate < 1.0 and random.random() >= self.settings.sample_rate:
             return
         self._ensure_sender()
-        request_id = req.headers.get("ce-id") or req.headers.get("X-Request-Id") or str(uuid.uuid4())
         try:
-            self._queue.put_nowait((request_id, endpoint, req, resp))
+            self._queue.put_nowait((endpoint, req, resp))
         except queue.Full:
             self.metrics.count_payload_events(dropped=2)
 
@@ -82,8 +81,8 @@ class PayloadLog:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            for request_id, endpoint, req, resp in batch:
-                for headers, body in self._events(request_id, endpoint, req, resp):
+            for endpoint, req, resp in batch:
+                for headers, body in self._events(request_id(req), endpoint, req, resp):
                     sent = conn.post(headers, body)
                     self.metrics.count_payload_events(sent=int(sent), dropped=int(not sent))
 
@@ -116,6 +115,23 @@ class PayloadLog:
         if self.settings.payload != "metadata":
             return ctype, req.body
         return "application/json", encode_json(request_metadata(req.content_type, req.body))
+
+
+def request_id(req) -> str:
+    """The id both events carry: the request event's id (binary `ce-id`, or `id` of a
+    structured event), else `X-Request-Id`, else a new one."""
+    if req.headers.get("ce-id"):
+        return req.headers["ce-id"]
+    if req.content_type == "application/cloudevents+json":
+        try:
+            import json
+
+            event_id = json.loads(req.body.decode("utf-8")).get("id")
+            if isinstance(event_id, str) and event_id:
+                return event_id
+        except (UnicodeDecodeError, ValueError, AttributeError):
+            pass
+    return req.headers.get("X-Request-Id") or str(uuid.uuid4())
 
 
 def request_metadata(content_type: str, body: bytes) -> dict:

@@ -163,3 +163,11 @@ def test_dry_run_deploy_with_a_feed_trigger_sends_nothing_and_hides_the_key(proj
     assert feed == {"topic": "images", "lifecycleEvent": "CREATE", "triggerName": "/guest/" + trig, "authKey": "***"}
     assert GUEST_AUTH.split(":")[1] not in r.output
     assert requests.get(_api(rest_api, f"triggers/{trig}"), auth=AUTH, timeout=10).status_code == 404
+
+
+def test_render_for_openwhisk_says_triggers_are_made_by_deploy(tmp_path):
+    (tmp_path / "mlfn.yaml").write_text("name: digits\n")
+    r = CliRunner().invoke(main, ["render", "-t", "openwhisk", "-c", str(tmp_path / "mlfn.yaml"), "--image",
+                                  "registry.example.com/d:1", "--out", str(tmp_path / "out"), "--trigger", "t1"])
+    assert r.exit_code == 2 and "knative target only" in r.stderr and "Traceback" not in r.output
+    assert not (tmp_path / "out").exists()

@@ -117,6 +117,12 @@ def test_sample_rate_zero_sends_nothing_and_events_route_uses_event_id(tmp_path,
         assert _wait(lambda: len(sink.received()) == 2)
         assert {h["ce-id"] for h, _ in sink.received()} == {"evt-7"}
         assert {h["ce-mlfnendpoint"] for h, _ in sink.received()} == {"events"}
+        structured = {"specversion": "1.0", "id": "evt-8", "source": "/s", "type": "t", "datacontenttype": "image/png",
+                      "data_base64": base64.b64encode(png).decode()}
+        assert requests.post(url + "/", data=json.dumps(structured), timeout=30,
+                             headers={"Content-Type": "application/cloudevents+json"}).ok
+        assert _wait(lambda: len(sink.received()) == 4)
+        assert [h["ce-id"] for h, _ in sink.received()[2:]] == ["evt-8", "evt-8"]
 
 
 @pytest.mark.parametrize("logging,needle", [({"sink": "ftp://x"}, "logging.sink"),

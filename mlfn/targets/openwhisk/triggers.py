@@ -73,6 +73,12 @@ class OpenWhiskTriggers(EventWiring):
                 self.client.delete("triggers", spec.name)
                 raise
 
+    def render(self, function: str, alias: str, spec: TriggerSpec, out_dir: str) -> list:
+        from mlfn.errors import ConfigError
+
+        raise ConfigError("mlfn render writes triggers for the knative target only; on OpenWhisk, "
+                          "'mlfn deploy --trigger NAME' creates the trigger and its rule.")
+
     def list(self, function: str) -> list:
         try:
             metas = self.client.get("rules") or []
