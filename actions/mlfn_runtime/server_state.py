@@ -1,5 +1,6 @@
 """What the protocol handlers share in one server: the function (None in an image for
-code actions), the serving settings, the event settings and payload log, the OpenWhisk action, metrics, readiness, and the
+code actions), the serving settings, the event settings and payload log, the OpenWhisk
+action, metrics, readiness, and the
 slots that bound the requests doing work at once (serving.workers)."""
 from __future__ import annotations
 
