@@ -89,6 +89,13 @@ class BuildConfig:
 
 
 @dataclass
+class EventsConfig:
+    """CloudEvents on POST / and /events (see actions/README.md, CloudEvents)."""
+
+    reply: bool = True  # answer with a dev.mlfn.inference.response event; false: 202, no body
+
+
+@dataclass
 class ServingConfig:
     """Behaviour of the server inside the function."""
 
@@ -97,6 +104,16 @@ class ServingConfig:
     interpreter: str = "per-thread"  # per-thread | lock (LiteRT interpreters are not thread-safe)
     num_threads: int = 1  # interpreter threads per invoke
     workers: int = 8  # HTTP handler threads
+    events: EventsConfig = field(default_factory=EventsConfig)
+
+
+@dataclass
+class LoggingConfig:
+    """Payload logging: each request and its response as two CloudEvents to `sink`."""
+
+    sink: Optional[str] = None  # http(s) URL that receives the events; none: off
+    sample_rate: float = 1.0  # share of requests logged, 0..1
+    payload: str = "full"  # full | metadata (images: only type, size and shape; the prediction in full)
 
 
 @dataclass
@@ -153,6 +170,7 @@ class Config:
     build: BuildConfig = field(default_factory=BuildConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
     deploy: DeployConfig = field(default_factory=DeployConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     # Where the file was read from; relative paths in it are relative to its folder.
     source: Optional[Path] = field(default=None, compare=False, repr=False)
@@ -196,6 +214,13 @@ class Config:
         _check_choice(self.build.builder, ("docker", "oci"), "build.builder", self.source)
         _check_choice(self.deploy.target, TARGETS, "deploy.target", self.source)
         _check_choice(self.serving.interpreter, ("lock", "per-thread"), "serving.interpreter", self.source)
+        _check_choice(self.logging.payload, ("full", "metadata"), "logging.payload", self.source)
+        if not 0.0 <= self.logging.sample_rate <= 1.0:
+            raise ConfigError(f"logging.sample_rate in {self.source or CONFIG_FILE} is {self.logging.sample_rate}; "
+                              "use a share between 0 and 1.")
+        if self.logging.sink is not None and not self.logging.sink.startswith(("http://", "https://")):
+            raise ConfigError(f"logging.sink in {self.source or CONFIG_FILE} is {self.logging.sink!r}; "
+                              "use an http:// or https:// URL.")
         names = [self.model_name] + [m.name for m in self.models]
         for i, m in enumerate(self.models):
             if not m.name or not m.path:

@@ -13,6 +13,7 @@ requests come back in the outcomes.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -22,6 +23,7 @@ from mlfn.errors import ConfigError, MlfnError
 from mlfn.lifecycle import DeleteOutcome, Lifecycle, TrafficOutcome
 from mlfn.targets.interface import DEFAULT_ALIAS, InvokeResult, Status, Target, Version, VersionSpec
 from mlfn.targets.recording import Recorder
+from mlfn.triggers import function_triggers, render_triggers, trigger_specs, unwire, wire
 from mlfn.traffic import validate_weights, version_number
 
 Progress = Callable[[str], None]
@@ -55,6 +57,7 @@ class DeployOutcome:
     requests: list = field(default_factory=list)  # what a dry run would send
     web_url: Optional[str] = None
     web_secret: Optional[str] = None  # a generated require-whisk-auth secret, shown once
+    triggers: list = field(default_factory=list)  # [TriggerRecord] made by --trigger (mlfn.triggers)
 
 
 def open_target(cfg=None, options: Optional[TargetOptions] = None, recorder: Optional[Recorder] = None) -> Target:
@@ -86,6 +89,11 @@ def version_spec(cfg, build, planned_push: Optional[str] = None) -> VersionSpec:
     )
 
 
+def _recorded(lifecycle: Lifecycle) -> list:
+    """Every request a dry run recorded (the lifecycle's and the triggers' beside it)."""
+    return list(lifecycle.recorder.requests) if lifecycle.recorder else []
+
+
 def _open(cfg, options: Optional[TargetOptions]) -> Lifecycle:
     options = options or TargetOptions()
     recorder = Recorder() if options.dry_run else None
@@ -95,6 +103,7 @@ def _open(cfg, options: Optional[TargetOptions]) -> Lifecycle:
 def deploy(cfg, options: Optional[TargetOptions] = None, *, alias: Optional[str] = None,
            weight: Optional[int] = None, promote: bool = False, push: Optional[str] = None,
            web: Optional[bool] = None, require_whisk_auth: Optional[bool] = None, build=None,
+           triggers: tuple = (), feed: Optional[str] = None, feed_params: tuple = (),
            progress: Progress = lambda m: None) -> DeployOutcome:
     """Build if needed, publish a new immutable version; move traffic only when asked.
 
@@ -103,6 +112,7 @@ def deploy(cfg, options: Optional[TargetOptions] = None, *, alias: Optional[str]
     options = options or TargetOptions()
     if promote and weight is not None:
         raise ConfigError("--promote moves the alias to 100% of the new version; drop --weight (or --promote).")
+    specs = trigger_specs(triggers, feed, feed_params)
     lifecycle = _open(cfg, options)
     if build is None:
         from mlfn.image import build_image
@@ -114,10 +124,11 @@ def deploy(cfg, options: Optional[TargetOptions] = None, *, alias: Optional[str]
     out = lifecycle.publish(spec, alias=alias, weight=weight, promote=promote, web=ow.web if web is None else web,
                           require_auth=bool(ow.require_whisk_auth if require_whisk_auth is None
                                             else require_whisk_auth), progress=progress)
+    wired = wire(lifecycle.target, cfg.name, alias, specs, progress)
     return DeployOutcome(
         function=cfg.name, target=lifecycle.target.name, version=out.version, created=out.created, image=spec.image,
-        aliases=out.aliases, dry_run=options.dry_run, requests=out.requests,
-        web_url=out.touched.web_url if out.touched else None, web_secret=out.web_secret,
+        aliases=out.aliases, dry_run=options.dry_run, requests=_recorded(lifecycle) if specs else out.requests,
+        web_url=out.touched.web_url if out.touched else None, web_secret=out.web_secret, triggers=wired,
     )
 
 
@@ -126,7 +137,9 @@ def versions(function: str, options: Optional[TargetOptions] = None, cfg=None) -
 
 
 def status(function: str, options: Optional[TargetOptions] = None, cfg=None) -> Status:
-    return _open(cfg, options).status(function)
+    lifecycle = _open(cfg, options)
+    st = lifecycle.status(function)
+    return dataclasses.replace(st, triggers=function_triggers(lifecycle.target, function))
 
 
 def set_traffic(function: str, weights: dict, alias: str = DEFAULT_ALIAS, options: Optional[TargetOptions] = None,
@@ -149,7 +162,11 @@ def delete(function: str, version: Optional[str] = None, force: bool = False,
            options: Optional[TargetOptions] = None, cfg=None) -> DeleteOutcome:
     if version is not None:
         version_number(version)
-    return _open(cfg, options).delete(function, version, force=force)
+    lifecycle = _open(cfg, options)
+    gone = [] if version is not None else unwire(lifecycle.target, function)  # triggers first: no rule left dangling
+    out = lifecycle.delete(function, version, force=force)
+    return dataclasses.replace(out, deleted=[f"trigger {t}" for t in gone] + out.deleted,
+                               requests=_recorded(lifecycle))
 
 
 _REF = re.compile(r"^(?P<name>[\w][\w.-]*)(?:@(?P<alias>[\w][\w.-]*)|:(?P<version>v[0-9]+))?$")
@@ -220,8 +237,10 @@ def check_image_ref(image: str) -> str:
 
 
 def render(cfg, out_dir: str, options: Optional[TargetOptions] = None, image: Optional[str] = None,
-           progress: Progress = lambda m: None) -> list:
-    """Write the target's own manifests (wskdeploy manifest.yaml, Knative Service YAML)."""
+           progress: Progress = lambda m: None, triggers: tuple = ()) -> list:
+    """Write the target's own manifests (wskdeploy manifest.yaml, Knative Service YAML and
+    a Trigger YAML per --trigger)."""
+    specs = trigger_specs(triggers)
     t = open_target(cfg, options, Recorder())  # rendering sends nothing to the platform
     if image:
         check_image_ref(image)
@@ -234,7 +253,8 @@ def render(cfg, out_dir: str, options: Optional[TargetOptions] = None, image: Op
 
         t.check_image(cfg.deploy.registry or f"mlfn/{cfg.name}")  # refused before a minute of build
         spec = version_spec(cfg, build_image(cfg, push=cfg.deploy.registry, progress=progress))
-    return t.render(spec, out_dir)
+    trigger_files = render_triggers(t, cfg.name, None, specs, out_dir)  # first: a refusal writes nothing
+    return t.render(spec, out_dir) + trigger_files
 
 
 __all__ = ["TargetOptions", "DeployOutcome", "TrafficOutcome", "DeleteOutcome", "open_target", "deploy",

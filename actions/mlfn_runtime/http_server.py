@@ -110,7 +110,7 @@ class Handler(BaseHTTPRequestHandler):
         state.metrics.start()
         parts = urlsplit(self.path)
         path = parts.path.rstrip("/") or "/"
-        route, params = routes.UNKNOWN, {}
+        route, params, req = routes.UNKNOWN, {}, None
         try:
             route, params = routes.match(self.command, path)
             body = self._read_body(route.body_limit(state.serving.max_payload_bytes))
@@ -126,6 +126,8 @@ class Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
         if state.draining:
             self.close_connection = True
+        if req is not None:
+            state.payload_log.record(route.endpoint, req, resp)  # queued: never blocks the request
         try:
             resp = self._send(resp)
         finally:

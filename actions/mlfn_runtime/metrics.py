@@ -6,6 +6,7 @@
 - mlfn_startup_seconds                                 gauge (process start -> ready)
 - mlfn_cold_starts_total                               counter (1 per process, at its first request)
 - mlfn_inflight_requests                               gauge
+- mlfn_payload_events_sent_total, mlfn_payload_events_dropped_total   counters (payload logging)
 Every series also carries `service` and `revision` (Knative's K_SERVICE / K_REVISION)
 when those are set."""
 from __future__ import annotations
@@ -38,6 +39,13 @@ class Metrics:
         self.startup_seconds: float | None = None
         self.cold_starts = 0
         self.inflight = 0
+        self.payload_events = {"sent": 0, "dropped": 0}
+
+    def count_payload_events(self, sent: int = 0, dropped: int = 0) -> None:
+        """Payload-logging events delivered to the sink, and dropped (queue full, sink down)."""
+        with self._lock:
+            self.payload_events["sent"] += sent
+            self.payload_events["dropped"] += dropped
 
     def start(self) -> None:
         with self._lock:
@@ -65,6 +73,7 @@ class Metrics:
         with self._lock:
             hist = {k: list(v) for k, v in sorted(self._hist.items())}
             inflight, cold = self.inflight, self.cold_starts
+            payload_events = dict(self.payload_events)
         for (model, endpoint, status), h in hist.items():
             out.append(f"mlfn_requests_total{_labels(base + [('model', model), ('endpoint', endpoint), ('status', status)])} {h[-1]}")
         out += [
@@ -94,4 +103,8 @@ class Metrics:
                 "# HELP mlfn_inflight_requests Requests being served now.",
                 "# TYPE mlfn_inflight_requests gauge",
                 f"mlfn_inflight_requests{_labels(base)} {inflight}"]
+        for what, text in (("sent", "delivered to logging.sink"), ("dropped", "dropped (queue full or sink unreachable)")):
+            out += [f"# HELP mlfn_payload_events_{what}_total Payload-logging events {text}.",
+                    f"# TYPE mlfn_payload_events_{what}_total counter",
+                    f"mlfn_payload_events_{what}_total{_labels(base)} {payload_events[what]}"]
         return "\n".join(out) + "\n"

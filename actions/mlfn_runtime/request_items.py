@@ -9,9 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from mlfn_runtime.errors import InvalidInput
+from mlfn_runtime.kafka_batch import message_instances
 from mlfn_runtime.tensors import is_b64_object, is_encoded_image, jtype, to_numeric
 
-INPUT_FIELDS = ("image", "images", "instances", "inputs")
+INPUT_FIELDS = ("image", "images", "instances", "inputs", "messages")
 
 
 def request_items(request: dict) -> tuple:
@@ -22,7 +23,7 @@ def request_items(request: dict) -> tuple:
         raise InvalidInput(f"send only one of {', '.join(repr(f) for f in present)}")
     key = present[0]
     value = request[key]
-    read = {"image": _image, "images": _images, "instances": _instances, "inputs": _inputs}[key]
+    read = {"image": _image, "images": _images, "instances": _instances, "inputs": _inputs, "messages": _messages}[key]
     return key, read(value)
 
 
@@ -44,16 +45,21 @@ def _images(value: Any) -> list:
 def _instances(value: Any) -> list:
     if not isinstance(value, list) or not value:
         raise InvalidInput("'instances' must be a non-empty list")
-    items = []
-    for i, v in enumerate(value):
-        label = f"instances[{i}]"
-        if is_encoded_image(v):
-            items.append((label, v))
-        elif isinstance(v, dict):
-            items.append((label, {k: to_numeric(x, f"{label}.{k}") for k, x in v.items()}))
-        else:
-            items.append((label, to_numeric(v, label)))
-    return items
+    return [_instance(f"instances[{i}]", v) for i, v in enumerate(value)]
+
+
+def _instance(label: str, v: Any) -> tuple:
+    """One instance: an encoded image, {input name: array}, or an array."""
+    if is_encoded_image(v):
+        return label, v
+    if isinstance(v, dict):
+        return label, {k: to_numeric(x, f"{label}.{k}") for k, x in v.items()}
+    return label, to_numeric(v, label)
+
+
+def _messages(value: Any) -> list:
+    """A Kafka-feed batch (mlfn_runtime.kafka_batch): one input per message, in order."""
+    return [_instance(label, v) for label, v in message_instances(value)]
 
 
 def _inputs(value: Any) -> list:

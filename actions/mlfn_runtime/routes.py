@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable
 
-from mlfn_runtime import oip, predict_route, probes, tfserving, whisk_action
+from mlfn_runtime import cloudevents_route, oip, predict_route, probes, tfserving, whisk_action
 from mlfn_runtime.errors import MethodNotAllowed, NotFound
 
 GET = ("GET", "HEAD")
@@ -57,7 +57,8 @@ ROUTES = (
     Route(POST, "/init", "init", whisk_action.init_route, CODE),
     Route(POST, "/run", "run", whisk_action.run_route, ACTIVATION),
     Route(POST, "/predict", "predict", predict_route.predict, PAYLOAD),
-    Route(POST, "/", "predict", predict_route.predict, PAYLOAD),
+    Route(POST, "/", "predict", cloudevents_route.root, PAYLOAD),  # an event (ce-* headers) or a predict body
+    Route(POST, "/events", "events", cloudevents_route.event, PAYLOAD),
     Route(GET, "/healthz", "health", probes.health, limited=False),
     Route(GET, "/readyz", "health", probes.health, limited=False),
     Route(GET, "/health", "health", probes.health, limited=False),

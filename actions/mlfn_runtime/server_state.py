@@ -1,5 +1,6 @@
 """What the protocol handlers share in one server: the function (None in an image for
-code actions), the serving settings, the OpenWhisk action, metrics, readiness, and the
+code actions), the serving settings, the event settings and payload log, the OpenWhisk
+action, metrics, readiness, and the
 slots that bound the requests doing work at once (serving.workers)."""
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import os
 import threading
 
 from mlfn_runtime.errors import NotReady
+from mlfn_runtime.event_settings import read_settings
 from mlfn_runtime.metrics import Metrics
+from mlfn_runtime.payload_log import PayloadLog
 from mlfn_runtime.serving import Serving
 from mlfn_runtime.whisk_action import WhiskAction
 
@@ -21,6 +24,8 @@ class ServerState:
             for name, m in function.models.items():
                 self.metrics.load_seconds[name] = m.runner.load_seconds
         self.action = WhiskAction(function)
+        self.event_settings, logging = read_settings(function.base_dir if function is not None else None)
+        self.payload_log = PayloadLog(logging, self.metrics, function.name if function is not None else "")
         self.draining = False
         # serving.workers bounds the requests doing work at once (connections are not bounded)
         self.slots = threading.BoundedSemaphore(self.serving.workers)

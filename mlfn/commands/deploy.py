@@ -72,6 +72,16 @@ def _moved_text(o) -> str:
     return "\n".join(parts + ([_dry(o)] if o.dry_run else []))
 
 
+def _trigger_text(t) -> str:
+    """`name -> alias (rule R, active)` (OpenWhisk) or `name -> alias (broker B, type=T)` (Knative)."""
+    d = t.detail
+    if t.kind == "rule":
+        how = f"rule {d.get('rule')}, {d.get('status') or '?'}" + (f", feed {d['feed']}" if d.get("feed") else "")
+    else:
+        how = ", ".join([f"broker {d.get('broker')}"] + [f"{k}={v}" for k, v in (d.get("filters") or {}).items()])
+    return f"{t.name} -> {t.alias} ({how})"
+
+
 def _dry(out) -> str:
     if not out.requests:
         return "Dry run: nothing was changed, and nothing would be (no requests to send)."
@@ -98,10 +108,17 @@ def _dry(out) -> str:
               "(default: deploy.openwhisk.web).")
 @click.option("--web-secure", is_flag=True, default=None, help="Protect the web action with a generated "
               "X-Require-Whisk-Auth secret (printed once, here).")
+@click.option("--trigger", "triggers", multiple=True, metavar="NAME|broker=B,type=T,...",
+              help="Send events to the alias: an OpenWhisk trigger NAME (with a rule), or a Knative Trigger "
+              "broker=B[,type=T,source=S,retry=N,backoffPolicy=P,backoffDelay=D,deadLetterSink=URL,name=N].")
+@click.option("--feed", metavar="/NS/PKG/FEED", help="OpenWhisk: make --trigger a feed trigger of this feed "
+              "action, e.g. /whisk.system/messaging/messageHubFeed.")
+@click.option("--feed-param", "feed_params", multiple=True, metavar="KEY=VALUE", help="A --feed parameter.")
 @dry_run_option("Print the requests that would change the platform; send none "
                 "(the image is still built locally, but not pushed).")
 @output_option
-def deploy(config_path, alias, weight, promote, push, web, web_secure, dry_run, output, **kw):
+def deploy(config_path, alias, weight, promote, push, web, web_secure, triggers, feed, feed_params, dry_run, output,
+           **kw):
     """Build (if needed) and publish the function as a new immutable version vN.
 
     Traffic is untouched unless you ask: the FIRST version gets the default alias at
@@ -121,13 +138,15 @@ def deploy(config_path, alias, weight, promote, push, web, web_secure, dry_run, 
     cfg = project_config(config_path, required=True)
     progress = Progress(quiet=output == "json")
     out = lib.deploy(cfg, target_from(kw, dry_run), alias=alias, weight=weight, promote=promote, push=push, web=web,
-                     require_whisk_auth=web_secure or None, progress=progress)
+                     require_whisk_auth=web_secure or None, triggers=triggers, feed=feed, feed_params=feed_params,
+                     progress=progress)
 
     def text(o):
         v = o.version
         head = (f"{o.function} {v.name} {'created' if o.created else 'unchanged (identical content)'} on {o.target}"
                 f"\n  image {o.image}")
         parts = [head] + ["  alias " + _alias_text(a) for a in o.aliases]
+        parts += ["  trigger " + _trigger_text(t) for t in o.triggers]
         if o.web_secret:
             parts.append(f"  web secret (X-Require-Whisk-Auth, shown once): {o.web_secret}")
         if o.dry_run:
@@ -192,6 +211,8 @@ def status(name, config_path, output, **kw):
         out += [table([(v.name, v.created, v.quantization, (v.digest or "")[:19], (v.model_sha256 or "")[:12],
                         " ".join(routed.get(v.name, []))) for v in s.versions],
                       ["VERSION", "CREATED", "QUANT", "DIGEST", "MODEL", "ROUTED"])]
+        if s.triggers:
+            out += ["", "TRIGGERS"] + ["  " + _trigger_text(t) for t in s.triggers]
         return "\n".join(out)
 
     emit(st, output, text)
@@ -313,8 +334,10 @@ def _confirm_delete_all(name: str) -> None:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="deploy", show_default=True,
               help="Folder to write the manifests into.")
 @click.option("--image", help="Image reference to put in the manifests (default: build the function).")
+@click.option("--trigger", "triggers", multiple=True, metavar="broker=B,type=T,...",
+              help="Knative: also write a Trigger to the function (as for deploy).")
 @output_option
-def render(config_path, out_dir, image, output, **kw):
+def render(config_path, out_dir, image, triggers, output, **kw):
     """Write the platform's own manifests for GitOps (OpenWhisk: a wskdeploy manifest.yaml).
 
     \b
@@ -325,5 +348,6 @@ def render(config_path, out_dir, image, output, **kw):
     from mlfn import releases as lib
 
     cfg = project_config(config_path, required=True)
-    files = lib.render(cfg, out_dir, target_from(kw), image=image, progress=Progress(quiet=output == "json"))
+    files = lib.render(cfg, out_dir, target_from(kw), image=image, progress=Progress(quiet=output == "json"),
+                       triggers=triggers)
     emit({"files": files}, output, lambda r: "\n".join(r["files"]))

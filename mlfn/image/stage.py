@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Callable, Optional
 
-from mlfn.config import CONFIG_FILE, Config, to_dict
+from mlfn.config import CONFIG_FILE, Config, EventsConfig, to_dict
 from mlfn.errors import ConfigError
 
 FUNCTION_JSON = "function.json"
@@ -113,12 +113,18 @@ def _rewrite_steps(steps: list, files: _Files, labels: Optional[str], where: str
 
 def function_document(cfg: Config, models: list) -> dict:
     """The function.json mapping (models: list of per-model dicts already staged)."""
-    return {
+    doc = {
         "name": cfg.name,
         "runtime": cfg.build.runtime,
         "models": models,
         "serving": to_dict(cfg.serving),
     }
+    # events and payload logging only when set: an unchanged function keeps its content hash
+    if doc["serving"]["events"] == to_dict(EventsConfig()):
+        del doc["serving"]["events"]
+    if cfg.logging.sink:
+        doc["logging"] = to_dict(cfg.logging)
+    return doc
 
 
 def stage_function(cfg: Config, out_dir, progress: Optional[Callable[[str], None]] = None,

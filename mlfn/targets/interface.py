@@ -125,6 +125,7 @@ class Status:
     versions: list  # list[Version]
     aliases: list  # list[Alias]
     url: Optional[str] = None
+    triggers: list = field(default_factory=list)  # list[TriggerRecord] (mlfn.targets.events)
 
 
 @dataclass

@@ -21,13 +21,14 @@ from typing import Any, Callable, Optional
 
 from mlfn.errors import NotFoundError, TargetError
 from mlfn.targets.knative import codec
-from mlfn.targets.knative.manifest import API_VERSION, GROUP, LABEL_KN_SERVICE, REVISIONS, SERVICES
+from mlfn.targets.knative.manifest import API_VERSION, GROUP, LABEL_FUNCTION, LABEL_KN_SERVICE, REVISIONS, SERVICES
 from mlfn.targets.recording import Recorder
 from mlfn.targets.wait import poll
 
 FIELD_MANAGER = "mlfn"
 TRANSIENT_RETRIES = 3  # for 429/5xx answers of the API server
 SA_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+EVENTING, TRIGGERS = "eventing.knative.dev", "triggers"
 
 
 class Conflict(TargetError):
@@ -212,6 +213,39 @@ class KubeClient:
         except NotFoundError:
             pass
 
+    # ---- Knative Eventing Triggers (mlfn.targets.knative.trigger) ------------------------------
+
+    def trigger_url(self, name: Optional[str] = None) -> str:
+        self._api()
+        path = f"/apis/{EVENTING}/{API_VERSION}/namespaces/{self._namespace}/{TRIGGERS}"
+        return self._host + path + (f"/{name}" if name else "")
+
+    def list_triggers(self, function: str) -> list:
+        data = self._call("list_namespaced_custom_object", EVENTING, API_VERSION, self.namespace, TRIGGERS,
+                          label_selector=f"{LABEL_FUNCTION}={function}", what=f"triggers of {function}")
+        return sorted((data or {}).get("items") or [], key=lambda t: t["metadata"]["name"])
+
+    def apply_trigger(self, manifest: dict) -> dict:
+        """Create the Trigger, or replace the one with its name."""
+        name = manifest["metadata"]["name"]
+        try:
+            return self._call("create_namespaced_custom_object", EVENTING, API_VERSION, self.namespace, TRIGGERS,
+                              manifest, field_manager=FIELD_MANAGER, what=f"creating trigger {name}")
+        except Conflict:
+            current = self._call("get_namespaced_custom_object", EVENTING, API_VERSION, self.namespace, TRIGGERS,
+                                 name, what=f"trigger {name}")
+            body = copy.deepcopy(manifest)
+            body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            return self._call("replace_namespaced_custom_object", EVENTING, API_VERSION, self.namespace, TRIGGERS,
+                              name, body, field_manager=FIELD_MANAGER, what=f"updating trigger {name}")
+
+    def delete_trigger(self, name: str) -> None:
+        try:
+            self._call("delete_namespaced_custom_object", EVENTING, API_VERSION, self.namespace, TRIGGERS, name,
+                       what=f"deleting trigger {name}")
+        except NotFoundError:
+            pass
+
     # ---- waiting (kn's pkg/wait) --------------------------------------------------------------
 
     def wait(self, service: str, generation: int, *, condition: str = "Ready", revision: Optional[str] = None,
@@ -290,6 +324,19 @@ class DryRunKubeClient:
     def delete_revision(self, revision: str) -> None:
         self.recorder.add("DELETE", self.inner.url(REVISIONS, revision), None)
         self._deleted_revisions.add(revision)
+
+    def trigger_url(self, name: Optional[str] = None) -> str:
+        return self.inner.trigger_url(name)
+
+    def list_triggers(self, function: str) -> list:
+        return self.inner.list_triggers(function)
+
+    def apply_trigger(self, manifest: dict) -> dict:
+        self.recorder.add("POST", self.inner.trigger_url(), manifest)
+        return copy.deepcopy(manifest)
+
+    def delete_trigger(self, name: str) -> None:
+        self.recorder.add("DELETE", self.inner.trigger_url(name), None)
 
     def wait(self, service: str, generation: int, **kw) -> dict:
         return self.get_service(service)  # nothing changes on the cluster, so nothing to wait for

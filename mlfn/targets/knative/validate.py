@@ -60,6 +60,50 @@ def service_schema() -> dict:
     return _strict(copy.deepcopy(version["schema"]["openAPIV3Schema"]))
 
 
+@functools.lru_cache(maxsize=1)
+def trigger_schema() -> dict:
+    """The Knative Eventing Trigger CRD's openAPIV3Schema (templates/knative/trigger-crd.yaml,
+    a verbatim copy of knative/eventing's), made strict for jsonschema."""
+    import yaml
+
+    crd = yaml.safe_load((template_dir() / "trigger-crd.yaml").read_text())
+    version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")
+    schema = copy.deepcopy(version["schema"]["openAPIV3Schema"])
+    # the fields Kubernetes adds to every custom resource's schema
+    schema["properties"] = {"apiVersion": {"type": "string"}, "kind": {"type": "string"},
+                            "metadata": {"type": "object"}, **schema["properties"]}
+    return _strict(schema)
+
+
+def validate_trigger(manifest: dict) -> dict:
+    """A Trigger against the CRD schema, plus what Eventing's webhook requires of mlfn's:
+    a broker, a subscriber with a ref or a URI, string filter attributes."""
+    import jsonschema
+
+    name = ((manifest.get("metadata") or {}).get("name")) if isinstance(manifest, dict) else ""
+    errors = sorted(jsonschema.Draft7Validator(trigger_schema()).iter_errors(manifest),
+                    key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    where = f" (Knative trigger {name})"
+    if errors:
+        e, path = errors[0], list(errors[0].absolute_path)
+        extra = sorted(set((e.instance or {}).keys()) - set(e.schema.get("properties", {}))) \
+            if e.validator == "additionalProperties" else []
+        message = f"unknown field '{extra[0]}' (not in the Knative Trigger schema)" if extra else e.message
+        raise ManifestError(f"{_path(path + extra[:1])}: {message}{where}.")
+    spec = manifest.get("spec") or {}
+    if not spec.get("broker"):
+        raise ManifestError(f"spec.broker: a trigger needs a broker{where}.")
+    subscriber = spec.get("subscriber") or {}
+    if not subscriber.get("ref") and not subscriber.get("uri"):
+        raise ManifestError(f"spec.subscriber: needs a ref or a uri{where}.")
+    for key, value in ((spec.get("filter") or {}).get("attributes") or {}).items():
+        if not isinstance(value, str):
+            raise ManifestError(f"spec.filter.attributes.{key}: must be a string{where}.")
+    if not _DNS1123.match(name or "") or len(name) > 63:
+        raise ManifestError(f"metadata.name: {name!r} is not a DNS-1123 label{where}.")
+    return manifest
+
+
 def _strict(node):
     if isinstance(node, dict):
         node.pop("description", None)

@@ -7,6 +7,8 @@ threading HTTP server.
     GET  /api/v1/namespaces/{ns}/actions[/{pkg}]/{name}    PUT/DELETE; POST = invoke
          (?blocking=true&result=true&timeout=ms; 202 + activationId when it takes longer)
     GET  /api/v1/namespaces/{ns}/activations[/{id}[/logs|/result]]
+    GET  /api/v1/namespaces/{ns}/{triggers,rules}[/{name}]  PUT/DELETE; POST = fire a trigger,
+         or set a rule's status (mlfn.targets.local.triggers)
     ANY  /api/v1/web/{ns}/{pkg}/{name}[.json|.http|.text]  web actions (no auth unless
          require-whisk-auth)
 
@@ -32,6 +34,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from mlfn.targets.local.home import local_key, owner_id, state_dir
 from mlfn.targets.local.controller import MAX_PAYLOAD, ApiError, Controller, ann, truthy
+from mlfn.targets.local.triggers import Triggers
 from mlfn.targets.openwhisk.wskprops import GUEST_AUTH, GUEST_NAMESPACE
 
 log = logging.getLogger("mlfn.targets.local.api")
@@ -45,6 +48,7 @@ class Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server_version = "mlfn-local"
     controller: Controller  # set by make_server
+    triggers: Triggers  # set by make_server
     auth: str = GUEST_AUTH  # the key accepted ("uuid:key"); set by make_server from the state folder
 
     def log_message(self, fmt, *args):  # request lines at DEBUG; life cycle at INFO
@@ -192,6 +196,9 @@ class Handler(BaseHTTPRequestHandler):
                     return self._send(200, {"logs": rec["logs"]})
                 if rest[1] == "result":
                     return self._send(200, rec["response"])
+        if collection in ("triggers", "rules"):
+            status, body = self.triggers.route(collection, m, rest, q, self._json_body)
+            return self._send(status, body, raw=b"" if body is None else None)
         raise ApiError(405 if collection in ("packages", "actions", "activations") else 404,
                        "The requested resource does not exist." if collection not in
                        ("packages", "actions", "activations") else f"Method {m} is not allowed here.")
@@ -344,6 +351,7 @@ def make_server(home: Optional[Path], host: str = "127.0.0.1", port: int = 3233,
     pool.remove_stale()
     controller = Controller(store, pool, namespace=GUEST_NAMESPACE)
     handler.controller = controller
+    handler.triggers = Triggers(controller)
     return server, controller
 
 

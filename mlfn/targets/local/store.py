@@ -23,6 +23,8 @@ class Store:
         self.lock = threading.RLock()
         self.packages: dict = {}  # name -> Package dict
         self.actions: dict = {}  # "name" or "pkg/name" -> Action dict
+        self.triggers: dict = {}  # name -> Trigger dict (mlfn.targets.local.triggers)
+        self.rules: dict = {}  # name -> Rule dict
         self.activations: "OrderedDict[str, dict]" = OrderedDict()
         if self.root:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -36,6 +38,8 @@ class Store:
             data = json.loads(ent.read_text() or "{}")
             self.packages = data.get("packages", {})
             self.actions = data.get("actions", {})
+            self.triggers = data.get("triggers", {})
+            self.rules = data.get("rules", {})
         acts = self.root / "activations.jsonl"
         if acts.exists():
             lines = acts.read_text().splitlines()[-MAX_ACTIVATIONS:]
@@ -51,7 +55,8 @@ class Store:
         if not self.root:
             return
         tmp = self.root / "entities.json.tmp"
-        tmp.write_text(json.dumps({"packages": self.packages, "actions": self.actions}))
+        tmp.write_text(json.dumps({"packages": self.packages, "actions": self.actions,
+                                   "triggers": self.triggers, "rules": self.rules}))
         os.replace(tmp, self.root / "entities.json")
 
     # ---- entities ------------------------------------------------------------------------------
@@ -83,6 +88,21 @@ class Store:
             a = self.actions.pop(key, None)
             self._save_entities()
             return a
+
+    def _kind(self, kind: str) -> dict:
+        return {"triggers": self.triggers, "rules": self.rules}[kind]
+
+    def put_entity(self, kind: str, name: str, entity: dict) -> None:
+        """kind: "triggers" or "rules"."""
+        with self.lock:
+            self._kind(kind)[name] = entity
+            self._save_entities()
+
+    def delete_entity(self, kind: str, name: str) -> Optional[dict]:
+        with self.lock:
+            entity = self._kind(kind).pop(name, None)
+            self._save_entities()
+            return entity
 
     # ---- activations ---------------------------------------------------------------------------
 

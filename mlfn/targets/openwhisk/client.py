@@ -26,6 +26,14 @@ SECRET_KEYS = ("require-whisk-auth",)
 OFFLINE_BASE = "https://OPENWHISK_APIHOST"
 
 
+def _error_text(resp) -> str:
+    try:
+        body = resp.json()
+        return str(body.get("error") or body) if isinstance(body, dict) else str(body)
+    except ValueError:
+        return f"HTTP {resp.status_code} {resp.text[:200]}"
+
+
 class Unreadable(TargetError):
     """A dry run could not read the platform (no endpoint, or it does not answer)."""
 
@@ -104,6 +112,22 @@ class OpenWhiskClient:
             raise self.error("POST", url, resp)
         return resp
 
+    def feed(self, feed_action: str, lifecycle_event: str, trigger: str, params: dict, timeout: float = 60.0) -> None:
+        """Invoke a feed action (`/whisk.system/messaging/messageHubFeed`) for `trigger` (its
+        fully qualified name) as `wsk trigger create --feed` does: blocking, with
+        lifecycleEvent CREATE/DELETE, triggerName and this client's authKey."""
+        parts = [p for p in feed_action.split("/") if p]
+        url = f"{self.base}/api/v1/namespaces/{quote(parts[0], safe='')}/actions/" + "/".join(
+            quote(p, safe="") for p in parts[1:])
+        body = {**params, "lifecycleEvent": lifecycle_event, "triggerName": trigger, "authKey": self.props.auth}
+        resp = self._send("POST", url, params={"blocking": "true", "result": "true"}, body=body, retry=(429, 503),
+                          timeout=timeout)
+        if resp.status_code == 404:
+            raise NotFoundError(f"The feed action {feed_action} does not exist on {self.base} (404).")
+        if resp.status_code != 200:
+            raise TargetError(f"The feed action {feed_action} refused {lifecycle_event} for {trigger}: "
+                              f"{_error_text(resp)}")
+
     def resolved_namespace(self) -> str:
         """The real namespace name (for conductor action paths and web URLs)."""
         if self.namespace != "_":
@@ -181,6 +205,12 @@ class DryRunOpenWhiskClient:
 
     def invoke(self, parts: tuple, payload: Any, timeout: float):
         raise TargetError("A dry run invokes nothing; drop --dry-run to call the function.")
+
+    def feed(self, feed_action: str, lifecycle_event: str, trigger: str, params: dict, timeout: float = 60.0) -> None:
+        parts = [p for p in feed_action.split("/") if p]
+        url = f"{self.base}/api/v1/namespaces/" + "/".join([parts[0], "actions", *parts[1:]])
+        self.recorder.add("POST", safe_url(url) + "?blocking=true&result=true",
+                          {**params, "lifecycleEvent": lifecycle_event, "triggerName": trigger, "authKey": "***"})
 
     def resolved_namespace(self) -> str:
         if self.inner is None:

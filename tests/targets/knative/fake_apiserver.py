@@ -9,6 +9,8 @@ tested against this one, which follows Kubernetes semantics for the calls mlfn m
   are garbage-collected with it); `metadata.generation` is bumped on spec changes only;
   every write, including status writes by the controller, bumps `resourceVersion`.
 - `revisions.serving.knative.dev`: LIST with `labelSelector=k=v[,k=v]`, GET, DELETE.
+- `triggers.eventing.knative.dev`: GET, LIST with a labelSelector, POST, PUT, DELETE; the
+  controller resolves `spec.subscriber` into `status.subscriberUri` (Ready) like Eventing's.
 - Bearer-token authentication (401 otherwise); errors are `kind: Status` objects.
 - Two admission rules of Knative's webhook that a client can trip over on update: a BYO
   revision name must start with `<service>-`, and a changed template needs a new name.
@@ -41,8 +43,10 @@ from urllib.parse import parse_qs, urlsplit
 from mlfn.targets.knative.client import apply_merge_patch
 
 GROUP_PATH = re.compile(
-    r"^/apis/serving\.knative\.dev/v1/namespaces/(?P<ns>[^/]+)/(?P<plural>services|revisions)(?:/(?P<name>[^/]+))?$"
+    r"^/apis/(?:serving\.knative\.dev/v1/namespaces/(?P<ns>[^/]+)/(?P<plural>services|revisions)"
+    r"|eventing\.knative\.dev/v1/namespaces/(?P<ens>[^/]+)/(?P<eplural>triggers))(?:/(?P<name>[^/]+))?$"
 )
+GROUPS = {"services": "serving.knative.dev", "revisions": "serving.knative.dev", "triggers": "eventing.knative.dev"}
 DOMAIN = "example.com"
 
 
@@ -84,7 +88,7 @@ class FakeKube:
     def get(self, plural: str, ns: str, name: str) -> dict:
         obj = self.objects.get((plural, ns, name))
         if obj is None:
-            raise ApiError(404, "NotFound", f'{plural}.serving.knative.dev "{name}" not found')
+            raise ApiError(404, "NotFound", f'{plural}.{GROUPS[plural]} "{name}" not found')
         return obj
 
     def service(self, name: str, ns: str = "mlfn-test") -> dict:
@@ -102,14 +106,15 @@ class FakeKube:
     # ---------------------------------------------------------------- API verbs
 
     def create(self, plural: str, ns: str, body: dict) -> dict:
-        if plural != "services":
+        if plural == "revisions":
             raise ApiError(405, "MethodNotAllowed", "revisions are created by the controller")
         name = (body.get("metadata") or {}).get("name")
         if not name:
             raise ApiError(422, "Invalid", "metadata.name: Required value")
         if (plural, ns, name) in self.objects:
-            raise ApiError(409, "AlreadyExists", f'services.serving.knative.dev "{name}" already exists')
-        self._admit(body, None)
+            raise ApiError(409, "AlreadyExists", f'{plural}.{GROUPS[plural]} "{name}" already exists')
+        if plural == "services":
+            self._admit(body, None)
         obj = copy.deepcopy(body)
         obj.pop("status", None)
         meta = obj["metadata"]
@@ -193,8 +198,8 @@ class FakeKube:
         items = [copy.deepcopy(v) for k, v in sorted(self.objects.items())
                  if k[0] == plural and k[1] == ns
                  and all((v["metadata"].get("labels") or {}).get(a) == b for a, b in want.items())]
-        kind = "RevisionList" if plural == "revisions" else "ServiceList"
-        return {"apiVersion": "serving.knative.dev/v1", "kind": kind, "items": items,
+        kind = {"revisions": "RevisionList", "services": "ServiceList", "triggers": "TriggerList"}[plural]
+        return {"apiVersion": f"{GROUPS[plural]}/v1", "kind": kind, "items": items,
                 "metadata": {"resourceVersion": str(self.rv)}}
 
     # ---------------------------------------------------------------- the controller
@@ -205,6 +210,27 @@ class FakeKube:
                 for key in [k for k in self.objects if k[0] == "services"]:
                     if key in self.objects:
                         self._reconcile(self.objects[key])
+                for key in [k for k in self.objects if k[0] == "triggers"]:
+                    self._reconcile_trigger(self.objects[key])
+
+    def _reconcile_trigger(self, trigger: dict) -> None:
+        """Like Eventing's trigger controller: resolve the subscriber (a Service's address or
+        a URI) into status.subscriberUri and say Ready (SubscriberResolved False otherwise)."""
+        ns = trigger["metadata"]["namespace"]
+        sub = (trigger.get("spec") or {}).get("subscriber") or {}
+        ref, uri = sub.get("ref") or {}, sub.get("uri")
+        if ref:
+            svc = self.objects.get(("services", ref.get("namespace") or ns, ref.get("name")))
+            uri = (((svc or {}).get("status") or {}).get("address") or {}).get("url")
+        cond = {"type": "Ready", "status": "True"} if uri else {
+            "type": "Ready", "status": "False", "reason": "SubscriberResolvedFailed",
+            "message": f"the subscriber {ref.get('kind')} {ref.get('name')} does not exist or has no address"}
+        status = {"observedGeneration": trigger["metadata"]["generation"], "conditions": [cond]}
+        if uri:
+            status["subscriberUri"] = uri
+        if status != trigger.get("status"):
+            trigger["status"] = status
+            self._bump(trigger)
 
     def _revision_state(self, rev: dict):
         """(status, reason, message) of a revision, moving it to Ready after revision_delay."""
@@ -355,7 +381,7 @@ class _Handler(BaseHTTPRequestHandler):
             m = GROUP_PATH.match(url.path)
             if not m:
                 raise ApiError(404, "NotFound", f"the server could not find the requested resource ({url.path})")
-            ns, plural, name = m["ns"], m["plural"], m["name"]
+            ns, plural, name = m["ns"] or m["ens"], m["plural"] or m["eplural"], m["name"]
             query = parse_qs(url.query)
             body = self._body() if method in ("POST", "PATCH", "PUT") else None
             with kube.lock:
