@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from mlfn.targets.events import TriggerRecord, parse_trigger, wiring_for
+from mlfn.targets.events import TriggerRecord, parse_trigger
 from mlfn.targets.interface import DEFAULT_ALIAS, Progress, Target, quiet
 
 
@@ -26,25 +26,25 @@ def wire(target: Target, function: str, alias: Optional[str], specs: list, progr
     """Create (or update) each trigger, bound to `alias` (None: the default alias)."""
     if not specs:
         return []
-    wiring = wiring_for(target)
+    wiring = target.event_wiring()
     return [wiring.apply(function, alias or DEFAULT_ALIAS, s, progress) for s in specs]
 
 
 def function_triggers(target: Target, function: str) -> list:
     """[TriggerRecord] of `function` on the target."""
-    return wiring_for(target).list(function)
+    return target.event_wiring().list(function)
 
 
 def unwire(target: Target, function: str, progress: Progress = quiet) -> list:
     """Delete every trigger of `function`; their names."""
-    return wiring_for(target).delete(function, progress)
+    return target.event_wiring().delete(function, progress)
 
 
 def render_triggers(target: Target, function: str, alias: Optional[str], specs: list, out_dir: str) -> list:
     """The platform's manifests for the triggers (Knative: one Trigger YAML each)."""
     if not specs:
         return []
-    wiring = wiring_for(target)
+    wiring = target.event_wiring()
     return [p for s in specs for p in wiring.render(function, alias or DEFAULT_ALIAS, s, out_dir)]
 
 

@@ -113,19 +113,3 @@ class EventWiring(abc.ABC):
         """Manifests a platform's own tools apply (paths written); none by default."""
         return []
 
-
-def wiring_for(target) -> EventWiring:
-    """The EventWiring over the same platform client as `target` (a dry run records its
-    writes with the target's)."""
-    from mlfn.targets.knative.target import KnativeTarget
-    from mlfn.targets.openwhisk.target import OpenWhiskTarget
-
-    if isinstance(target, KnativeTarget):
-        from mlfn.targets.knative.trigger import KnativeTriggers
-
-        return KnativeTriggers(target.client, target.render_namespace)
-    if isinstance(target, OpenWhiskTarget):
-        from mlfn.targets.openwhisk.triggers import OpenWhiskTriggers
-
-        return OpenWhiskTriggers(target.client)
-    raise ConfigError(f"The {type(target).__name__} target has no triggers.")

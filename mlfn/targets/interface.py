@@ -178,6 +178,13 @@ class Target(abc.ABC):
     def render(self, spec: VersionSpec, out_dir: str) -> list:
         """Write the platform's own manifests for GitOps users; returns the files written."""
 
+    def event_wiring(self):
+        """The platform's mlfn.targets.events.EventWiring: triggers for its aliases, over the same client
+        (a dry run records their writes too)."""
+        from mlfn.errors import ConfigError
+
+        raise ConfigError(f"The {self.name} target has no triggers.")
+
     def check_image(self, image: str) -> None:
         """Refuse, in one sentence, an image reference (or repository) the platform cannot pull,
         before anything is built; the default accepts any."""

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from mlfn.errors import ConfigError, TargetError
-from mlfn.targets.events import parse_trigger, wiring_for
+from mlfn.targets.events import parse_trigger
 from mlfn.targets.knative.trigger import render_trigger
 from mlfn.targets.knative.validate import ManifestError, template_dir, trigger_schema, validate_trigger
 from tests.targets.knative.conftest import NS, version_spec
@@ -79,7 +79,7 @@ def test_bad_trigger_options_are_one_sentence(text, needle):
 def test_apply_list_and_delete_through_the_api_server(api, make_lifecycle):
     lifecycle = make_lifecycle()
     lifecycle.publish(version_spec(1))
-    wiring = wiring_for(lifecycle.target)
+    wiring = lifecycle.target.event_wiring()
     spec = parse_trigger(FULL)
     rec = wiring.apply("digits", "default", spec)
     name = rec.name
@@ -108,7 +108,7 @@ def test_apply_list_and_delete_through_the_api_server(api, make_lifecycle):
 
 def test_dry_run_records_the_trigger_and_sends_nothing(api, make_lifecycle):
     dry = make_lifecycle(dry_run=True)
-    wiring = wiring_for(dry.target)
+    wiring = dry.target.event_wiring()
     wiring.apply("digits", "default", parse_trigger("broker=default,type=t"))
     assert [r["method"] for r in dry.recorder.requests] == ["POST"]
     assert dry.recorder.requests[0]["url"].endswith(f"/apis/eventing.knative.dev/v1/namespaces/{NS}/triggers")
@@ -117,11 +117,11 @@ def test_dry_run_records_the_trigger_and_sends_nothing(api, make_lifecycle):
 
 def test_openwhisk_name_on_knative_is_refused(make_lifecycle):
     with pytest.raises(TargetError, match="broker"):
-        wiring_for(make_lifecycle().target).apply("digits", "default", parse_trigger("uploads"))
+        make_lifecycle().target.event_wiring().apply("digits", "default", parse_trigger("uploads"))
 
 
 def test_render_writes_the_trigger_beside_the_service(tmp_path, make_lifecycle):
     target = make_lifecycle().target
-    paths = wiring_for(target).render("digits", "default", parse_trigger(FULL), str(tmp_path))
+    paths = target.event_wiring().render("digits", "default", parse_trigger(FULL), str(tmp_path))
     doc = yaml.safe_load(open(paths[0]).read())
     assert doc["kind"] == "Trigger" and validate_trigger(doc)

@@ -98,6 +98,11 @@ class KnativeTarget(Target):
 
     # ------------------------------------------------------------------ publishing
 
+    def event_wiring(self):
+        from mlfn.targets.knative.trigger import KnativeTriggers
+
+        return KnativeTriggers(self.client, self.render_namespace)
+
     def check_image(self, image: str) -> None:
         check_pullable(image)
 

@@ -203,6 +203,11 @@ class OpenWhiskTarget(Target):
 
     # ---- GitOps -----------------------------------------------------------------------------
 
+    def event_wiring(self):
+        from mlfn.targets.openwhisk.triggers import OpenWhiskTriggers
+
+        return OpenWhiskTriggers(self.client)
+
     def render(self, spec: VersionSpec, out_dir: str) -> list:
         """A wskdeploy manifest with version v1 and the default alias routed to it."""
         import jinja2
