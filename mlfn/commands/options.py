@@ -41,6 +41,7 @@ def requested_output(args: list[str]) -> str:
     """The --output a command line asks for, read before click parses it, so that a line
     click cannot parse (an unknown option) is still answered in that format."""
     output = "text"
+    args = [str(a) for a in args]  # callers (click's test runner) may pass paths
     for i, arg in enumerate(args):
         if arg == "--":
             break
