@@ -29,6 +29,7 @@ import numpy as np
 
 from mlfn_runtime.errors import ConfigurationError, CustomStepError, InvalidInput, NotFound
 from mlfn_runtime.interpreter import ModelRunner, TensorInfo
+from mlfn_runtime.memory_budget import MemoryBudget
 from mlfn_runtime.pipeline import POST, PRE, Pipeline
 from mlfn_runtime.request_items import request_items
 from mlfn_runtime.serving import FUNCTION_FILE, Serving
@@ -68,6 +69,7 @@ class Function:
     serving: Serving = field(default_factory=Serving)
     base_dir: str = "."
     load_seconds: float = 0.0
+    memory: MemoryBudget = field(default_factory=lambda: MemoryBudget(None))  # for decoded images
 
     @property
     def default_model(self) -> ModelEntry:
@@ -129,7 +131,7 @@ class Function:
     # ------------------------------------------------------------------ stages
     def preprocess(self, entry: ModelEntry, items: list):
         """Run the pre pipeline per input, stack into one batch per model input."""
-        rows = [self._preprocess_one(entry, label, raw) for label, raw in items]
+        rows = [self._preprocess_one(entry, label, raw, self.memory) for label, raw in items]
         inputs = entry.runner.inputs
         if len(inputs) > 1 or isinstance(rows[0], dict):
             if not all(isinstance(r, dict) for r in rows):
@@ -139,7 +141,9 @@ class Function:
         return self._stack(rows, inputs[0], items, entry)
 
     @staticmethod
-    def _preprocess_one(entry: ModelEntry, label: str, raw):
+    def _preprocess_one(entry: ModelEntry, label: str, raw, memory: MemoryBudget):
+        """One input through the model's pre-processing; an encoded image is read from its
+        header first and decoded only once the bytes its pipeline holds are reserved."""
         pre = entry.pre
         try:
             if is_encoded_image(raw):
@@ -147,7 +151,9 @@ class Function:
                     raise InvalidInput(
                         f"model '{entry.name}' takes tensors, not encoded images (its pre-processing has no decode_image step)"
                     )
-                return pre(raw)
+                img = pre.open_image(raw)
+                with memory.reserve(pre.peak_bytes(img.size, img.mode), f"'{label}' ({img.width}x{img.height} {img.mode})"):
+                    return pre(img)
             if pre.takes_images or not len(pre):
                 return raw
             return pre(raw, skip_image_steps=True)
@@ -225,8 +231,10 @@ class Function:
 
 # --------------------------------------------------------------------------- loading
 
-def load_function(function_dir: str) -> Function:
-    """Read `function.json` in `function_dir`, load every model once and build pipelines."""
+def load_function(function_dir: str, memory: Optional[MemoryBudget] = None) -> Function:
+    """Read `function.json` in `function_dir`, load every model once and build pipelines.
+    `memory`: the budget for decoded images (None: the container's memory limit minus
+    what the loaded function holds, see `memory_budget`)."""
     t0 = time.perf_counter()
     function_dir = os.path.abspath(function_dir)
     path = os.path.join(function_dir, FUNCTION_FILE)
@@ -246,6 +254,7 @@ def load_function(function_dir: str) -> Function:
     return Function(
         name=str(spec.get("name") or next(iter(models))), models=models, serving=serving,
         base_dir=function_dir, load_seconds=time.perf_counter() - t0,
+        memory=memory or MemoryBudget.for_this_process(serving),
     )
 
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from mlfn_runtime import __version__
 from mlfn_runtime.errors import InvalidInput, NotFound
-from mlfn_runtime.http_messages import Response
+from mlfn_runtime.http_messages import Response, parse_json
 from mlfn_runtime.tensors import NUMPY_OF_V2, V2_OF_NUMPY, buffer_array, typed_array
 
 
@@ -81,10 +81,7 @@ def _split_body(req):
         if n < 0 or n > len(body):
             raise InvalidInput(f"Inference-Header-Content-Length {n} is larger than the body ({len(body)} bytes)")
         body, binary = body[:n], body[n:]
-    try:
-        return (json.loads(body) if body else None), binary
-    except ValueError as e:
-        raise InvalidInput(f"the request body is not valid JSON: {e}") from None
+    return (parse_json(body, "the request body") if body else None), binary
 
 
 def _decode_inputs(tensors: list, binary: bytes) -> dict:

@@ -1,0 +1,132 @@
+"""Issue 11's findings, one test each: decoded-image memory budget (413 before decoding),
+JSON nesting (400, not a RecursionError), /run before /init (403), no heap addresses."""
+from __future__ import annotations
+
+import io
+import json
+import threading
+
+import pytest
+import requests
+from PIL import Image, ImageFile
+
+from mlfn_runtime.errors import PayloadTooLarge
+from mlfn_runtime.function import load_function
+from mlfn_runtime.memory_budget import MIB, MemoryBudget, memory_limit_bytes
+
+from .conftest import b64, digit_png, running
+
+
+def png(mode: str, side: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, (side, side), (200,) * len(mode)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def fn_64mib(digits_dir):
+    return load_function(str(digits_dir), memory=MemoryBudget(64 * MIB, 256 * MIB))
+
+
+def test_an_image_that_cannot_fit_the_budget_is_413_before_decoding(fn_64mib, monkeypatch):
+    body = {"image": b64(png("RGBA", 4000))}  # 71 KB on the wire, 61 MiB decoded
+    decoded = []
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.append(self.size))
+    with pytest.raises(PayloadTooLarge, match=r"^'image' \(4000x4000 RGBA\) needs about \d+ MiB to decode, more than "
+                                              r"the 64 MiB this function has for images \(memory limit 256 MiB\)"):
+        fn_64mib.predict(body)
+    assert decoded == []  # refused from the header alone
+    assert fn_64mib.memory.in_use == 0
+
+
+def test_images_within_the_budget_decode_and_release_it(fn_64mib, digits):
+    x, y = digits
+    out = fn_64mib.predict({"images": [b64(png("RGB", 1500)), b64(digit_png(x[0]))]})  # ~12 MiB peak
+    assert len(out["predictions"]) == 2 and out["predictions"][1]["label"] == str(y[0])
+    assert fn_64mib.memory.in_use == 0
+
+
+def test_concurrent_images_share_the_budget(digits_dir):
+    budget = MemoryBudget(30 * MIB)
+    fn = load_function(str(digits_dir), memory=budget)
+    peak = []
+    real_load = ImageFile.ImageFile.load
+
+    def load(self):  # slow decoding: the requests overlap, and we see what is reserved
+        peak.append(budget.in_use)
+        threading.Event().wait(0.1)
+        return real_load(self)
+
+    body = {"image": b64(png("RGB", 1500))}  # ~12 MiB peak: two fit at once, not three
+    results = []
+    ImageFile.ImageFile.load = load
+    try:
+        threads = [threading.Thread(target=lambda: results.append(fn.predict(body))) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    finally:
+        ImageFile.ImageFile.load = real_load
+    assert len(results) == 4  # the others waited for memory, none was refused
+    assert 20 * MIB < max(peak) <= 30 * MIB and budget.in_use == 0  # two at once, never three
+
+
+def test_memory_limit_from_env_and_cgroup(tmp_path):
+    v2 = tmp_path / "memory.max"
+    v2.write_text("268435456\n")
+    assert memory_limit_bytes({}, (str(v2),)) == 256 * MIB
+    v2.write_text("max\n")
+    assert memory_limit_bytes({}, (str(v2),)) is None
+    v1 = tmp_path / "memory.limit_in_bytes"
+    v1.write_text("9223372036854771712\n")
+    assert memory_limit_bytes({}, (str(tmp_path / "absent"), str(v1))) is None
+    assert memory_limit_bytes({"MLFN_MEMORY_MB": "300"}, (str(v2),)) == 300 * MIB
+
+
+@pytest.mark.parametrize("body", [b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 5000 + b"1" + b"}" * 5000,
+                                  b'{"inputs":' + b"[" * 70 + b"1" + b"]" * 70 + b"}"])
+def test_deep_json_is_400_without_a_traceback(digits_server, body, capfd):
+    for path in ("/predict", "/v2/models/digits/infer", "/v1/models/digits:predict"):
+        r = requests.post(digits_server + path, data=body, headers={"Content-Type": "application/json"}, timeout=10)
+        assert r.status_code == 400, (path, r.text)
+        assert "levels deep; at most 64 are accepted" in r.json()["error"]
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_deep_json_in_a_web_action_body_is_400(digits_dir):
+    with running(digits_dir) as (url, _):
+        assert requests.post(url + "/init", json={"value": {}}).status_code == 200
+        web = {"__ow_method": "post", "__ow_headers": {"content-type": "application/json"},
+               "__ow_body": "[" * 5000 + "]" * 5000}
+        r = requests.post(url + "/run", json={"value": web})
+        assert r.json()["statusCode"] == 400 and "'__ow_body' nests JSON 5000 levels" in r.json()["body"]["error"]
+
+
+def test_json_brackets_inside_strings_do_not_count(digits_server, digits):
+    x, _ = digits
+    r = requests.post(digits_server + "/predict", json={"image": b64(digit_png(x[0])), "note": "[{" * 100 + '"'})
+    assert r.status_code == 200, r.text
+
+
+def test_run_before_init_is_refused_as_openwhisk_runtimes_do(digits_dir, digits):
+    x, y = digits
+    with running(digits_dir) as (url, _):
+        body = {"value": {"image": b64(digit_png(x[0]))}, "activation_id": "a"}
+        r = requests.post(url + "/run", json=body)
+        assert r.status_code == 403 and r.json() == {"error": "The action is not initialized; POST /init before /run."}
+        assert requests.post(url + "/init", json={"value": {"name": "d", "main": "main", "binary": False}}).status_code == 200
+        r = requests.post(url + "/run", json=body)
+        assert r.status_code == 200 and r.json()["predictions"][0]["label"] == str(y[0])
+
+
+@pytest.mark.parametrize("sent,described", [
+    (b"", "it is empty (0 bytes)"),
+    (b'{"image": "..."}', "16 bytes of text starting '{\"image\": \"...\"}'"),
+    (b"\x00\x01\x02\xffjunk", "8 bytes starting 00 01 02 ff 6a 75 6e 6b, which no image format Pillow reads matches"),
+])
+def test_a_non_image_is_described_not_shown_as_a_heap_address(digits_server, sent, described):
+    r = requests.post(digits_server + "/predict", data=json.dumps({"image": b64(sent)}))
+    error = r.json()["error"]
+    assert r.status_code == 400 and error == f"'image': is not an image: {described}"
+    assert "0x" not in error
