@@ -130,3 +130,41 @@ def test_a_non_image_is_described_not_shown_as_a_heap_address(digits_server, sen
     error = r.json()["error"]
     assert r.status_code == 400 and error == f"'image': is not an image: {described}"
     assert "0x" not in error
+
+
+def v2_infer(url, tensor):
+    return requests.post(url + "/v2/models/digits/infer", json={"inputs": [tensor]}, timeout=10)
+
+
+@pytest.mark.parametrize("name,datatype,data,message", [
+    ("nope", "FP32", [0.0] * 64, "model 'digits' has no input 'nope' (inputs: pixels)"),
+    ("pixels", "BOOL", [True] * 64,
+     "'pixels' is BOOL but input 'pixels' of model 'digits' takes FP32; booleans and numbers do not convert"),
+    ("pixels", "FP64", [0.1] * 64,
+     "'pixels' is FP64 but input 'pixels' of model 'digits' takes FP32, and 64 of its values (e.g. 0.1) do not convert exactly"),
+    ("pixels", "INT32", [2 ** 24 + 1] + [0] * 63,
+     "'pixels' is INT32 but input 'pixels' of model 'digits' takes FP32, and 1 of its values (e.g. 16777217) do not"),
+])
+def test_oip_refuses_unknown_inputs_and_lossy_datatypes(digits_server, name, datatype, data, message):
+    r = v2_infer(digits_server, {"name": name, "shape": [1, 8, 8, 1], "datatype": datatype, "data": data})
+    assert r.status_code == 400 and message in r.json()["error"], r.text
+
+
+@pytest.mark.parametrize("datatype,data", [("FP32", [0.1] * 64), ("FP64", [0.5] * 64), ("INT32", [255] * 64),
+                                           ("UINT8", [7] * 64), ("FP16", [0.25] * 64)])
+def test_oip_accepts_the_model_datatype_and_exact_conversions(digits_server, datatype, data):
+    r = v2_infer(digits_server, {"name": "pixels", "shape": [1, 8, 8, 1], "datatype": datatype, "data": data})
+    assert r.status_code == 200, r.text
+    assert r.json()["outputs"][0]["shape"] == [1, 10]
+
+
+def test_raw_tflite_input_names_are_accepted(digits_dir):
+    fn = load_function(str(digits_dir))
+    (raw,) = fn.default_model.runner.aliases.keys() & {t for t in fn.default_model.runner.aliases if "pixels" in t}
+    out = fn.infer("digits", {raw: [[[[0.0]] * 8] * 8]})
+    assert out["output_0"].shape == (1, 10)
+
+
+def test_json_booleans_are_not_pixels(digits_server):
+    r = requests.post(digits_server + "/predict", json={"inputs": [[[[True]] * 8] * 8]}, timeout=10)
+    assert r.status_code == 400 and "is BOOL but input 'pixels' of model 'digits' takes FP32" in r.json()["error"]
