@@ -63,7 +63,10 @@ def to_numeric(value: Any, label: str, batch: bool = False) -> np.ndarray:
     if isinstance(value, np.ndarray):
         pass
     elif arr.dtype == np.float64:  # JSON decimals: read as the nearest float32
-        arr = arr.astype(np.float32)
+        with np.errstate(over="ignore"):
+            arr = arr.astype(np.float32)
+        if not np.all(np.isfinite(arr)):
+            raise InvalidInput(f"'{label}' holds numbers beyond the range of FP32 (about 3.4e38)")
     elif arr.dtype == np.int64 and arr.size and arr.min() >= -(2 ** 31) and arr.max() < 2 ** 31:
         arr = arr.astype(np.int32)
     if batch and arr.ndim == 0:

@@ -168,3 +168,20 @@ def test_raw_tflite_input_names_are_accepted(digits_dir):
 def test_json_booleans_are_not_pixels(digits_server):
     r = requests.post(digits_server + "/predict", json={"inputs": [[[[True]] * 8] * 8]}, timeout=10)
     assert r.status_code == 400 and "is BOOL but input 'pixels' of model 'digits' takes FP32" in r.json()["error"]
+
+
+def test_json_numbers_beyond_fp32_are_400_not_infinity(digits_server):
+    r = requests.post(digits_server + "/predict", json={"inputs": [[[[1e39]] * 8] * 8]}, timeout=10)
+    assert r.status_code == 400 and "'inputs' holds numbers beyond the range of FP32" in r.json()["error"]
+
+
+def test_a_huge_shrink_is_box_reduced_first(digits_dir):
+    """A 73-byte PNG claiming 1 x 40,000,000 pixels took 5 s of CPU in resize."""
+    from .test_hostile_inputs import png_with_header
+
+    fn = load_function(str(digits_dir), memory=MemoryBudget(None))
+    resize = fn.default_model.pre.steps[2]
+    assert resize.reduction((1, 40_000_000), "L") == (1, 1_250_000)
+    assert resize.reduction((64, 64), "L") == (1, 1)  # 8x: resampled directly, as before
+    out = fn.predict({"image": b64(png_with_header(1, 40_000_000))})
+    assert len(out["predictions"]) == 1
