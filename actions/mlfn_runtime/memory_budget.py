@@ -62,6 +62,22 @@ def resident_bytes() -> int:
         return 0
 
 
+def return_freed_memory() -> bool:
+    """Make glibc give large freed blocks back to the OS (a fixed mmap threshold of 128 KiB,
+    one arena per CPU at most). By default a freed 16 MB image block raises the threshold
+    and stays in the freeing thread's arena: after a few large images the process held
+    far more than it used, and concurrent requests were OOM-killed within the budget.
+    False where this is not glibc."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_mmap_threshold, m_arena_max = -3, -8
+        return bool(libc.mallopt(m_mmap_threshold, 128 * 1024)) and bool(libc.mallopt(m_arena_max, os.cpu_count() or 2))
+    except (OSError, AttributeError, ImportError):
+        return False
+
+
 class MemoryBudget:
     """Bytes that image decoding may hold at once, shared by concurrent requests.
     `capacity` None: unbudgeted (every reservation is granted)."""
@@ -77,6 +93,7 @@ class MemoryBudget:
         limit = memory_limit_bytes()
         if limit is None:
             return cls(None)
+        return_freed_memory()
         reserve = SLACK_BYTES + 4 * serving.max_payload_bytes * serving.workers
         return cls(max(0, limit - resident_bytes() - reserve), limit)
 
