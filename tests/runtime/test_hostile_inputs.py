@@ -17,7 +17,6 @@ import re
 import struct
 import zlib
 
-import pytest
 import requests
 from PIL import Image
 
