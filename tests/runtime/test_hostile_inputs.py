@@ -3,8 +3,8 @@
 Valid requests of each protocol are mutated (truncated or garbled bytes, a wrong type at a
 random field, huge numbers, NaN/Inf, deep nesting, giant strings within the payload cap,
 wrong content types, bad base64, non-image bytes, images whose headers lie, zero-size
-images, unknown models/versions, unknown OIP input names and datatypes) and sent to the
-real server in-process. Every answer must be a 4xx `{"error": str}` without heap
+images, unknown models/versions, unknown OIP input names and datatypes, odd GET paths) and
+sent to the real server in-process. Every answer must be a 4xx `{"error": str}` without heap
 addresses or tracebacks, or a 2xx where the input happens to be valid; never a 5xx
 (OpenWhisk /run: a 200 application error, never a 502 developer error; web actions: a
 statusCode below 500). Afterwards the server still answers a normal prediction."""
@@ -168,6 +168,11 @@ def generated_cases(rng: random.Random, images: list, png: bytes) -> list:
                  "/v2/models/digits/infer/extra", "/v2/models/%00/infer", "/v1/models/digits/versions/1:predict"):
         cases.append(("http", path, "application/json", json.dumps(rng.choice(bodies["/v2/models/digits/infer"]
                                                                               + bodies["/v1/models/digits:predict"])).encode()))
+    for path in ("/v2/models/%ff", "/v2/models/digits/versions/99", "/v2/models/digits/versions/99/ready",
+                 "/v2/models/nope/ready", "/v1/models/digits/versions/abc/metadata", "/v1/models/nope",
+                 "/v2/" + "a" * 5000, "/../../etc/passwd", "/healthz?x=%zz", "/v2/models/digits/infer",
+                 "/predict", "/run", "/metrics?name[]=1", "/v2/models//ready", "/v1/models/digits:predict"):
+        cases.append(("get", path, "", b""))
     cases += oip_tensor_cases(rng, images)
     cases += binary_oip_cases(rng)
     for _ in range(70):
@@ -227,6 +232,8 @@ def send(session, url, case):
     kind, path, ctype, data = case
     headers = {"Content-Type": ctype} if kind != "binary" else {
         "Content-Type": "application/octet-stream", "Inference-Header-Content-Length": ctype}
+    if kind == "get":
+        return session.get(url + path, timeout=30)
     return session.post(url + path, data=data, headers=headers, timeout=30)
 
 
@@ -235,8 +242,8 @@ def problem(case, r) -> str:
     kind = case[0]
     if r.status_code >= 500:
         return f"HTTP {r.status_code}"
-    if r.status_code == 200 and "Inference-Header-Content-Length" in r.headers:
-        return ""  # Triton's binary outputs, asked for by binary_data_output
+    if r.status_code == 200 and ("Inference-Header-Content-Length" in r.headers or case[1].startswith("/metrics")):
+        return ""  # Triton's binary outputs (asked for by binary_data_output), Prometheus text
     try:
         body = r.json()
     except ValueError:
