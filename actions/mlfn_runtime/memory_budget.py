@@ -15,7 +15,8 @@ The limit: `MLFN_MEMORY_MB`, else the cgroup's (v2 `memory.max`, v1
 `memory.limit_in_bytes`); without one nothing is budgeted (only MLFN_MAX_IMAGE_PIXELS
 bounds an image). The baseline is the process's resident memory when the function has
 loaded; the reserve covers request bodies (4 x serving.max_payload_bytes per worker: raw,
-decompressed, parsed, base64-decoded) plus `SLACK_BYTES` for the interpreter and Python.
+decompressed, parsed, base64-decoded) plus `SLACK_BYTES` for the interpreter and Python,
+and is at most half of what is left.
 """
 from __future__ import annotations
 
@@ -94,8 +95,11 @@ class MemoryBudget:
         if limit is None:
             return cls(None)
         return_freed_memory()
-        reserve = SLACK_BYTES + 4 * serving.max_payload_bytes * serving.workers
-        return cls(max(0, limit - resident_bytes() - reserve), limit)
+        free = max(0, limit - resident_bytes())
+        # request bodies; at most half of what is free, so that a large payload limit times
+        # many workers does not leave nothing for images
+        reserve = min(SLACK_BYTES + 4 * serving.max_payload_bytes * serving.workers, free // 2)
+        return cls(free - reserve, limit)
 
     @contextlib.contextmanager
     def reserve(self, nbytes: int, what: str):

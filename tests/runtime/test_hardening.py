@@ -84,6 +84,19 @@ def test_memory_limit_from_env_and_cgroup(tmp_path):
     assert memory_limit_bytes({"MLFN_MEMORY_MB": "300"}, (str(v2),)) == 300 * MIB
 
 
+def test_the_budget_is_the_limit_minus_what_the_process_holds_and_request_bodies(monkeypatch):
+    from mlfn_runtime.memory_budget import resident_bytes
+    from mlfn_runtime.serving import Serving
+
+    limit_mb = (resident_bytes() >> 20) + 256  # 256 MiB more than this process holds
+    monkeypatch.setenv("MLFN_MEMORY_MB", str(limit_mb))
+    budget = MemoryBudget.for_this_process(Serving(max_payload_bytes=MIB, workers=8))
+    assert budget.limit == limit_mb * MIB
+    assert 190 * MIB < budget.capacity <= (256 + 1 - 24 - 32) * MIB  # minus slack and 8 x 4 x 1 MiB of bodies
+    huge_bodies = MemoryBudget.for_this_process(Serving(max_payload_bytes=64 * MIB, workers=8))
+    assert 120 * MIB < huge_bodies.capacity <= 129 * MIB  # half of what is free, not nothing
+
+
 @pytest.mark.parametrize("body", [b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 5000 + b"1" + b"}" * 5000,
                                   b'{"inputs":' + b"[" * 70 + b"1" + b"]" * 70 + b"}"])
 def test_deep_json_is_400_without_a_traceback(digits_server, body, capfd):
