@@ -9,7 +9,7 @@
 (b) full build time (fresh project, conversion + context + docker build, deps cached) and
     the rebuild after changing only post-processing. Goal: rebuild <= 10 s.
 (c) two `--builder oci` builds of the same inputs in different folders: same digest.
-(d) cold start (docker run -> first 200 from /run) of the digits image with precompiled
+(d) cold start (docker run -> /init -> first 200 from /run) of the digits image with precompiled
     unchecked-hash .pyc (as built) and with every __pycache__ removed, read-only root.
 
 Needs Docker, mlfn-base:3.11 (built if missing), TensorFlow (to train and convert) and
@@ -183,10 +183,11 @@ def cold_start(ref: str, png: bytes, runs: int) -> list:
                     c.reload()
                     ports = c.attrs["NetworkSettings"]["Ports"].get("8080/tcp")
                     if ports:
-                        url = f"http://127.0.0.1:{ports[0]['HostPort']}/run"
+                        url = f"http://127.0.0.1:{ports[0]['HostPort']}"
                 if url:
-                    try:
-                        if requests.post(url, json=body, timeout=2).status_code == 200:
+                    try:  # /init (403 once done) before /run, as the invoker does
+                        if (requests.post(url + "/init", json={"value": {}}, timeout=2).status_code in (200, 403)
+                                and requests.post(url + "/run", json=body, timeout=2).status_code == 200):
                             break
                     except requests.RequestException:
                         pass

@@ -7,6 +7,8 @@ action's statusCode). Anything that is not a RuntimeFunctionError is an internal
 (500, traceback logged)."""
 from __future__ import annotations
 
+import re
+
 from mlfn_runtime.runtime_log import log
 
 
@@ -79,8 +81,17 @@ def describe_error(exc: BaseException, where: str) -> tuple:
     if isinstance(exc, RuntimeFunctionError):
         if status >= 500:
             log(f"{where}: {exc}")
-        return status, str(exc)
+        return status, without_addresses(str(exc))
     import traceback  # lazy: only errors pay for it
 
     log(f"{where} failed:\n{''.join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()}")
-    return 500, f"internal error: {exc.__class__.__name__}: {exc}"
+    return 500, without_addresses(f"internal error: {exc.__class__.__name__}: {exc}")
+
+
+_OBJECT_AT = re.compile(r"<([\w.]+) object at 0x[0-9a-fA-F]+>")
+
+
+def without_addresses(message: str) -> str:
+    """`<_io.BytesIO object at 0x7f...>` -> `<_io.BytesIO object>`: clients never see heap
+    addresses (they say nothing useful and leak the process's memory layout)."""
+    return _OBJECT_AT.sub(r"<\1 object>", message)

@@ -29,10 +29,11 @@ import numpy as np
 
 from mlfn_runtime.errors import ConfigurationError, CustomStepError, InvalidInput, NotFound
 from mlfn_runtime.interpreter import ModelRunner, TensorInfo
+from mlfn_runtime.memory_budget import MemoryBudget
 from mlfn_runtime.pipeline import POST, PRE, Pipeline
 from mlfn_runtime.request_items import request_items
 from mlfn_runtime.serving import FUNCTION_FILE, Serving
-from mlfn_runtime.tensors import fit_shape, is_encoded_image, jsonable, jtype, to_numeric
+from mlfn_runtime.tensors import as_input_dtype, fit_shape, is_encoded_image, jsonable, jtype, to_numeric
 
 __all__ = ["Function", "ModelEntry", "Serving", "load_function", "FUNCTION_FILE"]
 MODEL_VERSION = "1"  # one version per function image; versions live on the platform
@@ -68,6 +69,7 @@ class Function:
     serving: Serving = field(default_factory=Serving)
     base_dir: str = "."
     load_seconds: float = 0.0
+    memory: MemoryBudget = field(default_factory=lambda: MemoryBudget(None))  # for decoded images
 
     @property
     def default_model(self) -> ModelEntry:
@@ -129,7 +131,7 @@ class Function:
     # ------------------------------------------------------------------ stages
     def preprocess(self, entry: ModelEntry, items: list):
         """Run the pre pipeline per input, stack into one batch per model input."""
-        rows = [self._preprocess_one(entry, label, raw) for label, raw in items]
+        rows = [self._preprocess_one(entry, label, raw, self.memory) for label, raw in items]
         inputs = entry.runner.inputs
         if len(inputs) > 1 or isinstance(rows[0], dict):
             if not all(isinstance(r, dict) for r in rows):
@@ -139,7 +141,9 @@ class Function:
         return self._stack(rows, inputs[0], items, entry)
 
     @staticmethod
-    def _preprocess_one(entry: ModelEntry, label: str, raw):
+    def _preprocess_one(entry: ModelEntry, label: str, raw, memory: MemoryBudget):
+        """One input through the model's pre-processing; an encoded image is read from its
+        header first and decoded only once the bytes its pipeline holds are reserved."""
         pre = entry.pre
         try:
             if is_encoded_image(raw):
@@ -147,7 +151,9 @@ class Function:
                     raise InvalidInput(
                         f"model '{entry.name}' takes tensors, not encoded images (its pre-processing has no decode_image step)"
                     )
-                return pre(raw)
+                img = pre.open_image(raw)
+                with memory.reserve(pre.peak_bytes(img.size, img.mode), f"'{label}' ({img.width}x{img.height} {img.mode})"):
+                    return pre(img)
             if pre.takes_images or not len(pre):
                 return raw
             return pre(raw, skip_image_steps=True)
@@ -165,7 +171,8 @@ class Function:
             a = np.asarray(r)
             if a.dtype.kind not in "biuf":
                 raise InvalidInput(f"'{label}' must be numeric, got {a.dtype}")
-            arrays.append(fit_shape(a, t, label, entry.name))
+            where = f"input '{t.name}' of model '{entry.name}'"
+            arrays.append(as_input_dtype(fit_shape(a, t, label, entry.name), t.client_dtype, label, where))
         shapes = {a.shape for a in arrays}
         if len(shapes) > 1:
             raise InvalidInput(f"inputs of one request must have the same shape after pre-processing, got {sorted(shapes)}")
@@ -189,20 +196,18 @@ class Function:
     def infer(self, model: Optional[str], inputs: dict, outputs: Optional[list] = None) -> dict:
         """Model tensors in, model tensors out (no post-processing). `inputs` maps input
         names to arrays (or nested lists) with the batch dimension, or to a list of encoded
-        images (which go through the model's pre-processing). A single-input model accepts
-        any one name. `outputs` selects outputs by name (None: all)."""
+        images (which go through the model's pre-processing). Names are the model's (or its
+        raw TFLite names); another is a 400. Arrays are converted to the input's datatype
+        only exactly (`tensors.as_input_dtype`). `outputs` selects outputs by name (None: all)."""
         entry = self.model(model)
         runner = entry.runner
         if not inputs:
             raise InvalidInput(f"the request has no inputs; model '{entry.name}' takes {', '.join(runner.input_names)}")
-        if len(runner.inputs) == 1 and len(inputs) == 1:
-            (name, value), = inputs.items()
-            feeds = {runner.inputs[0].name: self._tensor_input(entry, runner.inputs[0], name, value)}
-        else:
-            unknown = [k for k in inputs if k not in runner.input_names]
-            if unknown:
-                raise InvalidInput(f"model '{entry.name}' has no input '{unknown[0]}' (inputs: {', '.join(runner.input_names)})")
-            feeds = {t.name: self._tensor_input(entry, t, t.name, inputs.get(t.name)) for t in runner.inputs}
+        inputs = {runner.aliases.get(k, k): v for k, v in inputs.items()}  # raw TFLite names too
+        unknown = [k for k in inputs if k not in runner.input_names]
+        if unknown:
+            raise InvalidInput(f"model '{entry.name}' has no input '{unknown[0]}' (inputs: {', '.join(runner.input_names)})")
+        feeds = {t.name: self._tensor_input(entry, t, t.name, inputs.get(t.name)) for t in runner.inputs}
         self.check_batch_size(next(iter(feeds.values())).shape[0], "the request")
         result = runner.predict(feeds)
         if outputs:
@@ -220,13 +225,15 @@ class Function:
             return self.preprocess(entry, [(f"{label}[{i}]", v) for i, v in enumerate(value)])
         arr = to_numeric(value, label, batch=True)
         rows = [fit_shape(arr[i], t, label, entry.name) for i in range(arr.shape[0])]
-        return np.stack(rows)
+        return as_input_dtype(np.stack(rows), t.client_dtype, label, f"input '{t.name}' of model '{entry.name}'")
 
 
 # --------------------------------------------------------------------------- loading
 
-def load_function(function_dir: str) -> Function:
-    """Read `function.json` in `function_dir`, load every model once and build pipelines."""
+def load_function(function_dir: str, memory: Optional[MemoryBudget] = None) -> Function:
+    """Read `function.json` in `function_dir`, load every model once and build pipelines.
+    `memory`: the budget for decoded images (None: the container's memory limit minus
+    what the loaded function holds, see `memory_budget`)."""
     t0 = time.perf_counter()
     function_dir = os.path.abspath(function_dir)
     path = os.path.join(function_dir, FUNCTION_FILE)
@@ -246,6 +253,7 @@ def load_function(function_dir: str) -> Function:
     return Function(
         name=str(spec.get("name") or next(iter(models))), models=models, serving=serving,
         base_dir=function_dir, load_seconds=time.perf_counter() - t0,
+        memory=memory or MemoryBudget.for_this_process(serving),
     )
 
 

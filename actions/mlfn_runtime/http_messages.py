@@ -4,7 +4,10 @@ body (NaN/Inf become null: JSON has no such numbers). No protocol imports anothe
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Optional
+
+import numpy as np
 
 from mlfn_runtime.errors import InvalidInput, describe_error
 
@@ -27,11 +30,46 @@ class Request:
                 return {}
             raise InvalidInput("the request body is empty; send a JSON object")
         try:
-            return json.loads(self.body.decode("utf-8"))
+            text = self.body.decode("utf-8")
         except UnicodeDecodeError:
             raise InvalidInput("the request body is not UTF-8 JSON (send images with Content-Type: image/*)") from None
-        except ValueError as e:
-            raise InvalidInput(f"the request body is not valid JSON: {e}") from None
+        return parse_json(text, "the request body")
+
+
+MAX_JSON_DEPTH = 64  # numpy arrays have at most 64 dimensions; no request shape needs more
+_BRACKET_STEP = np.zeros(256, dtype=np.int8)
+_BRACKET_STEP[[ord("["), ord("{")]], _BRACKET_STEP[[ord("]"), ord("}")]] = 1, -1
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+
+
+def parse_json(text, what: str) -> Any:
+    """json.loads with nesting bounded to MAX_JSON_DEPTH (a deeper document is a 400 naming
+    `what`, not a RecursionError); `text` is str or UTF-8 bytes."""
+    if isinstance(text, (bytes, bytearray, memoryview)):
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidInput(f"{what} is not UTF-8 JSON") from None
+    depth = json_depth(text)
+    if depth > MAX_JSON_DEPTH:
+        raise InvalidInput(f"{what} nests JSON {depth} levels deep; at most {MAX_JSON_DEPTH} are accepted")
+    try:
+        return json.loads(text)
+    except RecursionError:  # unreachable after json_depth, kept as the last line of defence
+        raise InvalidInput(f"{what} nests JSON too deeply") from None
+    except ValueError as e:
+        raise InvalidInput(f"{what} is not valid JSON: {e}") from None
+
+
+def json_depth(text: str) -> int:
+    """The deepest bracket nesting of a JSON text (brackets inside strings do not count);
+    a few milliseconds per MB: string bodies are cut out by a regex, the rest is counted
+    with numpy."""
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return 0  # cannot be deeper than the number of brackets it holds
+    stripped = _JSON_STRING.sub("", text).encode("utf-8", "replace")
+    steps = _BRACKET_STEP[np.frombuffer(stripped, dtype=np.uint8)]
+    return int(np.cumsum(steps, dtype=np.int32).max(initial=0))
 
 
 class Response:

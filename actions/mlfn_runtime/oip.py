@@ -23,7 +23,7 @@ import numpy as np
 
 from mlfn_runtime import __version__
 from mlfn_runtime.errors import InvalidInput, NotFound
-from mlfn_runtime.http_messages import Response
+from mlfn_runtime.http_messages import Response, parse_json
 from mlfn_runtime.tensors import NUMPY_OF_V2, V2_OF_NUMPY, buffer_array, typed_array
 
 
@@ -81,10 +81,7 @@ def _split_body(req):
         if n < 0 or n > len(body):
             raise InvalidInput(f"Inference-Header-Content-Length {n} is larger than the body ({len(body)} bytes)")
         body, binary = body[:n], body[n:]
-    try:
-        return (json.loads(body) if body else None), binary
-    except ValueError as e:
-        raise InvalidInput(f"the request body is not valid JSON: {e}") from None
+    return (parse_json(body, "the request body") if body else None), binary
 
 
 def _decode_inputs(tensors: list, binary: bytes) -> dict:
@@ -103,12 +100,12 @@ def _decode_inputs(tensors: list, binary: bytes) -> dict:
 def _requested_outputs(doc: dict):
     """(output names or None for all, {name: binary?}, binary for all?)"""
     requested = doc.get("outputs")
-    binary_all = bool((doc.get("parameters") or {}).get("binary_data_output", False))
+    binary_all = bool(_parameters(doc, "the request").get("binary_data_output", False))
     if requested is None:
         return None, {}, binary_all
     if not isinstance(requested, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in requested):
         raise InvalidInput("'outputs' must be a list of {\"name\": ...} objects")
-    binary_out = {o["name"]: bool((o.get("parameters") or {}).get("binary_data", binary_all)) for o in requested}
+    binary_out = {o["name"]: bool(_parameters(o, f"output '{o['name']}'").get("binary_data", binary_all)) for o in requested}
     return [o["name"] for o in requested], binary_out, binary_all
 
 
@@ -149,10 +146,10 @@ def _decode_input(t, i: int, binary: bytes, offset: int):
         raise InvalidInput(f"{where}: 'shape' must be a list of non-negative integers")
     datatype = t.get("datatype")
     count = int(np.prod(shape)) if shape else 1
-    size = (t.get("parameters") or {}).get("binary_data_size")
+    size = _parameters(t, where).get("binary_data_size")
     if datatype == "BYTES":
         return _decode_bytes(t, where, shape, count, size, binary, offset)
-    if datatype not in NUMPY_OF_V2:
+    if not isinstance(datatype, str) or datatype not in NUMPY_OF_V2:
         raise InvalidInput(f"{where}: 'datatype' {datatype!r} is not supported; use one of BYTES, {', '.join(NUMPY_OF_V2)}")
     if size is not None:
         chunk, offset = _take(binary, offset, size, where)
@@ -184,6 +181,16 @@ def _decode_bytes(t, where, shape, count, size, binary, offset):
     if len(items) != count:
         raise InvalidInput(f"{where} has {len(items)} elements but its shape {shape} needs {count}")
     return items, offset
+
+
+def _parameters(obj: dict, where: str) -> dict:
+    """An object's optional `parameters`: a JSON object, or a 400 naming `where`."""
+    params = obj.get("parameters")
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise InvalidInput(f"{where}: 'parameters' must be an object")
+    return params
 
 
 def _take(binary: bytes, offset: int, size, where: str):

@@ -22,7 +22,7 @@ from typing import Any, Optional
 
 from mlfn_runtime.array_steps import Cast, ChannelOrder, Layout, Normalize, Scale, ToArray
 from mlfn_runtime.custom_step import Custom
-from mlfn_runtime.image_steps import Convert, DecodeImage, ExifTranspose, Resize
+from mlfn_runtime.image_steps import Convert, DecodeImage, ExifTranspose, Resize, image_bytes, mode_bands
 from mlfn_runtime.output_steps import Argmax, Identity, Sigmoid, Softmax, Threshold, TopK
 from mlfn_runtime.step import POST, PRE, is_pil, to_array
 
@@ -121,6 +121,30 @@ class Pipeline:
             # orientations, since exif_transpose may swap width and height).
             side = max(resize.width, resize.height)
             self.steps[0].draft_size = (side, side)
+
+    def open_image(self, raw: Any):
+        """The encoded image `raw` read from its header only (400 when it is none): its
+        size and mode tell `peak_bytes` what decoding will cost. Pass it to the pipeline."""
+        return self.steps[0].open(raw)
+
+    def peak_bytes(self, size: tuple, mode: str) -> int:
+        """The most bytes this pipeline holds at once for an image of `size` and `mode`:
+        the decoded pixels, what each image step holds while it runs, then the float32
+        array (and an array step's input, output and temporary); 10% more for the
+        allocator's rounding (measured within 10% for PNG and JPEG, RGB(A), LA and L)."""
+        peak = image_bytes(size, mode)
+        for step in self.steps[1:]:
+            if not step.image:
+                break
+            size, mode, held = step.image_out(size, mode)
+            peak = max(peak, held)
+        values = size[0] * size[1] * mode_bands(mode)
+        array = max(image_bytes(size, mode) + values * 5, values * 4 * (3 if self._array_steps else 1))
+        return max(peak, array) * 11 // 10
+
+    @property
+    def _array_steps(self) -> bool:
+        return any(not step.image for step in self.steps)
 
     def __len__(self):
         return len(self.steps)

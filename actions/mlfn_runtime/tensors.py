@@ -4,6 +4,7 @@
 - `is_encoded_image`: what counts as an encoded image (base64 text, bytes, `{"b64": ...}`);
 - `to_numeric`: a JSON number/nested list -> array (400 when ragged, non-numeric, NaN/Inf);
 - `typed_array`: values a client declared with a datatype (OIP v2) -> array of that dtype;
+- `as_input_dtype`: an array -> the dtype a model input takes, exactly or a 400;
 - `check_finite`, `fit_shape`, `jsonable`.
 Protocol modules decode their wire format with these and never re-check what they check."""
 from __future__ import annotations
@@ -47,20 +48,25 @@ def check_finite(arr: np.ndarray, where: str) -> None:
 def to_numeric(value: Any, label: str, batch: bool = False) -> np.ndarray:
     """A JSON number/nested list -> ndarray; 400 naming `label` when ragged, non-numeric or NaN/Inf."""
     if isinstance(value, np.ndarray):
-        arr = value
+        arr = value  # typed by the client (e.g. an OIP datatype): converted exactly or refused later
     else:
         if isinstance(value, (str, bytes, dict)) or value is None:
             raise InvalidInput(f"'{label}' must be a number or a nested list of numbers, not {jtype(value)}")
         try:
             arr = np.array(value)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, RecursionError):
             raise InvalidInput(f"'{label}' is not a rectangular nested list of numbers") from None
     if arr.dtype.kind not in "biuf":
         what = "a ragged list, or integers beyond 64 bits" if arr.dtype == object else arr.dtype
         raise InvalidInput(f"'{label}' must hold only numbers (got {what})")
     check_finite(arr, f"'{label}'")
-    if arr.dtype == np.float64:
-        arr = arr.astype(np.float32)
+    if isinstance(value, np.ndarray):
+        pass
+    elif arr.dtype == np.float64:  # JSON decimals: read as the nearest float32
+        with np.errstate(over="ignore"):
+            arr = arr.astype(np.float32)
+        if not np.all(np.isfinite(arr)):
+            raise InvalidInput(f"'{label}' holds numbers beyond the range of FP32 (about 3.4e38)")
     elif arr.dtype == np.int64 and arr.size and arr.min() >= -(2 ** 31) and arr.max() < 2 ** 31:
         arr = arr.astype(np.int32)
     if batch and arr.ndim == 0:
@@ -68,6 +74,30 @@ def to_numeric(value: Any, label: str, batch: bool = False) -> np.ndarray:
     if batch and arr.shape[0] == 0:
         raise InvalidInput(f"'{label}' is empty")
     return arr
+
+
+def as_input_dtype(a: np.ndarray, dtype: np.dtype, label: str, where: str) -> np.ndarray:
+    """`a` as the dtype a model input takes (`where` names the input), only when every
+    value converts exactly: same datatype; integers in range; floats to a narrower float
+    or to an integer, and integers to a float, when each value survives the round trip.
+    Booleans are only for BOOL inputs. Anything else is a 400 naming both datatypes."""
+    if a.dtype == dtype:
+        return a
+    got, want = V2_OF_NUMPY.get(a.dtype.name, a.dtype.name), V2_OF_NUMPY.get(dtype.name, dtype.name)
+    if (a.dtype.kind == "b") != (dtype.kind == "b"):
+        raise InvalidInput(f"'{label}' is {got} but {where} takes {want}; booleans and numbers do not convert")
+    with np.errstate(all="ignore"):
+        out = a.astype(dtype)
+        if a.dtype.kind in "iu" and dtype.kind in "iu":
+            info = np.iinfo(dtype)
+            inexact = (a < info.min) | (a > info.max)
+        else:
+            inexact = out.astype(a.dtype) != a
+    if np.any(inexact):
+        example = a[inexact].flat[0].item()
+        raise InvalidInput(f"'{label}' is {got} but {where} takes {want}, and {int(np.count_nonzero(inexact))} of its "
+                           f"values (e.g. {example!r}) do not convert exactly")
+    return out
 
 
 def typed_array(values: list, shape: list, datatype: str, where: str) -> np.ndarray:

@@ -6,7 +6,7 @@ What the invoker sends and how it reads the answers (see actions/README.md):
   environment variables before anything runs. Without `code` this is a docker action: the
   bundled model is served. With `code` (Python source with `main`, or a base64 zip with
   `__main__.py` when `binary` is true) that code's `main(params)` runs instead.
-  A second /init is refused with 403.
+  A second /init is refused with 403, and so is a /run before /init.
 - /run `{"value": ..., "namespace", "action_name", "activation_id", "deadline": "<ms>", ...}`;
   every key but `value` is the activation variable `__OW_<KEY>` (`mlfn_runtime.activation`).
 - 200 + object = success; 200 + `{"error"}` = application error (bad input);
@@ -28,7 +28,7 @@ from urllib.parse import parse_qsl
 
 from mlfn_runtime.activation import Activations, bind_function, variables
 from mlfn_runtime.errors import InvalidInput, describe_error
-from mlfn_runtime.http_messages import Response
+from mlfn_runtime.http_messages import Response, parse_json
 from mlfn_runtime.runtime_log import log
 
 SENTINEL = "XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX"
@@ -89,8 +89,8 @@ class WhiskAction:
     def run(self, body: Any) -> Response:
         if not isinstance(body, dict):
             return Response(400, {"error": "The /run body must be a JSON object with 'value'."})
-        if self.main is None and self.function is None:
-            return Response(502, {"error": "The action is not initialized."})
+        if not self.initialized:  # as OpenWhisk's runtimes: no activation before /init
+            return Response(403, {"error": "The action is not initialized; POST /init before /run."})
         value = body.get("value", {})
         try:
             with self.activations.enter(variables(body)):
@@ -185,10 +185,7 @@ def web_request(value: dict) -> dict:
             text = base64.b64decode(body, validate=True).decode("utf-8")
         except (binascii.Error, ValueError, UnicodeDecodeError):
             text = body
-    try:
-        data = json.loads(text)
-    except ValueError as e:
-        raise InvalidInput(f"'__ow_body' is not JSON or an image: {e}") from None
+    data = parse_json(text, "'__ow_body'")
     if not isinstance(data, dict):
         raise InvalidInput("'__ow_body' must hold a JSON object")
     return {**params, **data}

@@ -141,15 +141,20 @@ def _git(project: Path, *args: str) -> Optional[str]:
     return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
 
 
-def strip_userinfo(url: str) -> str:
-    """https://user:token@host/x -> https://host/x (credentials never go into labels)."""
-    return re.sub(r"^([a-z][a-z0-9+.-]*://)[^/@]*@", r"\1", url, flags=re.I)
+def repository_url(remote: str) -> Optional[str]:
+    """A git remote as a public https URL without credentials (`git@host:a/b.git` ->
+    `https://host/a/b.git`); None for a local path or file:// remote (no label then)."""
+    scp = re.fullmatch(r"[\w.-]+@([\w.-]+):(?!/)(.+)", remote)
+    if scp:
+        return f"https://{scp.group(1)}/{scp.group(2)}"
+    m = re.fullmatch(r"(?:https?|ssh|git)://(?:[^/@]*@)?([\w.-]+)(?::\d+)?(/.+)", remote, flags=re.I)
+    return f"https://{m.group(1)}{m.group(2)}" if m else None
 
 
 def oci_labels(cfg, ctx_tag: str, reproducible: bool = False) -> dict:
     """OCI annotations. `created` is SOURCE_DATE_EPOCH, else now (reproducible: else 0);
-    `source` is the git remote without credentials (never a local path: it would make
-    builds of the same content in two folders differ)."""
+    `source` is the git remote as an https URL without credentials, left out for a local
+    path (it would name the builder's folders and make builds in two folders differ)."""
     project = cfg.project_dir
     created = created_timestamp() if not reproducible else time.strftime(
         "%Y-%m-%dT%H:%M:%SZ", time.gmtime(source_date_epoch()))
@@ -162,9 +167,9 @@ def oci_labels(cfg, ctx_tag: str, reproducible: bool = False) -> dict:
     revision = _git(project, "rev-parse", "HEAD")
     if revision:
         labels["org.opencontainers.image.revision"] = revision
-    remote = _git(project, "config", "--get", "remote.origin.url")
-    if remote:
-        labels["org.opencontainers.image.source"] = strip_userinfo(remote)
+    source = repository_url(_git(project, "config", "--get", "remote.origin.url") or "")
+    if source:
+        labels["org.opencontainers.image.source"] = source
     return labels
 
 

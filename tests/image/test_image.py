@@ -68,6 +68,7 @@ def test_digits_image_answers_run_with_the_right_label(digits_image, digits_proj
     inputs = sorted((digits_project / "inputs").glob("digit-*.png"))
     assert inputs
     with running(r.image, read_only=True) as url:
+        assert requests.post(url + "/init", json={"value": {}}, timeout=10).status_code == 200
         for png in inputs:
             label = png.stem.split("-")[1]
             body = {"value": {"image": base64.b64encode(png.read_bytes()).decode()}}
@@ -178,6 +179,7 @@ def test_tflite_runtime_image(base_image, digits_project, docker_client, tmp_pat
         with running(r.image, read_only=True) as url:
             png = project / "inputs" / "digit-9.png"
             body = {"value": {"image": base64.b64encode(png.read_bytes()).decode()}}
+            assert requests.post(url + "/init", json={"value": {}}, timeout=10).status_code == 200
             resp = requests.post(url + "/run", json=body, timeout=10)
             assert resp.status_code == 200 and resp.json()["predictions"][0]["label"] == "9"
     finally:

@@ -44,6 +44,7 @@ def test_layout_is_valid_and_the_image_runs(oci_image, digits_project, docker_cl
         with running(local, read_only=True) as url:
             png = digits_project / "inputs" / "digit-7.png"
             body = {"value": {"image": base64.b64encode(png.read_bytes()).decode()}}
+            assert requests.post(url + "/init", json={"value": {}}, timeout=10).status_code == 200
             resp = requests.post(url + "/run", json=body, timeout=10)
             assert resp.status_code == 200 and resp.json()["predictions"][0]["label"] == "7"
     finally:

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import re
+import subprocess
+from types import SimpleNamespace
 
 import pytest
 
-from mlfn.image.context import LAYERS, render_dockerfile, strip_userinfo
+from mlfn.image.context import LAYERS, oci_labels, render_dockerfile, repository_url
 from mlfn.image.deps import pipeline_decodes_images, requirements_for
 from mlfn.image.docker_builder import parse_push_ref
 from mlfn.image.build import _split_tag
@@ -38,8 +40,19 @@ def test_labels_are_one_step_and_quoted():
 
 
 def test_credentials_never_reach_source_label():
-    assert strip_userinfo("https://user:ghp_secret@github.com/a/b.git") == "https://github.com/a/b.git"
-    assert strip_userinfo("git@github.com:a/b.git") == "git@github.com:a/b.git"
+    assert repository_url("https://user:ghp_secret@github.com/a/b.git") == "https://github.com/a/b.git"
+    assert repository_url("git@github.com:a/b.git") == "https://github.com/a/b.git"
+    assert repository_url("ssh://git@git.example.org:2222/team/b") == "https://git.example.org/team/b"
+
+
+@pytest.mark.parametrize("remote", ["/home/me/src/b.git", "../b", "file:///srv/git/b.git", "C:/repos/b"])
+def test_a_local_remote_is_no_source_label(remote, tmp_path):
+    assert repository_url(remote) is None
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    subprocess.run(["git", "-C", str(tmp_path), "remote", "add", "origin", remote], check=True)
+    cfg = SimpleNamespace(project_dir=tmp_path, name="digits", build=SimpleNamespace(base_image="b:1"))
+    labels = oci_labels(cfg, "v1")
+    assert "org.opencontainers.image.source" not in labels and labels["org.opencontainers.image.title"] == "digits"
 
 
 def test_requirements_follow_the_pipeline():
