@@ -11,7 +11,7 @@ pipeline + step modules), protocols (whisk_action, code_action, predict_route, o
 tfserving, probes), HTTP (routes, http_server, http_messages, server_state), and metrics,
 errors, runtime_log, router (the weighted pick of OpenWhisk alias conductors)."""
 
-__version__ = "0.1.0"
+from mlfn_runtime.version import VERSION as __version__  # noqa: E402,F401
 
 
 def serve(function_dir=None, host: str = "0.0.0.0", port: int = 8080) -> int:

@@ -21,14 +21,14 @@ import struct
 
 import numpy as np
 
-from mlfn_runtime import __version__
+from mlfn_runtime.version import VERSION
 from mlfn_runtime.errors import InvalidInput, NotFound
 from mlfn_runtime.http_messages import Response, parse_json
 from mlfn_runtime.tensors import NUMPY_OF_V2, V2_OF_NUMPY, buffer_array, typed_array
 
 
 def server_metadata(state, req, params) -> Response:
-    return Response(200, {"name": "mlfn", "version": __version__, "extensions": ["binary_tensor_data"]})
+    return Response(200, {"name": "mlfn", "version": VERSION, "extensions": ["binary_tensor_data"]})
 
 
 def live(state, req, params) -> Response:
