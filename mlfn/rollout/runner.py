@@ -9,7 +9,8 @@ step the rollout gives up (traffic back on stable). A failed check counts; after
 the pre-step hook, the quality gate (probe), the new split, the post-step hook. Reaching
 100% promotes.
 
-The state is written with the alias at every traffic change and failed check, so a rollout
+The state is written with the alias at every traffic change and at the end (a write of
+an OpenWhisk alias replaces its action, so checks in between are kept in memory), so a rollout
 killed at any point leaves the alias on existing versions and `resume` continues from the
 recorded step; before each write the runner re-reads the alias, so an `abort` from another
 process stops it (Aborted).
@@ -78,8 +79,10 @@ class RolloutRun:
             else:
                 self.progress(f"Resuming {self.state.summary()}")
                 self.weights = self._split(self.state.weight)
-            while self.state.status == RUNNING:
-                self.sleep(self.settings.interval)
+            next_check = time.monotonic()
+            while self.state.status == RUNNING:  # checks on a fixed schedule: slow reads do not add up
+                next_check += self.settings.interval
+                self.sleep(max(0.0, next_check - time.monotonic()))
                 self._guard()
                 self._check()
         except Aborted as e:
@@ -128,8 +131,6 @@ class RolloutRun:
         self.state.failed_checks += 1
         if self.state.failed_checks >= s.failures:
             self._end(ROLLED_BACK, f"{self.state.failed_checks} failed checks: {check.reason}")
-        else:
-            self._write(self.weights)
 
     # ---- steps ------------------------------------------------------------------------------
 
@@ -184,8 +185,8 @@ class RolloutRun:
     def _end(self, status: str, reason: str) -> None:
         weights = self._split(100) if status == PROMOTED else {self.state.stable: 100}
         self.state.finish(status, reason)
+        self.progress(f"{status.upper()}: {reason}; alias '{self.alias}' goes to {next(iter(weights))} at 100%")
         self._write(weights)
-        self.progress(f"{status.upper()}: {reason}; alias '{self.alias}' routes {next(iter(weights))} at 100%")
 
     # ---- the platform -----------------------------------------------------------------------
 

@@ -2,11 +2,15 @@
 error-rate, p99 and quality gates, inconclusive without traffic."""
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 
 import pytest
 
-from mlfn.rollout import (INCONCLUSIVE, PROMOTED, ROLLED_BACK, RolloutSettings, start, status)
+from mlfn.rollout import INCONCLUSIVE, PROMOTED, ROLLED_BACK, RolloutSettings, start, status
+from tests.rollout.conftest import wsk_flags
 
 pytestmark = pytest.mark.docker
 
@@ -31,16 +35,33 @@ def test_healthy_candidate_goes_through_every_step(two_versions, lifecycle, load
     assert st.active is None and st.history[-1]["status"] == PROMOTED
 
 
-def test_failing_candidate_rolled_back_at_first_step(two_versions, lifecycle, load_dir):
+def warm(target, fn):
+    """One request to each version first, so that container start-up is not what is timed."""
+    for v in ("v1", "v2"):
+        target.invoke(fn, {"instances": [[1.0]]}, version=v)
+
+
+def test_failing_candidate_rolled_back_at_first_step(two_versions, lifecycle, load_dir, local_api):
+    """Run as the CLI in its own process (the controller runs in this one), timed from the
+    first request v2 served (its activation record) to the decision, read off stderr as it
+    comes. (Before that, the new weighted alias's router containers are starting: no check
+    can be conclusive without requests.)"""
     fn = two_versions({"MLFN_TEST_FAIL_RATE": "0.3"})
-    s = settings(load=str(load_dir), rate=10)
-    t0 = time.monotonic()
-    result = start(lifecycle.target, fn, "v2", s)
-    elapsed = time.monotonic() - t0
-    assert result.status == ROLLED_BACK and result.exit_code == 4
-    assert result.step == 0  # never beyond the first step
-    assert elapsed <= s.failures * s.interval + s.interval + 3  # + the first step's write and probes' slack
-    failed = [c for c in result.checks if c["result"] == "fail"]
+    warm(lifecycle.target, fn)
+    interval, failures = 3.0, 2
+    cmd = [sys.executable, "-m", "mlfn.cli", "rollout", fn, "v2", "--steps", "20,50,100", "--interval", "3s",
+           "--max-error-rate", "5%", "--min-requests", "3", "--failures", str(failures), "--load", str(load_dir),
+           "--rate", "20", "--output", "json", *wsk_flags(local_api)]
+    since_ms = int(time.time() * 1000)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stamped = [(time.time(), line) for line in proc.stderr]
+    doc = json.loads(proc.stdout.read())
+    assert proc.wait() == 4 and doc["status"] == ROLLED_BACK
+    assert doc["step"] == 0  # never beyond the first step
+    t0 = lifecycle.target.activations(fn, "v2", since_ms)[0].start_ms / 1000
+    decided = next(t for t, line in stamped if line.startswith("ROLLED BACK"))
+    assert decided - t0 <= failures * interval + interval + 1, "".join(f"{t - t0:5.1f} {line}" for t, line in stamped)
+    failed = [c for c in doc["checks"] if c["result"] == "fail"]
     assert len(failed) == 2 and all(c["values"]["candidate"]["error_rate"] > 5 for c in failed)
     assert all(c["values"]["stable"]["errors"] == 0 for c in failed)  # judged on v2's own numbers
     assert lifecycle.target.read(fn).aliases["default"].weights == {"v1": 100}
