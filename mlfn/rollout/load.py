@@ -50,6 +50,7 @@ class SyntheticLoad:
         self.failed = 0
         self.lock = threading.Lock()
         self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="mlfn-load")
         self._thread = threading.Thread(target=self._run, name="mlfn-rollout-load", daemon=True)
 
     def __enter__(self) -> "SyntheticLoad":
@@ -59,6 +60,7 @@ class SyntheticLoad:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+        self._pool.shutdown(wait=False, cancel_futures=True)  # requests not sent yet are dropped
 
     def _one(self, payload) -> None:
         try:
@@ -68,11 +70,10 @@ class SyntheticLoad:
                 self.failed += 1
 
     def _run(self) -> None:
-        with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="mlfn-load") as pool:
-            t0, n = time.monotonic(), 0
-            while not self._stop.is_set():
-                pool.submit(self._one, self.payloads[n % len(self.payloads)])
-                n += 1
-                with self.lock:
-                    self.sent = n
-                self._stop.wait(max(0.0, t0 + n / self.rate - time.monotonic()))
+        t0, n = time.monotonic(), 0
+        while not self._stop.is_set():
+            self._pool.submit(self._one, self.payloads[n % len(self.payloads)])
+            n += 1
+            with self.lock:
+                self.sent = n
+            self._stop.wait(max(0.0, t0 + n / self.rate - time.monotonic()))
