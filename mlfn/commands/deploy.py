@@ -100,8 +100,10 @@ def _dry(out) -> str:
               "X-Require-Whisk-Auth secret (printed once, here).")
 @dry_run_option("Print the requests that would change the platform; send none "
                 "(the image is still built locally, but not pushed).")
+@click.option("--rollout", is_flag=True, help="Then roll the new version out with the rollout: settings of mlfn.yaml "
+              "(see 'mlfn rollout --help'; exit codes 4 rolled back, 5 aborted, 6 inconclusive).")
 @output_option
-def deploy(config_path, alias, weight, promote, push, web, web_secure, dry_run, output, **kw):
+def deploy(config_path, alias, weight, promote, push, web, web_secure, dry_run, rollout, output, **kw):
     """Build (if needed) and publish the function as a new immutable version vN.
 
     Traffic is untouched unless you ask: the FIRST version gets the default alias at
@@ -120,6 +122,11 @@ def deploy(config_path, alias, weight, promote, push, web, web_secure, dry_run, 
 
     cfg = project_config(config_path, required=True)
     progress = Progress(quiet=output == "json")
+    if rollout:
+        from mlfn.commands.rollout import deploy_rollout
+
+        return deploy_rollout(cfg, target_from(kw, dry_run), alias, weight, promote, push=push, web=web,
+                              require_whisk_auth=web_secure or None, output=output)
     out = lib.deploy(cfg, target_from(kw, dry_run), alias=alias, weight=weight, promote=promote, push=push, web=web,
                      require_whisk_auth=web_secure or None, progress=progress)
 
@@ -192,6 +199,12 @@ def status(name, config_path, output, **kw):
         out += [table([(v.name, v.created, v.quantization, (v.digest or "")[:19], (v.model_sha256 or "")[:12],
                         " ".join(routed.get(v.name, []))) for v in s.versions],
                       ["VERSION", "CREATED", "QUANT", "DIGEST", "MODEL", "ROUTED"])]
+        rollouts = [(a.name, r) for a in s.aliases for r in a.rollouts[-3:]]
+        if rollouts:
+            from mlfn.rollout.state import RolloutState
+
+            out += ["", "ROLLOUTS (latest last; mlfn rollout status NAME)"]
+            out += [f"  {RolloutState.from_dict(r).summary()}" for _, r in rollouts]
         return "\n".join(out)
 
     emit(st, output, text)

@@ -72,6 +72,24 @@ def render_result(result, output: str) -> None:
         sys.exit(result.exit_code)
 
 
+def deploy_rollout(cfg, options, alias, weight, promote, output: str, **deploy_options) -> None:
+    """`mlfn deploy --rollout`: the settings come from mlfn.yaml; --alias picks the alias."""
+    from mlfn import rollout as lib
+
+    if weight is not None or promote:
+        raise click.UsageError("--rollout moves the traffic itself; drop --weight/--promote.")
+    settings = lib.api.settings_for(cfg, {"alias": alias})
+    out = lib.api.deploy_and_roll_out(cfg, options, settings, progress=log, **deploy_options)
+    if output == "json":
+        emit(out, output)
+    else:
+        v = out.deploy.version
+        click.echo(f"{cfg.name} {v.name} {'created' if out.deploy.created else 'unchanged'} on {out.deploy.target}")
+        render_result(out.rollout, "text")
+    if out.exit_code:
+        sys.exit(out.exit_code)
+
+
 class RolloutGroup(click.Group):
     """`mlfn rollout NAME vN ...` starts a rollout; `status|abort|resume NAME` act on one."""
 

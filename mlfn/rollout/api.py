@@ -164,3 +164,33 @@ def namespace_for(cfg, options) -> Optional[str]:
     """The namespace the PromQL templates get: --namespace, else deploy.knative.namespace."""
     return (options.namespace if options is not None else None) or (
         cfg.deploy.knative.namespace if cfg is not None else None)
+
+
+@dataclass
+class DeployRollout:
+    """`mlfn deploy --rollout`: the new version, then its rollout."""
+
+    deploy: object  # mlfn.releases.DeployOutcome
+    rollout: RolloutResult
+
+    @property
+    def exit_code(self) -> int:
+        return self.rollout.exit_code
+
+
+def deploy_and_roll_out(cfg, options, settings: RolloutSettings, progress: Progress = quiet,
+                        **deploy_options) -> DeployRollout:
+    """Publish the next version (traffic untouched; a first version takes the default alias
+    and there is nothing to roll out), then roll it out on settings.alias."""
+    from mlfn import releases
+    from mlfn.errors import ConfigError
+
+    if options.dry_run:
+        raise ConfigError("--rollout moves traffic over minutes; it cannot be a --dry-run (drop one of them).")
+    settings.check()
+    if settings.probe:
+        load_probe(settings.probe, settings.probe_task)
+    deployed = releases.deploy(cfg, options, progress=progress, **deploy_options)
+    target = releases.open_target(cfg, options)
+    result = start(target, cfg.name, deployed.version.name, settings, progress, namespace_for(cfg, options))
+    return DeployRollout(deployed, result)

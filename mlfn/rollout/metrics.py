@@ -16,13 +16,14 @@ from typing import Callable, Optional
 from mlfn.errors import TargetError
 
 DEFAULT_QUERIES = {
-    "requests": 'sum(increase(revision_app_request_count{{namespace_name="{namespace}",'
-                'revision_name="{revision}"}}[{interval}]))',
-    "errors": 'sum(increase(revision_app_request_count{{namespace_name="{namespace}",'
-              'revision_name="{revision}",response_code_class="5xx"}}[{interval}]))',
-    "p99": 'histogram_quantile(0.99, sum by (le) (rate(revision_app_request_latencies_bucket{{'
-           'namespace_name="{namespace}",revision_name="{revision}"}}[{interval}])))',
+    "requests": 'sum(increase(revision_app_request_count{namespace_name="{namespace}",'
+                'revision_name="{revision}"}[{interval}]))',
+    "errors": 'sum(increase(revision_app_request_count{namespace_name="{namespace}",'
+              'revision_name="{revision}",response_code_class="5xx"}[{interval}]))',
+    "p99": 'histogram_quantile(0.99, sum by (le) (rate(revision_app_request_latencies_bucket{'
+           'namespace_name="{namespace}",revision_name="{revision}"}[{interval}])))',
 }
+PLACEHOLDERS = ("revision", "namespace", "service", "interval")  # filled in as {name}; other braces stay
 
 
 @dataclass
@@ -83,8 +84,12 @@ class PrometheusMetrics:
         self.session = requests.Session()
 
     def promql(self, kind: str, version: str, seconds: int) -> str:
-        return self.queries[kind].format(revision=self.revision_of(version), namespace=self.namespace,
-                                         service=self.service, interval=f"{max(1, seconds)}s")
+        values = {"revision": self.revision_of(version), "namespace": self.namespace, "service": self.service,
+                  "interval": f"{max(1, seconds)}s"}
+        text = self.queries[kind]
+        for name in PLACEHOLDERS:
+            text = text.replace("{" + name + "}", values[name])
+        return text
 
     def query(self, promql: str, at_s: float) -> Optional[float]:
         """The value of an instant query (the sum of a vector; None when it is empty or NaN)."""

@@ -1,0 +1,158 @@
+"""Rollouts on Knative: the fake Kubernetes API server of tests/targets/knative, metrics from
+the Prometheus test server (checking the PromQL sent), and an ingress test server that
+answers each version's tag URL (for the quality gate)."""
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from mlfn.rollout import (ABORTED, INCONCLUSIVE, PROMOTED, ROLLED_BACK, RolloutSettings, abort, begin, run, start,
+                          status)
+from tests.rollout.prometheus_server import PrometheusServer
+from tests.targets.knative.conftest import NS, api, cfg, kubeconfig, make_lifecycle, version_spec  # noqa: F401
+
+
+class Ingress:
+    """Answers POST /predict for the Host of a version's tag URL (`v2-digits.NS.example.com`):
+    a classifier giving each row's argmax, off by one for the versions in `wrong`."""
+
+    def __init__(self):
+        self.wrong: set = set()
+        ingress = self
+
+        class H(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+                tag = self.headers.get("Host", "").split("-", 1)[0]
+                shift = 1 if tag in ingress.wrong else 0
+                preds = [{"index": (row.index(max(row)) + shift) % len(row)} for row in body["instances"]]
+                data = json.dumps({"predictions": preds}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.server.daemon_threads = True
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def prom():
+    server = PrometheusServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def ingress():
+    server = Ingress()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def knative(make_lifecycle, ingress):
+    """A Knative target with digits v1 (default alias 100%) and v2; a fresh one per call."""
+    lifecycle = make_lifecycle(host=ingress.address)
+    lifecycle.publish(version_spec(1))
+    lifecycle.publish(version_spec(2))
+    return lambda: make_lifecycle(host=ingress.address).target
+
+
+def settings(prom, **kw) -> RolloutSettings:
+    base = dict(steps=[20, 50, 100], interval=0.2, max_error_rate=1.0, max_p99_ms=250.0, min_requests=10,
+                failures=2, max_wait=0.6, prometheus=prom.url)
+    return RolloutSettings(**{**base, **kw})
+
+
+def test_healthy_revision_promoted_with_the_default_promql(knative, prom):
+    prom.set("digits-v1", requests=200, errors=0, p99_ms=40)
+    prom.set("digits-v2", requests=40, errors=0, p99_ms=45)
+    result = start(knative(), "digits", "v2", settings(prom), namespace=NS)
+    assert result.status == PROMOTED
+    assert knative().read("digits").aliases["default"].weights == {"v2": 100}
+    assert [c["weight"] for c in result.checks] == [20, 50]
+    first = prom.queries[:3]  # candidate first: requests, errors, p99 over the window in whole seconds
+    assert first == [
+        'sum(increase(revision_app_request_count{namespace_name="mlfn-test",revision_name="digits-v2"}[1s]))',
+        'sum(increase(revision_app_request_count{namespace_name="mlfn-test",revision_name="digits-v2",'
+        'response_code_class="5xx"}[1s]))',
+        'histogram_quantile(0.99, sum by (le) (rate(revision_app_request_latencies_bucket{'
+        'namespace_name="mlfn-test",revision_name="digits-v2"}[1s])))',
+    ]
+    assert any('revision_name="digits-v1"' in q for q in prom.queries)  # stable over the same window
+    assert result.checks[0]["values"]["candidate"] == {"requests": 40, "errors": 0, "error_rate": 0.0,
+                                                       "p99_ms": 45.0}
+
+
+def test_failing_revision_rolled_back_on_its_own_error_rate(knative, prom):
+    prom.set("digits-v1", requests=1000, errors=0, p99_ms=40)  # the aggregate would be 1.2%: diluted
+    prom.set("digits-v2", requests=40, errors=12, p99_ms=45)
+    result = start(knative(), "digits", "v2", settings(prom), namespace=NS)
+    assert result.status == ROLLED_BACK and result.step == 0
+    assert [c["result"] for c in result.checks] == ["fail", "fail"]
+    assert result.checks[-1]["values"]["candidate"]["error_rate"] == 30.0
+    assert knative().read("digits").aliases["default"].weights == {"v1": 100}
+
+
+def test_slow_revision_rolled_back_by_p99(knative, prom):
+    prom.set("digits-v2", requests=40, errors=0, p99_ms=2500)
+    result = start(knative(), "digits", "v2", settings(prom), namespace=NS)
+    assert result.status == ROLLED_BACK and "p99 2500ms > 250ms" in result.reason
+
+
+def test_no_samples_is_inconclusive(knative, prom):
+    result = start(knative(), "digits", "v2", settings(prom), namespace=NS)
+    assert result.status == INCONCLUSIVE and result.exit_code == 6
+    assert knative().read("digits").aliases["default"].weights == {"v1": 100}
+
+
+def test_user_promql_templates(knative, prom):
+    prom.set("digits-v2", requests=40, errors=0, p99_ms=10)
+    queries = {"requests": 'sum(rate(my_requests_total{revision_name="{revision}",ns="{namespace}",'
+                           'svc="{service}"}[{interval}]))'}
+    result = start(knative(), "digits", "v2", settings(prom, steps=[50, 100], queries=queries), namespace=NS)
+    assert result.status == PROMOTED
+    assert prom.queries[0] == ('sum(rate(my_requests_total{revision_name="digits-v2",ns="mlfn-test",'
+                               'svc="digits"}[1s]))')
+    assert prom.queries[1].startswith("sum(increase(revision_app_request_count{")  # the defaults for the rest
+
+
+def test_quality_gate_through_the_tag_urls(knative, prom, ingress, tmp_path):
+    import numpy as np
+
+    probe = tmp_path / "probe.npz"
+    np.savez(probe, x=np.eye(10)[np.arange(20) % 10], y=np.arange(20) % 10)
+    ingress.wrong.add("v2")
+    prom.set("digits-v2", requests=40, errors=0, p99_ms=10)
+    result = start(knative(), "digits", "v2", settings(prom, probe=str(probe)), namespace=NS)
+    assert result.status == ROLLED_BACK and result.step == -1
+    assert result.checks[-1]["values"] == {"accuracy": 0.0, "stable_accuracy": 100.0}
+    assert knative().read("digits").aliases["default"].weights == {"v1": 100}
+
+
+def test_state_on_the_service_abort_from_another_machine(knative, prom, api):
+    rollout = begin(knative(), "digits", "v2", settings(prom, max_wait=60))
+    ann = api.kube.service("digits")["metadata"]["annotations"]["mlfn.dev/rollouts"]
+    assert json.loads(ann)["default"][-1]["id"] == rollout.id
+    done = {}
+    worker = threading.Thread(target=lambda: done.setdefault("r", run(knative(), rollout, namespace=NS)))
+    worker.start()
+    aborted = abort(knative(), "digits", reason="by the test")
+    worker.join(timeout=5)
+    assert done["r"].status == ABORTED and aborted.weights == {"v1": 100}
+    st = status(knative(), "digits")
+    assert st.active is None and st.history[-1]["status"] == ABORTED and st.history[-1]["reason"] == "by the test"
