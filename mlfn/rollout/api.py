@@ -8,6 +8,7 @@ target (mlfn.releases.open_target), works on one alias and returns a dataclass.
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -19,10 +20,11 @@ from mlfn.rollout.metrics import ActivationMetrics, PrometheusMetrics
 from mlfn.rollout.quality import load_probe
 from mlfn.rollout.runner import EXIT_CODES, RolloutResult, RolloutRun
 from mlfn.rollout.settings import RolloutSettings
-from mlfn.rollout.state import ABORTED, PROMOTED, RolloutState, active, now_iso, rollouts_of, started_by, with_state
+from mlfn.rollout.state import ABORTED, PROMOTED, RUNNING, RolloutState, active, now_iso, rollouts_of, started_by, with_state
 from mlfn.targets.interface import Target
 
 Progress = Callable[[str], None]
+ABORT_WRITES = 3
 
 
 def quiet(message: str) -> None:
@@ -132,9 +134,12 @@ def status(target: Target, function: str, alias: Optional[str] = None) -> Rollou
                          [r.to_dict() for r in states if running is None or r.id != running.id])
 
 
-def abort(target: Target, function: str, alias: Optional[str] = None, reason: str = "") -> RolloutResult:
+def abort(target: Target, function: str, alias: Optional[str] = None, reason: str = "",
+          settle: float = 1.0) -> RolloutResult:
     """Traffic back on the stable version now, and the rollout marked aborted (a running
-    `mlfn rollout` process sees it at its next check and stops)."""
+    `mlfn rollout` process sees it at its next check and stops). A platform has no
+    conditional writes, so a step the runner was writing at the same moment could replace
+    the abort: after `settle` seconds the abort is read back and written again if so."""
     _, key, current = _alias(target, function, alias)
     rollout = active(current)
     if rollout is None:
@@ -142,7 +147,13 @@ def abort(target: Target, function: str, alias: Optional[str] = None, reason: st
                           f"see 'mlfn rollout status {function}'.")
     rollout.finish(ABORTED, reason or f"aborted by {started_by()}")
     weights = {rollout.stable: 100}
-    Lifecycle(target).route_rollout(function, key, weights, with_state(current, rollout))
+    for _ in range(ABORT_WRITES):
+        Lifecycle(target).route_rollout(function, key, weights, with_state(current, rollout))
+        time.sleep(settle)
+        current = target.read(function).aliases.get(key)
+        ours = next((r for r in rollouts_of(current) if r.id == rollout.id), None)
+        if ours is None or ours.status != RUNNING:
+            break
     return RolloutResult(function, key, rollout.candidate, rollout.stable, ABORTED, EXIT_CODES[ABORTED],
                          rollout.reason, rollout.steps, rollout.step, weights, rollout.started_by,
                          rollout.started_at, rollout.finished_at, rollout.checks)

@@ -151,7 +151,7 @@ def test_state_on_the_service_abort_from_another_machine(knative, prom, api):
     done = {}
     worker = threading.Thread(target=lambda: done.setdefault("r", run(knative(), rollout, namespace=NS)))
     worker.start()
-    aborted = abort(knative(), "digits", reason="by the test")
+    aborted = abort(knative(), "digits", reason="by the test", settle=0.3)
     worker.join(timeout=5)
     assert done["r"].status == ABORTED and aborted.weights == {"v1": 100}
     st = status(knative(), "digits")
