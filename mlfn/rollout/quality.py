@@ -72,20 +72,19 @@ def _image_probe(folder: Path) -> Probe:
 
 
 def _answer(prediction, task: str):
-    """The top-1 (a label string, a class index) or the regression value of one prediction."""
-    if isinstance(prediction, dict):
-        for key in ("label", "index"):
-            if key in prediction:
-                return prediction[key]
+    """The regression value, or the top-1 of one prediction as (label or None, index or None)."""
+    if isinstance(prediction, dict) and ("label" in prediction or "index" in prediction):
+        return (prediction.get("label"), prediction.get("index"))
+    if isinstance(prediction, dict):  # a multi-output model: its first output
         prediction = next(iter(prediction.values()), None)
     flat = prediction
     while isinstance(flat, list) and len(flat) == 1 and isinstance(flat[0], list):
         flat = flat[0]
+    if task == "regression":
+        return float(flat[0] if isinstance(flat, list) else flat)
     if isinstance(flat, list):
-        if task == "regression":
-            return float(flat[0])
-        return max(range(len(flat)), key=lambda i: flat[i])
-    return float(flat) if task == "regression" else flat
+        return (None, max(range(len(flat)), key=lambda i: flat[i]))
+    return (None, flat)
 
 
 def answers(target, function: str, version: str, probe: Probe) -> list:
@@ -99,13 +98,12 @@ def answers(target, function: str, version: str, probe: Probe) -> list:
     return out
 
 
-def _matches(answer, label) -> bool:
+def _matches(answer: tuple, label) -> bool:
+    """A top-1 (label, index) against a probe label: a label name (image folders) or a class index."""
+    name, index = answer
     if isinstance(label, str):
-        return str(answer) == label
-    try:
-        return int(answer) == label
-    except (TypeError, ValueError):
-        return False
+        return name == label or (name is None and str(index) == label)
+    return index == label
 
 
 def judge(probe: Probe, candidate: list, stable: list, max_drop: float,

@@ -61,13 +61,18 @@ def test_window_and_percentile():
 
 
 def test_quality_judgement():
+    def top1(*indices):
+        return [("digit " + str(i), i) for i in indices]
+
     labelled = Probe([], labels=[0, 1, 2, 3])
-    assert judge(labelled, [0, 1, 2, 0], [0, 1, 2, 3], 1.0, None).values == {"accuracy": 75.0,
-                                                                           "stable_accuracy": 100.0}
-    assert not judge(labelled, [0, 1, 2, 0], [0, 1, 2, 3], 1.0, None).passed
-    assert judge(labelled, [0, 1, 2, 0], [0, 1, 2, 3], 30.0, None).passed
+    assert judge(labelled, top1(0, 1, 2, 0), top1(0, 1, 2, 3), 1.0, None).values == {"accuracy": 75.0,
+                                                                                   "stable_accuracy": 100.0}
+    assert not judge(labelled, top1(0, 1, 2, 0), top1(0, 1, 2, 3), 1.0, None).passed
+    assert judge(labelled, top1(0, 1, 2, 0), top1(0, 1, 2, 3), 30.0, None).passed
+    named = Probe([], labels=["digit 1", "digit 2"])  # an image folder's label names
+    assert judge(named, top1(1, 1), top1(1, 2), 1.0, None).values["accuracy"] == 50.0
     unlabelled = Probe([])
-    r = judge(unlabelled, [1, 2, 3, 4], [1, 2, 3, 5], 1.0, 98.0)
+    r = judge(unlabelled, top1(1, 2, 3, 4), top1(1, 2, 3, 5), 1.0, 98.0)
     assert not r.passed and r.values["agreement"] == 75.0
     regression = Probe([], labels=[1.0, 2.0], task="regression")
     r = judge(regression, [1.5, 2.5], [1.0, 2.0], 0.1, None)
