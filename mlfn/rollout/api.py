@@ -20,7 +20,8 @@ from mlfn.rollout.metrics import ActivationMetrics, PrometheusMetrics
 from mlfn.rollout.quality import load_probe
 from mlfn.rollout.runner import EXIT_CODES, RolloutResult, RolloutRun
 from mlfn.rollout.settings import RolloutSettings
-from mlfn.rollout.state import ABORTED, PROMOTED, RUNNING, RolloutState, active, now_iso, rollouts_of, started_by, with_state
+from mlfn.rollout.state import (ABORTED, PROMOTED, RUNNING, RolloutState, active, now_iso, rollouts_of, started_by,
+                                with_state)
 from mlfn.targets.interface import Target
 
 Progress = Callable[[str], None]
