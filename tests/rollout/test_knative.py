@@ -156,3 +156,33 @@ def test_state_on_the_service_abort_from_another_machine(knative, prom, api):
     assert done["r"].status == ABORTED and aborted.weights == {"v1": 100}
     st = status(knative(), "digits")
     assert st.active is None and st.history[-1]["status"] == ABORTED and st.history[-1]["reason"] == "by the test"
+
+
+def test_hooks_around_each_traffic_increase(knative, prom, tmp_path):
+    prom.set("digits-v2", requests=40, errors=0, p99_ms=10)
+    log = tmp_path / "hooks.log"
+    post = f'echo "$MLFN_ROLLOUT_CANDIDATE $MLFN_ROLLOUT_STEP $MLFN_ROLLOUT_WEIGHT" >> {log}'
+    result = start(knative(), "digits", "v2", settings(prom, post_step=post), namespace=NS)
+    assert result.status == PROMOTED
+    assert log.read_text().splitlines() == ["v2 1 20", "v2 2 50", "v2 3 100"]
+    failing = start(knative(), "digits", "v1", settings(prom, pre_step="echo no >&2; exit 3"), namespace=NS)
+    assert failing.status == ROLLED_BACK and failing.step == -1
+    assert failing.reason == "pre-step hook failed: 'echo no >&2; exit 3' exited with 3: no"
+    assert knative().read("digits").aliases["default"].weights == {"v2": 100}
+
+
+def test_status_lists_the_last_rollouts(knative, prom, kubeconfig):
+    from click.testing import CliRunner
+
+    from mlfn.cli import main
+
+    prom.set("digits-v2", requests=40, errors=30)
+    start(knative(), "digits", "v2", settings(prom), namespace=NS)
+    r = CliRunner().invoke(main, ["status", "digits", "--target", "knative", "--kubeconfig", kubeconfig])
+    assert r.exit_code == 0, r.output
+    assert "ROLLOUTS" in r.output and "v2 over v1 on alias 'default': rolled back at" in r.output
+    r = CliRunner().invoke(main, ["rollout", "status", "digits", "--target", "knative", "--kubeconfig", kubeconfig,
+                                  "-o", "json"])
+    doc = json.loads(r.output)
+    assert doc["active"] is None and doc["history"][-1]["status"] == ROLLED_BACK
+    assert [c["result"] for c in doc["history"][-1]["checks"]] == ["fail", "fail"]
