@@ -68,7 +68,7 @@ class RolloutRun:
         self.checks: list = []
         self.weights: dict = {}
         self.window_start = now_ms()
-        self.step_started = time.monotonic()
+        self.step_started = self.next_check = time.monotonic()
 
     # ---- the loop ---------------------------------------------------------------------------
 
@@ -79,10 +79,9 @@ class RolloutRun:
             else:
                 self.progress(f"Resuming {self.state.summary()}")
                 self.weights = self._split(self.state.weight)
-            next_check = time.monotonic()
-            while self.state.status == RUNNING:  # checks on a fixed schedule: slow reads do not add up
-                next_check += self.settings.interval
-                self.sleep(max(0.0, next_check - time.monotonic()))
+            while self.state.status == RUNNING:  # a fixed schedule per step: slow reads do not add up
+                self.next_check += self.settings.interval
+                self.sleep(max(0.0, self.next_check - time.monotonic()))
                 self._guard()
                 self._check()
         except Aborted as e:
@@ -151,7 +150,9 @@ class RolloutRun:
                       f"alias '{self.alias}'")
         if not self._hook("post-step", self.settings.post_step, nxt, weight):
             return
+        # the step starts once its split is written (an OpenWhisk alias update can take seconds)
         self.window_start, self.step_started = now_ms(), time.monotonic()
+        self.next_check = self.step_started
         if weight >= 100:
             self._end(PROMOTED, f"{self.state.candidate} passed every step")
 
