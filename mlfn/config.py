@@ -162,6 +162,7 @@ class RolloutConfig:
     post_step: Optional[str] = None  # shell command after each traffic increase
     prometheus: Optional[str] = None  # Prometheus URL (Knative)
     queries: dict = field(default_factory=dict)  # PromQL templates: requests, errors, p99
+    compare_stable: Optional[bool] = None  # thresholds bound how much worse than stable (same window)
 
 
 @dataclass

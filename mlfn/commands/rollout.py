@@ -43,6 +43,8 @@ def rollout_settings_options(f):
         click.option("--pre-step", help="Shell command before each traffic increase; non-zero fails the step."),
         click.option("--post-step", help="Shell command after each traffic increase; non-zero fails the step."),
         click.option("--prometheus", metavar="URL", help="Prometheus to read per-revision metrics from (Knative)."),
+        click.option("--vs-stable", "compare_stable", is_flag=True, default=None, help="The error-rate and p99 "
+                     "thresholds bound how much worse than the stable version (same window) the candidate may be."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -51,7 +53,7 @@ def rollout_settings_options(f):
 
 SETTING_NAMES = ("steps", "interval", "max_error_rate", "max_p99", "min_requests", "failures", "max_wait", "alias",
                  "probe", "max_accuracy_drop", "min_agreement", "load", "rate", "pre_step", "post_step",
-                 "prometheus")
+                 "prometheus", "compare_stable")
 
 
 def take_settings(kw: dict) -> dict:

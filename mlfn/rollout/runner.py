@@ -54,6 +54,24 @@ class RolloutResult:
     checks: list = field(default_factory=list)  # every check of this run, in order
 
 
+def gate_reasons(cand, stable, s) -> list:
+    """Why the candidate's window fails its thresholds (empty: it passes). With
+    compare_stable (--vs-stable) the thresholds bound how much worse than the stable
+    version over the same window it may be, rather than its own numbers."""
+    relative = s.compare_stable and stable.requests > 0
+    base_err = stable.error_rate if relative else 0.0
+    base_p99 = (stable.p99_ms or 0.0) if relative else 0.0
+    than = " more than stable's" if relative else ""
+    reasons = []
+    if cand.error_rate - base_err > s.max_error_rate:
+        reasons.append(f"error rate {cand.error_rate:.1f}% > {s.max_error_rate:g}%{than}"
+                       + (f" ({base_err:.1f}%)" if relative else ""))
+    if s.max_p99_ms is not None and cand.p99_ms is not None and cand.p99_ms - base_p99 > s.max_p99_ms:
+        reasons.append(f"p99 {cand.p99_ms:.0f}ms > {s.max_p99_ms:g}ms{than}"
+                       + (f" ({base_p99:.0f}ms)" if relative else ""))
+    return reasons
+
+
 class Aborted(Exception):
     """The rollout is no longer running on the platform (aborted from elsewhere)."""
 
@@ -116,11 +134,7 @@ class RolloutRun:
                                         f"within --max-wait {s.max_wait:g}s")
             return
         self.window_start = until
-        reasons = []
-        if cand.error_rate > s.max_error_rate:
-            reasons.append(f"error rate {cand.error_rate:.1f}% > {s.max_error_rate:g}%")
-        if s.max_p99_ms is not None and cand.p99_ms is not None and cand.p99_ms > s.max_p99_ms:
-            reasons.append(f"p99 {cand.p99_ms:.0f}ms > {s.max_p99_ms:g}ms")
+        reasons = gate_reasons(cand, stable, s)
         if not reasons:
             self._record(check)
             self._advance()

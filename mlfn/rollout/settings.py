@@ -75,7 +75,7 @@ class RolloutSettings:
     post_step: Optional[str] = None  # a shell command run after each traffic increase
     prometheus: Optional[str] = None  # Prometheus base URL (Knative)
     queries: dict = field(default_factory=dict)  # requests/errors/p99 PromQL templates overriding the defaults
-    compare_stable: bool = False  # also fail when the candidate is worse than stable by the thresholds
+    compare_stable: bool = False  # --vs-stable: thresholds bound the candidate's numbers minus stable's
 
     def to_dict(self) -> dict:
         return asdict(self)

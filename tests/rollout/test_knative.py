@@ -186,3 +186,21 @@ def test_status_lists_the_last_rollouts(knative, prom, kubeconfig):
     doc = json.loads(r.output)
     assert doc["active"] is None and doc["history"][-1]["status"] == ROLLED_BACK
     assert [c["result"] for c in doc["history"][-1]["checks"]] == ["fail", "fail"]
+
+
+def test_thresholds_against_stable(knative, prom):
+    prom.set("digits-v1", requests=100, errors=10, p99_ms=300)  # stable itself fails 10% (bad client input)
+    prom.set("digits-v2", requests=40, errors=5, p99_ms=320)  # 12.5%: 2.5 points worse
+    own = start(knative(), "digits", "v2", settings(prom, max_error_rate=5.0), namespace=NS)
+    assert own.status == ROLLED_BACK and own.reason.endswith("error rate 12.5% > 5%; p99 320ms > 250ms")
+    relative = start(knative(), "digits", "v2", settings(prom, max_error_rate=5.0, compare_stable=True),
+                     namespace=NS)
+    assert relative.status == PROMOTED
+    prom.set("digits-v2", requests=40, errors=8, p99_ms=320)  # 20%: 10 points worse than stable
+    knative_target = knative()
+    from mlfn.lifecycle import Lifecycle
+
+    Lifecycle(knative_target).promote("digits", "v1")
+    worse = start(knative_target, "digits", "v2", settings(prom, compare_stable=True, max_error_rate=5.0),
+                  namespace=NS)
+    assert worse.status == ROLLED_BACK and "error rate 20.0% > 5% more than stable's (10.0%)" in worse.reason
