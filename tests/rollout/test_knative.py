@@ -204,3 +204,46 @@ def test_thresholds_against_stable(knative, prom):
     worse = start(knative_target, "digits", "v2", settings(prom, compare_stable=True, max_error_rate=5.0),
                   namespace=NS)
     assert worse.status == ROLLED_BACK and "error rate 20.0% > 5% more than stable's (10.0%)" in worse.reason
+
+
+def test_killed_then_resumed_from_another_process_and_refusals(knative, prom, kubeconfig):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from mlfn.errors import NotFoundError, TargetError
+
+    prom.set("digits-v2", requests=40, errors=0, p99_ms=10)
+    flags = ["--target", "knative", "--kubeconfig", kubeconfig]
+    proc = subprocess.Popen([sys.executable, "-m", "mlfn.cli", "rollout", "digits", "v2", "--steps", "20,50,100",
+                             "--interval", "30s", "--min-requests", "10", "--prometheus", prom.url, *flags],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (status(knative(), "digits").active or {}).get("step", -1) < 0:
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert knative().read("digits").aliases["default"].weights == {"v1": 80, "v2": 20}
+    with pytest.raises(TargetError, match="already has a rollout in progress"):
+        begin(knative(), "digits", "v2", settings(prom))
+    # the recorded interval is 30s: resume keeps the recorded settings, so shorten the wait by
+    # reading the state as another process would and running it with a quicker clock
+    from mlfn.lifecycle import Lifecycle
+    from mlfn.rollout.api import metrics_for
+    from mlfn.rollout.runner import RolloutRun
+    from mlfn.rollout.state import RolloutState
+
+    recorded = RolloutState.from_dict(status(knative(), "digits").active)
+    assert recorded.step == 0 and recorded.settings["interval"] == 30.0
+    target = knative()
+    lines = []
+    result = RolloutRun(Lifecycle(target), recorded, metrics_for(target, "digits", recorded.rollout_settings(), NS),
+                        progress=lines.append, sleep=lambda s: None).run()
+    assert lines[0].startswith("Resuming v2 over v1 on alias 'default': step 1/3 (20%)")
+    assert result.status == PROMOTED and [c["weight"] for c in result.checks] == [20, 50]
+    assert knative().read("digits").aliases["default"].weights == {"v2": 100}
+    with pytest.raises(NotFoundError, match="Version v9 of 'digits' does not exist"):
+        begin(knative(), "digits", "v9", settings(prom))
