@@ -105,6 +105,8 @@ class RolloutRun:
         except Aborted as e:
             self.state.status, self.state.reason = ABORTED, str(e)
             self.progress(f"Rollout of {self.state.candidate} was aborted elsewhere: {e}")
+            alias = self.lifecycle.target.read(self.function).aliases.get(self.alias)
+            self.weights = dict(alias.weights) if alias is not None else {}
         return self.result()
 
     def result(self) -> RolloutResult:

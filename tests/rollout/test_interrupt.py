@@ -81,7 +81,8 @@ def test_abort_from_another_process(two_versions, lifecycle, load_dir, local_api
             os.kill(proc.pid, signal.SIGKILL)
     assert proc.returncode == 5, err
     assert noticed is not None and noticed <= 2 + 1  # at its next check (interval 2s)
-    assert json.loads(out)["status"] == ABORTED and "stop it" in err
+    doc = json.loads(out)
+    assert doc["status"] == ABORTED and doc["weights"] == {"v1": 100} and "stop it" in err
     st = status(lifecycle.target, fn)
     assert st.active is None and st.history[-1]["status"] == ABORTED and st.weights == {"v1": 100}
     assert st.history[-1]["status"] != RUNNING

@@ -153,7 +153,7 @@ def test_state_on_the_service_abort_from_another_machine(knative, prom, api):
     worker.start()
     aborted = abort(knative(), "digits", reason="by the test", settle=0.3)
     worker.join(timeout=5)
-    assert done["r"].status == ABORTED and aborted.weights == {"v1": 100}
+    assert done["r"].status == ABORTED and done["r"].weights == aborted.weights == {"v1": 100}
     st = status(knative(), "digits")
     assert st.active is None and st.history[-1]["status"] == ABORTED and st.history[-1]["reason"] == "by the test"
 
