@@ -167,8 +167,8 @@ def router_code(templates: Path, namespace: str, function: str, alias: str, weig
 def alias_body(function: str, namespace: str, record: AliasRecord, versions: dict, secret: Optional[str],
                router: str) -> dict:
     """The alias action: a copy of the one routed version, or a conductor running `router`."""
-    ann = {KIND: "alias", FUNCTION: function, **ALIAS_FIELDS.encode(attributes(record, ALIAS_FIELDS)),
-           PREFIX + "updated": now()}
+    fields = {**attributes(record, ALIAS_FIELDS), "rollouts": record.rollouts or None}  # none: no annotation
+    ann = {KIND: "alias", FUNCTION: function, **ALIAS_FIELDS.encode(fields), PREFIX + "updated": now()}
     if record.web:
         ann["web-export"] = True
         if secret is not None:
