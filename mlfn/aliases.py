@@ -48,16 +48,19 @@ def first_version(state: State, version: str) -> Optional[AliasRecord]:
 
 
 def assign(state: State, alias: str, weights: dict, web: Optional[bool] = None,
-           require_auth: bool = False) -> AliasRecord:
-    """Point alias at weights; the assignment it replaces goes onto its history."""
+           require_auth: bool = False, rollouts: Optional[list] = None) -> AliasRecord:
+    """Point alias at weights; the assignment it replaces goes onto its history. The alias's
+    rollout states are kept, or replaced by `rollouts` when given."""
     weights = validate_weights(dict(weights))
     check_routable(state, weights)
     current = state.aliases.get(alias)
     history = list(current.history) if current else []
     if current and current.weights and current.weights != weights:
         history.append(dict(current.weights))
+    kept = list(current.rollouts) if current else []
     return AliasRecord(alias, weights, history[-HISTORY_LIMIT:],
-                       web=bool(current and current.web) if web is None else web, require_auth=require_auth)
+                       web=bool(current and current.web) if web is None else web, require_auth=require_auth,
+                       rollouts=kept if rollouts is None else list(rollouts))
 
 
 def split_for(new: str, weight: int, current: Optional[dict]) -> dict:
@@ -106,7 +109,8 @@ def rollback(state: State, alias: str) -> Rollback:
         if previous == current.weights:  # no change to go back to (e.g. left behind by pruning)
             continue
         if not gone:
-            record = AliasRecord(alias, validate_weights(dict(previous)), history, web=current.web)
+            record = AliasRecord(alias, validate_weights(dict(previous)), history, web=current.web,
+                                 rollouts=list(current.rollouts))
             return Rollback(record, dict(current.weights), notes)
         notes.append(f"Skipped the earlier assignment {format_weights(previous)} of alias '{alias}': "
                      f"{', '.join(gone)} {'was' if len(gone) == 1 else 'were'} deleted.")
@@ -153,5 +157,5 @@ def delete_version(state: State, version: str, force: bool) -> VersionDelete:
                               f"entr{'y' if len(a.history) - len(history) == 1 else 'ies'} naming {version}.")
         if weights != a.weights:
             plan.notes.append(f"Alias '{name}': removed the 0% entry for {version} ({format_weights(weights)}).")
-        plan.write.append(AliasRecord(name, weights, history, web=a.web))
+        plan.write.append(AliasRecord(name, weights, history, web=a.web, rollouts=list(a.rollouts)))
     return plan

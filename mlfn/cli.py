@@ -40,6 +40,7 @@ COMMANDS = {
     "delete": "mlfn.commands.deploy:delete",
     "render": "mlfn.commands.deploy:render",
     "local": "mlfn.commands.local:local",
+    "rollout": "mlfn.commands.rollout:rollout",
 }
 
 

@@ -159,6 +159,30 @@ class DeployConfig:
 
 
 @dataclass
+class RolloutConfig:
+    """`mlfn rollout` / `mlfn deploy --rollout` defaults (flags win); see mlfn.rollout.settings."""
+
+    steps: Optional[str] = None  # e.g. "10,25,50,100"
+    interval: Optional[str] = None  # e.g. "60s"
+    max_error_rate: Optional[str] = None  # e.g. "1%"
+    max_p99: Optional[str] = None  # e.g. "250ms"
+    min_requests: Optional[int] = None
+    failures: Optional[int] = None
+    max_wait: Optional[str] = None  # e.g. "10m"
+    alias: Optional[str] = None
+    probe: Optional[str] = None  # .npz (x, y) or an image folder with label sub-folders
+    max_accuracy_drop: Optional[float] = None  # accuracy points (MSE for regression)
+    min_agreement: Optional[str] = None  # e.g. "98%" (probe without labels)
+    load: Optional[str] = None  # folder of inputs for synthetic load
+    rate: Optional[float] = None  # synthetic requests per second
+    pre_step: Optional[str] = None  # shell command before each traffic increase
+    post_step: Optional[str] = None  # shell command after each traffic increase
+    prometheus: Optional[str] = None  # Prometheus URL (Knative)
+    queries: dict = field(default_factory=dict)  # PromQL templates: requests, errors, p99
+    compare_stable: Optional[bool] = None  # thresholds bound how much worse than stable (same window)
+
+
+@dataclass
 class Config:
     """The whole mlfn.yaml."""
 
@@ -171,6 +195,7 @@ class Config:
     serving: ServingConfig = field(default_factory=ServingConfig)
     deploy: DeployConfig = field(default_factory=DeployConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
 
     # Where the file was read from; relative paths in it are relative to its folder.
     source: Optional[Path] = field(default=None, compare=False, repr=False)

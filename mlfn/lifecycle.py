@@ -118,6 +118,13 @@ class Lifecycle:
         record = policy.assign(state, policy.alias_key(function, alias), weights, web=web, require_auth=require_auth)
         return self._write(function, record, state, [])
 
+    def route_rollout(self, function: str, alias: Optional[str], weights: dict, rollouts: list) -> TrafficOutcome:
+        """Set an alias's split and its rollout states in one write (mlfn.rollout)."""
+        weights = validate_weights(dict(weights))
+        state = self._state(function)
+        record = policy.assign(state, policy.alias_key(function, alias), weights, rollouts=rollouts)
+        return self._write(function, record, state, [])
+
     def promote(self, function: str, version: str, alias: Optional[str] = DEFAULT_ALIAS) -> TrafficOutcome:
         """Blue/green: the alias at 100% of one version, in one update."""
         version_number(version)

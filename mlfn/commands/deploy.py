@@ -116,9 +116,11 @@ def _dry(out) -> str:
 @click.option("--feed-param", "feed_params", multiple=True, metavar="KEY=VALUE", help="A --feed parameter.")
 @dry_run_option("Print the requests that would change the platform; send none "
                 "(the image is still built locally, but not pushed).")
+@click.option("--rollout", is_flag=True, help="Then roll the new version out with the rollout: settings of mlfn.yaml "
+              "(see 'mlfn rollout --help'; exit codes 4 rolled back, 5 aborted, 6 inconclusive).")
 @output_option
-def deploy(config_path, alias, weight, promote, push, web, web_secure, triggers, feed, feed_params, dry_run, output,
-           **kw):
+def deploy(config_path, alias, weight, promote, push, web, web_secure, triggers, feed, feed_params, dry_run,
+           rollout, output, **kw):
     """Build (if needed) and publish the function as a new immutable version vN.
 
     Traffic is untouched unless you ask: the FIRST version gets the default alias at
@@ -137,6 +139,11 @@ def deploy(config_path, alias, weight, promote, push, web, web_secure, triggers,
 
     cfg = project_config(config_path, required=True)
     progress = Progress(quiet=output == "json")
+    if rollout:
+        from mlfn.commands.rollout import deploy_rollout
+
+        return deploy_rollout(cfg, target_from(kw, dry_run), alias, weight, promote, push=push, web=web,
+                              require_whisk_auth=web_secure or None, output=output)
     out = lib.deploy(cfg, target_from(kw, dry_run), alias=alias, weight=weight, promote=promote, push=push, web=web,
                      require_whisk_auth=web_secure or None, triggers=triggers, feed=feed, feed_params=feed_params,
                      progress=progress)
@@ -213,6 +220,12 @@ def status(name, config_path, output, **kw):
                       ["VERSION", "CREATED", "QUANT", "DIGEST", "MODEL", "ROUTED"])]
         if s.triggers:
             out += ["", "TRIGGERS"] + ["  " + _trigger_text(t) for t in s.triggers]
+        rollouts = [(a.name, r) for a in s.aliases for r in a.rollouts[-3:]]
+        if rollouts:
+            from mlfn.rollout.state import RolloutState
+
+            out += ["", "ROLLOUTS (latest last; mlfn rollout status NAME)"]
+            out += [f"  {RolloutState.from_dict(r).summary()}" for _, r in rollouts]
         return "\n".join(out)
 
     emit(st, output, text)

@@ -22,6 +22,8 @@ import abc
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+from mlfn.errors import TargetError
+
 DEFAULT_ALIAS = "default"
 Progress = Callable[[str], None]
 
@@ -74,6 +76,8 @@ class Alias:
     web: bool = False  # exported as an OpenWhisk web action
     kept_because: str = ""  # why the platform cannot be without it (Knative: the default alias)
     previous: Optional[dict] = None  # the latest entry of history (filled in when not given)
+    rollouts: list = field(default_factory=list)  # rollout states (mlfn.rollout.state), oldest first; the
+    # last one with status "running" is the rollout in progress
 
     def __post_init__(self):
         if self.previous is None and self.history:
@@ -89,6 +93,7 @@ class AliasRecord:
     history: list = field(default_factory=list)
     web: bool = False  # OpenWhisk: export as a web action (other targets serve HTTP anyway)
     require_auth: bool = False  # OpenWhisk: protect the web action with a secret (kept once set)
+    rollouts: list = field(default_factory=list)  # rollout states kept with the alias (see Alias.rollouts)
 
 
 @dataclass
@@ -135,6 +140,20 @@ class InvokeResult:
     activation_id: Optional[str] = None
     duration_ms: Optional[float] = None
     status_code: Optional[int] = None
+
+
+@dataclass
+class ActivationRecord:
+    """One request a version served, as the platform recorded it (OpenWhisk activations)."""
+
+    activation_id: str
+    start_ms: int  # epoch milliseconds
+    duration_ms: float
+    status: str  # "success" | "application error" | "developer error" | "whisk internal error"
+
+    @property
+    def failed(self) -> bool:
+        return self.status != "success"
 
 
 class Target(abc.ABC):
@@ -184,6 +203,12 @@ class Target(abc.ABC):
         from mlfn.errors import ConfigError
 
         raise ConfigError(f"The {self.name} target has no triggers.")
+
+    def activations(self, function: str, version: str, since_ms: int) -> list:
+        """The requests `version` served since `since_ms` (epoch ms), as list[ActivationRecord],
+        oldest first. Platforms that keep no per-request records say so (a TargetError)."""
+        raise TargetError(f"The {self.name} target keeps no per-request records of {function}/{version}; "
+                          f"analyse it from metrics instead (mlfn rollout --prometheus URL).")
 
     def check_image(self, image: str) -> None:
         """Refuse, in one sentence, an image reference (or repository) the platform cannot pull,

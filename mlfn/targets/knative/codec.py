@@ -37,6 +37,7 @@ from mlfn.targets.interface import DEFAULT_ALIAS, Alias, Version
 PREFIX = "mlfn.dev/"
 ANN_HISTORY = PREFIX + "traffic-history"
 ANN_LAST = PREFIX + "last-version"
+ANN_ROLLOUTS = PREFIX + "rollouts"  # {"default": [rollout state, ...]} (mlfn.rollout.state), oldest first
 DEFAULT_ALIASES = ("default", "")
 DEFAULT_KEPT = "the Service always routes its default traffic somewhere; move that traffic first (mlfn traffic)"
 VERSION_FIELDS = FieldTable(PREFIX, (
@@ -198,6 +199,29 @@ def write_histories(service_obj: dict, histories: dict) -> None:
     service_obj["metadata"].setdefault("annotations", {})[ANN_HISTORY] = json.dumps(kept, separators=(",", ":"))
 
 
+def read_rollouts(service_obj: Optional[dict]) -> dict:
+    """{alias: [rollout states, oldest first]} from the Service annotation mlfn.dev/rollouts."""
+    meta = (service_obj or {}).get("metadata") or {}
+    raw = (meta.get("annotations") or {}).get(ANN_ROLLOUTS)
+    try:
+        data = json.loads(raw) if raw else {}
+    except ValueError:
+        raise TargetError(f"Annotation {ANN_ROLLOUTS} on Knative service {meta.get('name')} is not valid JSON; "
+                          "fix or remove it.") from None
+    if not isinstance(data, dict):
+        return {}
+    return {k: [dict(r) for r in v if isinstance(r, dict)] for k, v in data.items() if isinstance(v, list)}
+
+
+def write_rollouts(service_obj: dict, rollouts: dict) -> None:
+    kept = {k: v for k, v in sorted(rollouts.items()) if v}
+    annotations = service_obj["metadata"].setdefault("annotations", {})
+    if kept:
+        annotations[ANN_ROLLOUTS] = json.dumps(kept, separators=(",", ":"))
+    else:
+        annotations.pop(ANN_ROLLOUTS, None)
+
+
 # --------------------------------------------------------------------------- records
 
 
@@ -236,13 +260,15 @@ def version_from(service: str, rev: dict, urls: dict, template: str = "") -> Ver
 def aliases_from(service: str, obj: dict) -> dict:
     routing = Routing.from_traffic(service, (obj.get("spec") or {}).get("traffic"))
     histories = read_histories(obj)
+    rollouts = read_rollouts(obj)
     urls = tag_urls(obj)
     out = {}
     default = routing.weights(service, None)
     if default is not None:
         out[DEFAULT_ALIAS] = Alias(name=DEFAULT_ALIAS, weights=default, history=histories.get(DEFAULT_ALIAS, []),
-                                   url=(obj.get("status") or {}).get("url"), kept_because=DEFAULT_KEPT)
+                                   url=(obj.get("status") or {}).get("url"), kept_because=DEFAULT_KEPT,
+                                   rollouts=rollouts.get(DEFAULT_ALIAS, []))
     for alias in sorted(routing.aliases):
         out[alias] = Alias(name=alias, weights=routing.weights(service, alias), history=histories.get(alias, []),
-                           url=urls.get(alias))
+                           url=urls.get(alias), rollouts=rollouts.get(alias, []))
     return out

@@ -233,6 +233,9 @@ class KnativeTarget(Target):
             histories = codec.read_histories(obj)
             histories[key] = list(record.history)
             codec.write_histories(obj, histories)
+            rollouts = codec.read_rollouts(obj)
+            rollouts[key] = list(record.rollouts)
+            codec.write_rollouts(obj, rollouts)
             return obj
 
         return AliasWritten(self._apply(function, key, change, f"Alias {key} of {function}", progress))
@@ -254,6 +257,9 @@ class KnativeTarget(Target):
             histories = codec.read_histories(obj)
             histories.pop(alias, None)
             codec.write_histories(obj, histories)
+            rollouts = codec.read_rollouts(obj)
+            rollouts.pop(alias, None)
+            codec.write_rollouts(obj, rollouts)
             return obj
 
         self._apply(function, alias, change, f"Removing alias {alias} of {function}")

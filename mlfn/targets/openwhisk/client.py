@@ -86,6 +86,14 @@ class OpenWhiskClient:
             raise self.error("GET", url, resp)
         return resp.json()
 
+    def list(self, collection: str, params: dict) -> list:
+        """GET a collection with query parameters (e.g. activations?name=PKG/ACTION&since=MS)."""
+        url = self.url(collection)
+        resp = self._send("GET", url, params=params)
+        if resp.status_code != 200:
+            raise self.error("GET", url, resp)
+        return resp.json()
+
     def put(self, parts: tuple, body: dict, overwrite: bool = True) -> Optional[dict]:
         """The stored entity; None when it exists already and overwrite is False (409)."""
         url = self.url(*parts)
@@ -191,6 +199,11 @@ class DryRunOpenWhiskClient:
                 else:
                     by_name[path[2]] = {"name": path[2], "annotations": body.get("annotations") or []}
         return list(by_name.values())
+
+    def list(self, collection: str, params: dict) -> list:
+        if self.inner is None:
+            raise Unreadable("No OpenWhisk API host is configured; the dry run plans offline.")
+        return self.inner.list(collection, params)
 
     def put(self, parts: tuple, body: dict, overwrite: bool = True) -> Optional[dict]:
         self.recorder.add("PUT", safe_url(self.url(*parts)) + f"?overwrite={str(overwrite).lower()}",

@@ -22,7 +22,7 @@ from typing import Optional
 
 from mlfn.errors import ConfigError, TargetError
 from mlfn.targets.annotations import FieldTable, attributes
-from mlfn.targets.interface import Alias, AliasRecord, Version, VersionSpec
+from mlfn.targets.interface import ActivationRecord, Alias, AliasRecord, Version, VersionSpec
 from mlfn.traffic import format_weights, version_number
 
 PREFIX = "mlfn-"
@@ -36,7 +36,8 @@ VERSION_FIELDS = FieldTable(PREFIX, (
     ("content_hash", "content-hash"), ("created", "created")))
 LIMIT_FIELDS = FieldTable(PREFIX, (("memory", "memory"), ("timeout", "timeout"), ("concurrency", "concurrency"),
                                    ("logs", "logs"), ("labels", "labels")))
-ALIAS_FIELDS = FieldTable(PREFIX, (("name", "alias"), ("weights", "weights"), ("history", "history")))
+ALIAS_FIELDS = FieldTable(PREFIX, (("name", "alias"), ("weights", "weights"), ("history", "history"),
+                                   ("rollouts", "rollouts")))
 KIND = PREFIX + "kind"
 FUNCTION = PREFIX + "function"
 LAST_VERSION = PREFIX + "last-version"
@@ -137,7 +138,21 @@ def alias_from(action: dict, url: str, web_url: str) -> Alias:
     web = bool(ann.get("web-export"))
     return Alias(name=action["name"], weights=dict(fields.get("weights") or {}),
                  history=[dict(h) for h in fields.get("history") or []], url=url,
-                 web_url=web_url if web else None, web=web)
+                 web_url=web_url if web else None, web=web,
+                 rollouts=[dict(r) for r in fields.get("rollouts") or [] if isinstance(r, dict)])
+
+
+STATUS_NAMES = {0: "success", 1: "application error", 2: "developer error", 3: "whisk internal error"}
+
+
+def activation_record(act: dict) -> ActivationRecord:
+    """An ActivationRecord from an activation document (full, or the brief form of a listing)."""
+    code = act.get("statusCode")
+    if code is None:
+        code = (act.get("response") or {}).get("statusCode", 3)
+    return ActivationRecord(activation_id=act.get("activationId", ""), start_ms=int(act.get("start") or 0),
+                            duration_ms=float(act.get("duration") or 0),
+                            status=STATUS_NAMES.get(int(code), "whisk internal error"))
 
 
 def router_code(templates: Path, namespace: str, function: str, alias: str, weights: dict) -> str:
@@ -152,8 +167,8 @@ def router_code(templates: Path, namespace: str, function: str, alias: str, weig
 def alias_body(function: str, namespace: str, record: AliasRecord, versions: dict, secret: Optional[str],
                router: str) -> dict:
     """The alias action: a copy of the one routed version, or a conductor running `router`."""
-    ann = {KIND: "alias", FUNCTION: function, **ALIAS_FIELDS.encode(attributes(record, ALIAS_FIELDS)),
-           PREFIX + "updated": now()}
+    fields = {**attributes(record, ALIAS_FIELDS), "rollouts": record.rollouts or None}  # none: no annotation
+    ann = {KIND: "alias", FUNCTION: function, **ALIAS_FIELDS.encode(fields), PREFIX + "updated": now()}
     if record.web:
         ann["web-export"] = True
         if secret is not None:
@@ -192,5 +207,6 @@ def manifest_actions(spec: VersionSpec, namespace: str) -> list:
     version = {"name": "v1", "image": spec.image, "limits": body["limits"], "annotations": body["annotations"],
                "inputs": {p["key"]: p["value"] for p in body["parameters"]}, "web": False}
     alias_ann = kv({KIND: "alias", FUNCTION: spec.function,
-                    **ALIAS_FIELDS.encode({"name": "default", "weights": {"v1": 100}, "history": []})})
+                    **ALIAS_FIELDS.encode({"name": "default", "weights": {"v1": 100}, "history": [],
+                                           "rollouts": None})})
     return [version, dict(version, name="default", annotations=alias_ann, web=False)]

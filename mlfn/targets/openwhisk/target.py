@@ -22,6 +22,7 @@ from mlfn.targets.recording import Recorder
 from mlfn.targets.wait import poll
 
 ALLOCATION_ATTEMPTS = 10
+ACTIVATION_PAGE = 200  # OpenWhisk's largest page of activations
 
 
 def templates_dir() -> Path:
@@ -200,6 +201,21 @@ class OpenWhiskTarget(Target):
             if name.startswith("v") and name[1:].isdigit():
                 return name
         return None
+
+    def activations(self, function: str, version: str, since_ms: int) -> list:
+        """Activation records of the version action FUNCTION/vN since since_ms (the platform's
+        GET activations?name=FUNCTION/vN&since=MS, paged by ACTIVATION_PAGE), oldest first."""
+        found, skip = {}, 0
+        while True:
+            page = self.client.list("activations", {"name": f"{function}/{version}", "since": int(since_ms),
+                                                    "limit": ACTIVATION_PAGE, "skip": skip})
+            for a in page:
+                if int(a.get("start") or 0) >= since_ms:
+                    found[a.get("activationId")] = codec.activation_record(a)
+            if len(page) < ACTIVATION_PAGE:
+                break
+            skip += len(page)
+        return sorted(found.values(), key=lambda a: a.start_ms)
 
     # ---- GitOps -----------------------------------------------------------------------------
 

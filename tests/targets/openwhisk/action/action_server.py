@@ -4,6 +4,13 @@
 /run answers {"version": $MLFN_VERSION, "value": ...} unless code was sent, and obeys
 test switches in the value: {"fail": msg} -> application error, {"sleep": s},
 {"crash": true} -> HTTP 500 (developer error). Prints the log sentinel after each run.
+
+A batch {"instances": [[...], ...]} is answered like a classifier: {"predictions":
+[{"index": i, "label": "i"}]} with i the row's argmax. Versions misbehave on demand through
+their env (deploy parameters), for the rollout tests:
+MLFN_TEST_FAIL_RATE=0.3 -> that fraction of the requests without "instances" answer an
+application error (evenly spread); MLFN_TEST_DELAY=0.2 -> every run takes that many seconds
+more; MLFN_TEST_WRONG=1 -> classifications are off by one.
 """
 import json
 import os
@@ -12,7 +19,33 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 SENTINEL = "XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX"
-STATE = {"init": False, "main": None}
+STATE = {"init": False, "main": None, "runs": 0}
+
+
+def misbehave(value):
+    """(status, body) when this version's env says to fail this request, else None."""
+    delay = float(os.environ.get("MLFN_TEST_DELAY") or 0)
+    if delay:
+        time.sleep(delay)
+    rate = float(os.environ.get("MLFN_TEST_FAIL_RATE") or 0)
+    if rate and not (isinstance(value, dict) and "instances" in value):
+        STATE["runs"] += 1
+        n = STATE["runs"]
+        if int(n * rate + 1 - rate) > int((n - 1) * rate + 1 - rate):  # the 1st, then every 1/rate-th
+            return 200, {"error": f"post-processing failed on input {n}"}
+    return None
+
+
+def classify(instances):
+    shift = 1 if os.environ.get("MLFN_TEST_WRONG") == "1" else 0
+    out = []
+    for row in instances:
+        flat = row
+        while flat and isinstance(flat[0], list):
+            flat = [x for r in flat for x in r]
+        i = (max(range(len(flat)), key=lambda k: flat[k]) + shift) % len(flat)
+        out.append({"index": i, "label": str(i)})
+    return {"predictions": out}
 
 
 class H(BaseHTTPRequestHandler):
@@ -53,6 +86,11 @@ class H(BaseHTTPRequestHandler):
             try:
                 if STATE["main"]:
                     return self.reply(200, STATE["main"](value))
+                bad = misbehave(value)
+                if bad:
+                    return self.reply(*bad)
+                if isinstance(value, dict) and isinstance(value.get("instances"), list):
+                    return self.reply(200, classify(value["instances"]))
                 if isinstance(value, dict):
                     if value.get("sleep"):
                         time.sleep(float(value["sleep"]))
