@@ -126,7 +126,13 @@ def rollout():
 @target_options
 @output_option
 def start(name, version, config_path, output, **kw):
-    """Roll VERSION of function NAME out on an alias (the same as 'mlfn rollout NAME VERSION')."""
+    """Roll VERSION of function NAME out on an alias (the same as 'mlfn rollout NAME VERSION').
+
+    \b
+    Examples:
+      mlfn rollout start digits v3 --steps 10,50,100 --interval 30s --max-error-rate 1%
+      mlfn rollout start digits v3 --probe validation.npz --max-accuracy-drop 1 -o json
+    """
     from mlfn import rollout as lib
     from mlfn.releases import open_target
 
