@@ -151,7 +151,12 @@ def start(name, version, config_path, output, **kw):
 @target_options
 @output_option
 def resume(name, alias, config_path, output, **kw):
-    """Continue an interrupted rollout from its recorded step, with its recorded settings."""
+    """Continue an interrupted rollout from its recorded step, with its recorded settings.
+
+    \b
+    Example:
+      mlfn rollout resume digits          # after the CI runner that started it died
+    """
     from mlfn import rollout as lib
     from mlfn.releases import open_target
 
@@ -170,7 +175,12 @@ def resume(name, alias, config_path, output, **kw):
 @output_option
 def abort(name, alias, config_path, output, **kw):
     """Send the alias back to its stable version now and mark the rollout aborted (a running
-    'mlfn rollout' stops at its next check, with exit code 5)."""
+    'mlfn rollout' stops at its next check, with exit code 5).
+
+    \b
+    Example:
+      mlfn rollout abort digits --alias default
+    """
     from mlfn import rollout as lib
     from mlfn.releases import open_target
 
@@ -187,7 +197,12 @@ def abort(name, alias, config_path, output, **kw):
 @target_options
 @output_option
 def status(name, alias, config_path, output, **kw):
-    """The rollout in progress (step, gate results) and the last finished ones."""
+    """The rollout in progress (step, gate results) and the last finished ones.
+
+    \b
+    Example:
+      mlfn rollout status digits -o json
+    """
     from mlfn import rollout as lib
     from mlfn.releases import open_target
 
