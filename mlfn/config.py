@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -209,7 +210,21 @@ class Config:
                                   "'.' or '..', hold '/', '\\', ':', '?', '#' or '%', or start or end with a space.")
         if len(set(names)) != len(names):
             raise ConfigError(f"Model names must be unique in {self.source or CONFIG_FILE}; got {names}.")
+        check_function_name(self.name, f"name in {self.source or CONFIG_FILE}")
         return self
+
+
+# A function name is also its image repository (mlfn/NAME) and its OpenWhisk/Knative name.
+_FUNCTION_NAME = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
+
+
+def check_function_name(name: str, where: str) -> None:
+    """ConfigError unless `name` can name the function's image (lower-case letters and digits,
+    '-', '_' or '.' between them)."""
+    if not _FUNCTION_NAME.match(name or "") or len(name) > 63:
+        fixed = re.sub(r"[^a-z0-9]+", "-", (name or "").lower()).strip("-")[:63].strip("-") or "my-model"
+        raise ConfigError(f"{where} is {name!r}, which cannot name the function's image; use lower-case letters "
+                          f"and digits with '-', '_' or '.' between them (at most 63), e.g. {fixed!r}.")
 
 
 def _check_choice(value, choices, key, source):
@@ -324,11 +339,13 @@ def load_config(path: Optional[str] = None, overrides: Optional[dict] = None, re
         data: dict = {}
     else:
         try:
-            data = yaml.safe_load(p.read_text()) or {}
+            data = yaml.safe_load(p.read_text())
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             at = f" line {mark.line + 1}" if mark else ""
             raise ConfigError(f"{p}{at} is not valid YAML: {getattr(e, 'problem', e)}.") from None
+        if not data:
+            raise ConfigError(f"{p} is empty; run 'mlfn init MODEL --force' to write one for your model.")
     cfg = from_dict(data, source=p.resolve() if p.exists() else None)
     for dotted, value in _env_overrides().items():
         var = "MLFN_" + dotted.upper().replace(".", "__")
