@@ -121,6 +121,29 @@ def function_document(cfg: Config, models: list) -> dict:
     }
 
 
+def _pipeline_entries(cfg: Config) -> list:
+    """[(model name, ExtraModel or None, pre, post, labels, where in mlfn.yaml)] of every model."""
+    entries = [(cfg.model_name, None, cfg.pipeline.pre, cfg.pipeline.post, cfg.pipeline.labels, "pipeline")]
+    for i, m in enumerate(cfg.models):
+        entries.append((
+            m.name, m,
+            cfg.pipeline.pre if m.pre is None else m.pre,
+            cfg.pipeline.post if m.post is None else m.post,
+            m.labels or cfg.pipeline.labels,
+            f"models[{i}]",
+        ))
+    return entries
+
+
+def validate_pipelines(cfg: Config) -> None:
+    """ConfigError naming mlfn.yaml and the step when any model's pipeline is invalid
+    (`mlfn quantize` and `mlfn build` reject the same steps)."""
+    src = str(cfg.source or CONFIG_FILE)
+    for name, _, pre, post, _, where in _pipeline_entries(cfg):
+        validate_pipeline(pre, "pre", f"{where}.pre" if where == "pipeline" else f"{where}.pre (model {name})", src)
+        validate_pipeline(post, "post", f"{where}.post" if where == "pipeline" else f"{where}.post (model {name})", src)
+
+
 def stage_function(cfg: Config, out_dir, progress: Optional[Callable[[str], None]] = None,
                    quantize: Optional[Callable] = None) -> Path:
     """Write the function folder for `cfg` into `out_dir` (replaced) and return its path.
@@ -133,18 +156,8 @@ def stage_function(cfg: Config, out_dir, progress: Optional[Callable[[str], None
     src = str(cfg.source or CONFIG_FILE)
     out_dir = Path(out_dir)
     # Validate everything before the (slow) conversions.
-    entries = [(cfg.model_name, None, cfg.pipeline.pre, cfg.pipeline.post, cfg.pipeline.labels, "pipeline")]
-    for i, m in enumerate(cfg.models):
-        entries.append((
-            m.name, m,
-            cfg.pipeline.pre if m.pre is None else m.pre,
-            cfg.pipeline.post if m.post is None else m.post,
-            m.labels or cfg.pipeline.labels,
-            f"models[{i}]",
-        ))
-    for name, _, pre, post, _, where in entries:
-        validate_pipeline(pre, "pre", f"{where}.pre" if where == "pipeline" else f"{where}.pre (model {name})", src)
-        validate_pipeline(post, "post", f"{where}.post" if where == "pipeline" else f"{where}.post (model {name})", src)
+    entries = _pipeline_entries(cfg)
+    validate_pipelines(cfg)
 
     if quantize is None:
         from mlfn.model import quantize_model as quantize
@@ -177,6 +190,11 @@ def stage_function(cfg: Config, out_dir, progress: Optional[Callable[[str], None
         files.add(str(path), f"build.custom_files[{i}]")
     doc = function_document(cfg, models)
     (tmp / FUNCTION_JSON).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    from mlfn.image.check import check_function
+
+    say("Loading the staged function and running it once on a synthetic input")
+    for warning in check_function(tmp, src):
+        say(f"Warning: {warning}")
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)

@@ -171,10 +171,10 @@ def test_outside_files_with_the_same_name_do_not_overwrite_each_other(project, t
         path.parent.mkdir()
         path.write_text("".join(f"{word} {i}\n" for i in range(10)))
     _edit(project, lambda d: d["pipeline"].update(post=[
-        "softmax", {"top_k": {"k": 2, "labels": str(a)}}, {"argmax": {"labels": str(b)}}]))
+        "softmax", {"top_k": {"k": 2, "labels": str(a)}}, {"threshold": {"value": 0.1, "labels": str(b)}}]))
     out = stage_function(load_config(str(project)), tmp_path / "fn")
     post = json.loads((out / "function.json").read_text())["models"][0]["post"]
-    first, second = post[1]["top_k"]["labels"], post[2]["argmax"]["labels"]
+    first, second = post[1]["top_k"]["labels"], post[2]["threshold"]["labels"]
     assert first != second
     assert (out / first).read_text().startswith("alpha 0") and (out / second).read_text().startswith("beta 0")
 
