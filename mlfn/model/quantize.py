@@ -201,6 +201,7 @@ def quantize_model(cfg: Config, *, model: Optional[ExtraModel] = None, mode: Opt
         check_io_types(plan.mode, plan.input_type, plan.output_type)
     cache = cache_root(cfg)
     src = resolve_source(plan.path, cache, say)
+    _check_data_paths(plan, src)
     key = _conversion_key(plan, src)
     entry, meta_file = cache / f"{key}.tflite", cache / f"{key}.json"
     warnings: list = []
@@ -238,6 +239,20 @@ def quantize_model(cfg: Config, *, model: Optional[ExtraModel] = None, mode: Opt
         atomic_write(out, content)
         result.tflite_path = str(out.resolve())
     return result
+
+
+def _check_data_paths(plan: _Plan, src: ModelSource) -> None:
+    """Missing data files are reported before the (slow) model load, not after it."""
+    calibrates = plan.mode in ("int8", "int16x8") and src.format != "tflite"
+    if calibrates and not plan.representative:
+        raise ModelError(
+            f"Mode {plan.mode} needs calibration data; set quantize.representative_data in mlfn.yaml "
+            "(an .npy/.npz of model inputs, or a folder of images)."
+        )
+    for key, path in (("quantize.representative_data", plan.representative if calibrates else None),
+                      ("quantize.validation_data", plan.validation)):
+        if path and not Path(path).exists():
+            raise ModelError(f"{key} {path} does not exist; fix the path in mlfn.yaml or remove the key.")
 
 
 def _convert(plan: _Plan, src: ModelSource, say: Callable[[str], None]):
