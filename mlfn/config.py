@@ -51,6 +51,7 @@ class QuantizeConfig:
     validation_data: Optional[str] = None  # .npz (x, y) or an image folder with one sub-folder per label
     top_k: list = field(default_factory=lambda: [1])  # accuracies to report: top-1, top-5, ...
     max_accuracy_drop: Optional[float] = None  # in accuracy points (0-100); fail when exceeded
+    max_mse_increase_pct: Optional[float] = None  # regression models: fail when MSE grows by more than this %
     cache_dir: Optional[str] = None  # default: .mlfn/cache next to mlfn.yaml
 
 

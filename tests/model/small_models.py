@@ -54,6 +54,12 @@ def build_small_models(folder: Path) -> Path:
     return folder
 
 
+_BUILT: dict = {}
+
+
 @pytest.fixture(scope="session")
 def small_models(tmp_path_factory) -> Path:
-    return build_small_models(tmp_path_factory.mktemp("small-models"))
+    # imported into several test modules: each import is its own fixture, so build once here
+    if "folder" not in _BUILT:
+        _BUILT["folder"] = build_small_models(tmp_path_factory.mktemp("small-models"))
+    return _BUILT["folder"]
