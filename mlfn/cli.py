@@ -36,6 +36,7 @@ COMMANDS = {
     "delete": "mlfn.commands.deploy:delete",
     "render": "mlfn.commands.deploy:render",
     "local": "mlfn.commands.local:local",
+    "images": "mlfn.commands.images:images",
 }
 
 

@@ -43,3 +43,17 @@ def test_the_mse_gate_fails_a_mode_that_loses_too_much(reg_project):
         quantize_model(reg_project(max_mse_increase_pct=pct - 0.01), mode="int8")
     ignored = quantize_model(reg_project(max_accuracy_drop=0.5), mode="int8")
     assert any("max_accuracy_drop does not apply" in w for w in ignored.warnings)
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_written_files_follow_the_umask(tmp_path, umask, mode):
+    import os
+
+    from mlfn.model.quantize import atomic_write
+
+    old = os.umask(umask)
+    try:
+        atomic_write(tmp_path / "model.tflite", b"x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "model.tflite").stat().st_mode & 0o777 == mode

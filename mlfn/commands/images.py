@@ -1,0 +1,47 @@
+"""`mlfn images prune`: old function images in the local Docker engine."""
+from __future__ import annotations
+
+import click
+
+from mlfn.commands import config_option, output_option
+
+
+@click.group()
+def images():
+    """The function images `mlfn build` left in the local Docker engine.
+
+    \b
+    Examples:
+      mlfn images prune --dry-run      # what would go
+      mlfn images prune --keep 1
+    """
+
+
+@images.command("prune")
+@config_option
+@click.option("--keep", default=3, show_default=True, type=int, metavar="N",
+              help="Keep the N newest builds besides those deployed versions use.")
+@click.option("--dry-run", is_flag=True, help="List what would be removed; remove nothing.")
+@output_option
+def prune(config_path, keep, dry_run, output):
+    """Remove this function's images that no deployed version (on deploy.target) uses,
+    except the --keep newest builds."""
+    from mlfn.config import load_config
+    from mlfn.deploy import TargetOptions, versions
+    from mlfn.image.base_image import docker_client
+    from mlfn.image.prune import deployed_keys, prune_images
+    from mlfn.output import Progress, emit, human_bytes
+
+    cfg = load_config(config_path)
+    deployed = deployed_keys(cfg.name, lambda: versions(cfg.name, TargetOptions(), cfg))
+    result = prune_images(docker_client(), cfg.name, deployed, keep=keep, dry_run=dry_run, progress=Progress())
+
+    def text(r):
+        verb = "would remove" if r.dry_run else "removed"
+        lines = [f"{verb} {i['image']}" for i in r.removed]
+        lines += [f"kept    {i['image']}  ({i['why']})" for i in r.kept]
+        lines.append(f"{len(r.removed)} image(s) {verb}, {len(r.kept)} kept; up to {human_bytes(r.freed_bytes)} "
+                     "freed (layers shared with kept images stay).")
+        return "\n".join(lines)
+
+    emit(result, output, text)
