@@ -25,7 +25,13 @@ def images():
 @output_option
 def prune(config_path, keep, dry_run, output):
     """Remove this function's images that no deployed version (on deploy.target) uses,
-    except the --keep newest builds."""
+    except the --keep newest builds.
+
+    \b
+    Examples:
+      mlfn images prune --dry-run
+      mlfn images prune --keep 1 -o json
+    """
     from mlfn.config import load_config
     from mlfn.deploy import TargetOptions, versions
     from mlfn.image.base_image import docker_client
