@@ -84,6 +84,38 @@ def _signed_pct(v) -> str:
     return "-" if v is None else f"{v:+.1f}%"
 
 
+def _bar_text(v: float) -> str:
+    """Plain numbers on the chart (1234.5 -> '1234.5', 0.00123 -> '0.00123'), never 1.23e+03."""
+    if v == 0:
+        return "0"
+    if abs(v) >= 100:
+        return f"{v:,.0f}"
+    if abs(v) >= 1:
+        return f"{v:.1f}".rstrip("0").rstrip(".")
+    return f"{v:.3g}" if abs(v) >= 1e-3 else f"{v:.1e}"
+
+
+def mode_notes(rows: list) -> list:
+    """Sentences for modes that do not pay off on this model: no smaller, or slower, than float32."""
+    base = next((m for m in rows if m["mode"] == "none" and not m.get("error")), None)
+    if base is None:
+        return []
+    notes = []
+    for m in rows:
+        if m["mode"] == "none" or m.get("error"):
+            continue
+        if m["size_bytes"] >= base["size_bytes"] * 0.97:
+            notes.append(f"{m['mode']} does not shrink this model ({human_bytes(m['size_bytes'])} against "
+                         f"{human_bytes(base['size_bytes'])} as float32): its weights are too few for quantization "
+                         "to outweigh the scales and metadata it adds.")
+        slow, fast = m.get("latency_ms_p50"), base.get("latency_ms_p50")
+        if slow and fast and slow > fast * 1.15:
+            notes.append(f"{m['mode']} is slower than float32 here ({slow:.3f} ms against {fast:.3f} ms p50): "
+                         "on this CPU LiteRT's float kernels (XNNPACK) beat its quantized ones for this model; "
+                         "choose it for size, or measure on the CPU that will serve it.")
+    return notes
+
+
 def _mode_gate(max_drop, accuracy_delta, max_mse_pct, mse_pct) -> Optional[bool]:
     """pass/fail of every gate that applies to this mode; None when none does."""
     checks = []
@@ -152,7 +184,8 @@ def compare_modes(cfg: Config, *, modes: Optional[list] = None, model: Optional[
     report = CompareReport(model=first.model_name, source=first.source, original=original,
                            baseline_mode="none" if baseline else None, modes=rows,
                            max_accuracy_drop=gate, skipped=skipped, max_mse_increase_pct=mse_gate,
-                           notes=gate_warnings(gate, mse_gate, ev0 or next(iter(results.values())).evaluation))
+                           notes=gate_warnings(gate, mse_gate, ev0 or next(iter(results.values())).evaluation)
+                           + mode_notes(rows))
     folder = Path(out_dir) if out_dir else cfg.project_dir / ".mlfn" / "report"
     from mlfn.model.quantize import atomic_write
 
@@ -170,10 +203,14 @@ def render_chart(report: CompareReport) -> bytes:
 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
 
     rows = [m for m in report.modes if not m.get("error")]
     names = [m["mode"] for m in rows]
-    panels = [("size (KB)", [m["size_bytes"] / 1024 for m in rows], (report.original or {}).get("size_bytes"), 1 / 1024)]
+    biggest = max([m["size_bytes"] for m in rows] + [(report.original or {}).get("size_bytes") or 0])
+    unit_name, unit = ("MB", 1 / 1024 ** 2) if biggest >= 1024 ** 2 else ("KB", 1 / 1024)
+    panels = [(f"size ({unit_name})", [m["size_bytes"] * unit for m in rows],
+               (report.original or {}).get("size_bytes"), unit)]
     if any(m.get("accuracy") is not None for m in rows):
         panels.append(("top-1 accuracy (%)", [m.get("accuracy") or 0 for m in rows],
                        (report.original or {}).get("accuracy"), 1))
@@ -189,7 +226,8 @@ def render_chart(report: CompareReport) -> bytes:
     for i, (title, values, ref, unit) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1)
         bars = ax.bar(names, values, color=colors[: len(names)])
-        ax.bar_label(bars, fmt="%.3g", fontsize=8)
+        ax.bar_label(bars, labels=[_bar_text(v) for v in values], fontsize=8)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: _bar_text(v)))
         if ref is not None:
             ax.axhline(ref * unit, color="grey", linestyle="--", linewidth=1, label="original")
             ax.legend(fontsize=8, loc="best", framealpha=0.6)

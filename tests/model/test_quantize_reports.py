@@ -1,4 +1,4 @@
-"""A regression model (7 features -> 1 value): MSE/MAE in the report and the table, an MSE
+"""Quantize reports on models the sample does not cover: a regression model (7 features -> 1
 gate, and a sentence when an accuracy gate cannot apply."""
 from __future__ import annotations
 
@@ -57,3 +57,36 @@ def test_written_files_follow_the_umask(tmp_path, umask, mode):
     finally:
         os.umask(old)
     assert (tmp_path / "model.tflite").stat().st_mode & 0o777 == mode
+
+
+def test_report_says_a_batchnorm_after_relu_stays_mul_add_and_plain_numbers_on_the_chart(small_models, tmp_path):
+    """cnn_softmax has Conv2D(relu) -> BatchNormalization: no folding is possible."""
+    from mlfn.model.report import batchnorm_notes, render_result
+
+    (tmp_path / "mlfn.yaml").write_text(yaml.safe_dump({
+        "name": "cnn", "model": {"path": str(small_models / "cnn_softmax.keras")},
+        "quantize": {"cache_dir": str(small_models / "cache")}}))
+    result = quantize_model(load_config(str(tmp_path)), mode="none")
+    assert result.ops_after.get("MUL") and result.ops_before.get("BatchNormalization") == 1
+    assert batchnorm_notes(result.ops_before, result.ops_after) == [
+        "1 BatchNormalization kept as MUL + ADD (it follows an activation, so it cannot be folded; "
+        "put it before the activation to fold it)"]
+    assert "folded into" not in render_result(result)
+    # folded when the converter leaves no MUL
+    assert batchnorm_notes({"BatchNormalization": 2, "Conv2D": 2}, {"CONV_2D": 2}) == [
+        "2 BatchNormalization folded into the preceding layer's weights"]
+
+
+def test_compare_explains_modes_that_do_not_pay_off_and_labels_sizes_plainly(reg_project, tmp_path):
+    from mlfn.model.compare import _bar_text, mode_notes
+
+    report = compare_modes(reg_project(), modes=["none", "dynamic"], out_dir=str(tmp_path / "r"), chart=True)
+    # a 7 -> 16 -> 1 dense model: dynamic quantization saves nothing worth having
+    assert any(n.startswith("dynamic does not shrink this model") for n in report.notes), report.notes
+    rows = [{"mode": "none", "size_bytes": 9000, "latency_ms_p50": 0.010},
+            {"mode": "int8", "size_bytes": 4000, "latency_ms_p50": 0.020}]
+    assert mode_notes(rows) == [
+        "int8 is slower than float32 here (0.020 ms against 0.010 ms p50): on this CPU LiteRT's float kernels "
+        "(XNNPACK) beat its quantized ones for this model; choose it for size, or measure on the CPU that will "
+        "serve it."]
+    assert [_bar_text(v) for v in (8620.0, 8.62, 0.0123)] == ["8,620", "8.6", "0.0123"]
