@@ -1,5 +1,5 @@
-"""Quantize reports on models the sample does not cover: a regression model (7 features -> 1
-gate, and a sentence when an accuracy gate cannot apply."""
+"""Quantize reports on models the sample does not cover: MSE/MAE and an MSE gate for a
+regression model (7 features -> 1 value), batch-norm notes, modes that do not pay off."""
 from __future__ import annotations
 
 import pytest
