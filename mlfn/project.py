@@ -90,8 +90,9 @@ def suggest_pipeline(facts: Optional[ModelFacts]) -> tuple[list, list]:
             {"decode_image": {}},
             {"convert": {"mode": "L" if c == 1 else "RGB"}},
             {"resize": {"width": w, "height": h}},
-            {"scale": {"factor": 1 / 255}},
         ]
+        if not facts.rescales_input:  # a model with its own Rescaling layer takes 0..255 pixels
+            pre.append({"scale": {"factor": 1 / 255}})
     classes = facts.classes
     k = min(5, classes) if classes else 5
     if facts.output_activation == "softmax":

@@ -27,6 +27,7 @@ _ACTIVATIONS = {"softmax": "softmax", "sigmoid": "sigmoid", "Softmax": "softmax"
 _TF_PASS = {"Identity", "IdentityN"}
 _TF_CALLS = {"StatefulPartitionedCall", "PartitionedCall"}
 _TFLITE_PASS = {"DEQUANTIZE", "QUANTIZE", "RESHAPE"}
+_RESCALING = {"Rescaling", "Normalization"}
 
 
 @dataclass
@@ -34,6 +35,7 @@ class ModelFacts:
     inputs: list  # [InputSpec]; shape without the batch dimension, None for unknown sizes
     outputs: list = field(default_factory=list)  # [(name, shape without batch)]
     output_activation: Optional[str] = None  # "softmax" | "sigmoid" | None
+    rescales_input: bool = False  # the model scales pixels itself (a Keras Rescaling/Normalization layer)
 
     @property
     def classes(self) -> Optional[int]:
@@ -104,7 +106,18 @@ def _keras(conf: dict) -> ModelFacts:
     outs = _layer_refs(model.get("output_layers")) or ([layers[-1]["config"].get("name")] if layers else [])
     last = by_name.get(outs[0]) if outs else None
     return ModelFacts(inputs=inputs, outputs=[(n, _keras_units(by_name.get(n))) for n in outs],
-                      output_activation=_keras_activation(last))
+                      output_activation=_keras_activation(last), rescales_input=_rescales(layers))
+
+
+def _rescales(layers: list) -> bool:
+    """True when the model (or a model nested in it) has a Rescaling or Normalization layer."""
+    for layer in layers:
+        if layer.get("class_name") in _RESCALING:
+            return True
+        if layer.get("class_name") in ("Functional", "Sequential", "Model") and _rescales(
+                layer.get("config", {}).get("layers", [])):
+            return True
+    return False
 
 
 def _keras_units(layer: Optional[dict]) -> tuple:

@@ -5,6 +5,8 @@
     small_models / "cnn_softmax"         the same model as a SavedModel
     small_models / "cnn_logits.keras"    (N, 32, 32, 3) -> Dense(5) logits
     small_models / "two.keras", "two"    inputs a (N, 4) and b (N, 3) -> Dense(2, softmax)
+    small_models / "rescaled.keras"      (N, 28, 28, 1) -> Rescaling(1/255) -> Dense(3) -> Softmax layer
+    small_models / "binary.h5"           (N, 16, 16, 3) -> Dense(1, sigmoid), HDF5
     small_models / "reg.keras"           (N, 7) -> Dense(1), trained a little; reg_val.npz (x, y)
 """
 from __future__ import annotations
@@ -42,6 +44,11 @@ def build_small_models(folder: Path) -> Path:
         two = keras.Model([a, b], layers.Dense(2, activation="softmax")(layers.Concatenate()([a, b])))
         two.save(folder / "two.keras")
         two.export(str(folder / "two"))
+        i = keras.Input((28, 28, 1), name="pixels")
+        x = layers.Flatten()(layers.Rescaling(1 / 255)(i))
+        keras.Model(i, layers.Softmax()(layers.Dense(3)(x))).save(folder / "rescaled.keras")
+        binary = keras.Sequential([keras.Input((16, 16, 3)), layers.Flatten(), layers.Dense(1, activation="sigmoid")])
+        binary.save(folder / "binary.h5")
         reg = keras.Sequential([keras.Input((7,)), layers.Dense(16, activation="relu"), layers.Dense(1)])
         reg.compile("adam", "mse")
         rng = np.random.default_rng(0)

@@ -80,3 +80,11 @@ def test_function_names_that_cannot_name_an_image_are_refused(tmp_path):
     assert _written(tmp_path / "mlfn.yaml")["name"] == "my-model"
     r = CliRunner().invoke(main, ["init", str(model), "--out", str(tmp_path), "--force", "--name", "Bad Name"])
     assert r.exit_code != 0 and "--name is 'Bad Name'" in r.output and "Traceback" not in r.output
+
+
+def test_init_leaves_scaling_to_a_model_that_rescales_and_thresholds_a_sigmoid(small_models, tmp_path):
+    rescaled = init_project(str(small_models / "rescaled.keras"), out=str(tmp_path / "r.yaml"))
+    assert not any("scale" in step for step in rescaled["pre"]), rescaled["pre"]
+    assert rescaled["post"] == [{"top_k": {"k": 5}}]  # a Softmax layer is a softmax output too
+    binary = init_project(str(small_models / "binary.h5"), out=str(tmp_path / "b.yaml"))
+    assert binary["input_shape"] == [None, 16, 16, 3] and binary["post"] == [{"threshold": {"value": 0.5}}]
