@@ -73,8 +73,8 @@ def _check_labels(function_dir: Path, spec: dict, classes: int, where: str) -> N
         if not isinstance(step, dict):
             continue
         name, params = next(iter(step.items()))
-        if name not in _LABEL_STEPS or not (params or {}).get("labels") or not classes:
-            continue
+        if name not in _LABEL_STEPS or not (params or {}).get("labels") or classes < 2:
+            continue  # one score (a sigmoid): threshold answers positive/negative, labels unused
         lines = (Path(function_dir) / params["labels"]).read_text(encoding="utf-8").splitlines()
         while lines and not lines[-1].strip():
             lines.pop()

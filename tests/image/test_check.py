@@ -85,3 +85,14 @@ def test_post_steps_that_cannot_follow_each_other_fail_the_build(project, tmp_pa
     (project / "labels.txt").write_text("".join(f"digit {i}\n" for i in range(10)))
     _edit(project, lambda d: d["pipeline"].update(post=["softmax", {"top_k": {"k": 2}}, "argmax"]))
     assert "fails on an input of the model's shape" in _stage_error(project, tmp_path)
+
+
+def test_a_binary_model_with_two_labels_builds(small_models, tmp_path):
+    """One sigmoid score: a labels file naming both classes is not a mismatch."""
+    (tmp_path / "labels.txt").write_text("cat\ndog\n")
+    (tmp_path / "mlfn.yaml").write_text(yaml.safe_dump({
+        "name": "binary", "model": {"path": str(small_models / "binary.h5")}, "quantize": {"mode": "none"},
+        "pipeline": {"pre": ["decode_image", {"convert": {"mode": "RGB"}}, {"resize": {"width": 16, "height": 16}}],
+                     "post": [{"threshold": {"value": 0.5}}], "labels": "labels.txt"}}))
+    out = stage_function(load_config(str(tmp_path)), tmp_path / "fn")
+    assert (out / "function.json").is_file()
