@@ -144,6 +144,18 @@ def validate_pipelines(cfg: Config) -> None:
         validate_pipeline(post, "post", f"{where}.post" if where == "pipeline" else f"{where}.post (model {name})", src)
 
 
+def _load_pipelines(cfg: Config, pre: list, post: list, labels: Optional[str], where: str, src: str) -> None:
+    """Build the runtime's pipelines from the project folder, before any conversion: custom
+    step files are imported and labels read here, so their mistakes cost no quantization."""
+    from mlfn_runtime.pipeline import POST, PRE, Pipeline
+
+    try:
+        Pipeline(pre, str(cfg.project_dir), stage=PRE, labels=cfg.resolve(labels))
+        Pipeline(post, str(cfg.project_dir), stage=POST, labels=cfg.resolve(labels))
+    except ValueError as e:
+        raise ConfigError(f"The pipeline of {where} in {src} cannot load: {e}.") from None
+
+
 def stage_function(cfg: Config, out_dir, progress: Optional[Callable[[str], None]] = None,
                    quantize: Optional[Callable] = None) -> Path:
     """Write the function folder for `cfg` into `out_dir` (replaced) and return its path.
@@ -158,6 +170,10 @@ def stage_function(cfg: Config, out_dir, progress: Optional[Callable[[str], None
     # Validate everything before the (slow) conversions.
     entries = _pipeline_entries(cfg)
     validate_pipelines(cfg)
+    for name, _, pre, post, labels, where in entries:
+        if labels and not Path(cfg.resolve(labels)).is_file():
+            raise ConfigError(f"{where}.labels in {src} names {labels}, which does not exist.")
+        _load_pipelines(cfg, pre, post, labels, f"{where} (model {name})", src)
 
     if quantize is None:
         from mlfn.model import quantize_model as quantize

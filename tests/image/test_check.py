@@ -45,8 +45,12 @@ def _stage_error(project: Path, tmp_path: Path) -> str:
 def test_a_broken_custom_step_fails_the_build(project, tmp_path, source, expected):
     (project / "steps.py").write_text(source)
     _edit(project, lambda d: d["pipeline"]["pre"].append({"custom": {"file": "steps.py", "function": "pre"}}))
-    message = _stage_error(project, tmp_path)
-    assert expected in message and "mlfn.yaml" in message and "would not start" in message
+    def never(*args, **kwargs):
+        raise AssertionError("quantized before the custom step was checked")
+
+    with pytest.raises(ConfigError) as e:  # before any (slow) conversion
+        stage_function(load_config(str(project)), tmp_path / "fn", quantize=never)
+    assert expected in str(e.value) and "mlfn.yaml" in str(e.value) and "cannot load" in str(e.value)
 
 
 def test_a_resize_that_does_not_match_the_model_fails_the_build(project, tmp_path):
