@@ -87,7 +87,7 @@ class BuildConfig:
     builder: str = "docker"  # docker | oci (daemonless)
     runtime: str = "litert"  # litert | tflite-runtime: the interpreter installed in the image
     custom_files: list = field(default_factory=list)  # extra Python files (custom steps) to bundle
-    context_dir: Optional[str] = None  # default: .mlfn/image next to mlfn.yaml
+    context_dir: Optional[str] = None  # default: .mlfn/build next to mlfn.yaml
 
 
 @dataclass

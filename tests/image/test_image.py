@@ -172,7 +172,7 @@ def test_tflite_runtime_image(base_image, digits_project, docker_client, tmp_pat
     r = build_image(load_config(str(project)), tag="mlfnb-test/digits:tflite-runtime")
     try:
         assert r.labels["dev.mlfn.runtime"] == "tflite-runtime"
-        deps = project / ".mlfn/image/deps"
+        deps = project / ".mlfn/build/deps"
         assert (deps / "tflite_runtime").is_dir() and not (deps / "ai_edge_litert").exists()
         assert any(p.name.startswith("numpy-1.") for p in deps.glob("numpy-*.dist-info"))
         with running(r.image, read_only=True) as url:
