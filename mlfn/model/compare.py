@@ -84,6 +84,24 @@ def _signed_pct(v) -> str:
     return "-" if v is None else f"{v:+.1f}%"
 
 
+def _mode_row(mode: str, r, original: dict, base_size: int, gate, mse_gate) -> dict:
+    """One mode's row of the comparison: size against the baseline, quality against the original."""
+    conv = (r.evaluation or {}).get("converted") or {}
+    acc = conv.get("accuracy")
+    delta = None if acc is None or original.get("accuracy") is None else round(acc - original["accuracy"], 3)
+    mse_pct = (r.evaluation or {}).get("mse_increase_pct")
+    return {
+        "mode": mode, "size_bytes": r.size_bytes,
+        "size_ratio": round(r.size_bytes / base_size, 4),
+        "size_delta_pct": round((r.size_bytes / base_size - 1.0) * 100.0, 2),
+        "accuracy": acc, "accuracy_delta": delta, "top_k": conv.get("top_k"), "mse": conv.get("mse"),
+        "mae": conv.get("mae"), "mse_delta_pct": mse_pct,
+        "latency_ms_p50": conv.get("latency_ms_p50"), "latency_ms_p90": conv.get("latency_ms_p90"),
+        "gate": _mode_gate(gate, delta, mse_gate, mse_pct),
+        "tflite_path": r.tflite_path, "sha256": r.sha256, "cached": r.cached,
+    }
+
+
 def _bar_text(v: float) -> str:
     """Plain numbers on the chart (1234.5 -> '1234.5', 0.00123 -> '0.00123'), never 1.23e+03."""
     if v == 0:
@@ -167,20 +185,7 @@ def compare_modes(cfg: Config, *, modes: Optional[list] = None, model: Optional[
         r = results.get(mode)
         if r is None:
             continue
-        conv = (r.evaluation or {}).get("converted") or {}
-        acc = conv.get("accuracy")
-        delta = None if acc is None or original.get("accuracy") is None else round(acc - original["accuracy"], 3)
-        mse_pct = (r.evaluation or {}).get("mse_increase_pct")
-        rows.append({
-            "mode": mode, "size_bytes": r.size_bytes,
-            "size_ratio": round(r.size_bytes / base_size, 4),
-            "size_delta_pct": round((r.size_bytes / base_size - 1.0) * 100.0, 2),
-            "accuracy": acc, "accuracy_delta": delta, "top_k": conv.get("top_k"), "mse": conv.get("mse"),
-            "mae": conv.get("mae"), "mse_delta_pct": mse_pct,
-            "latency_ms_p50": conv.get("latency_ms_p50"), "latency_ms_p90": conv.get("latency_ms_p90"),
-            "gate": _mode_gate(gate, delta, mse_gate, mse_pct),
-            "tflite_path": r.tflite_path, "sha256": r.sha256, "cached": r.cached,
-        })
+        rows.append(_mode_row(mode, r, original, base_size, gate, mse_gate))
     report = CompareReport(model=first.model_name, source=first.source, original=original,
                            baseline_mode="none" if baseline else None, modes=rows,
                            max_accuracy_drop=gate, skipped=skipped, max_mse_increase_pct=mse_gate,
