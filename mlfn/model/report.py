@@ -78,8 +78,13 @@ def render_result(r) -> str:
             extra = ", ".join(f"top-{k} {_pct(v)}" for k, v in topk.items() if k != "1")
             lines.append(f"measured on {ev['samples']} held-out samples from {ev.get('validation_data')}"
                          + (f"; converted {extra}" if extra else ""))
+        else:
+            lines.append("quality not measured: set quantize.validation_data (an .npz with x and y, or a folder "
+                         "of labelled images) to compare the converted model with the original.")
         if "accuracy_drop" in ev:
             lines.append(f"accuracy drop: {ev['accuracy_drop']:.2f} points")
+        if "mse_increase_pct" in ev:
+            lines.append(f"MSE change: {ev['mse_increase_pct']:+.2f}%")
     return "\n".join(lines)
 
 

@@ -71,7 +71,9 @@ def test_report_says_a_batchnorm_after_relu_stays_mul_add_and_plain_numbers_on_t
     assert batchnorm_notes(result.ops_before, result.ops_after) == [
         "1 BatchNormalization kept as MUL + ADD (it follows an activation, so it cannot be folded; "
         "put it before the activation to fold it)"]
-    assert "folded into" not in render_result(result)
+    text = render_result(result)
+    assert "folded into" not in text
+    assert "quality not measured: set quantize.validation_data" in text  # not a bare '-'
     # folded when the converter leaves no MUL
     assert batchnorm_notes({"BatchNormalization": 2, "Conv2D": 2}, {"CONV_2D": 2}) == [
         "2 BatchNormalization folded into the preceding layer's weights"]
