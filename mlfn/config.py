@@ -212,10 +212,16 @@ class Config:
         if len(set(names)) != len(names):
             raise ConfigError(f"Model names must be unique in {self.source or CONFIG_FILE}; got {names}.")
         check_function_name(self.name, f"name in {self.source or CONFIG_FILE}")
+        if self.build.image is not None and not _REPOSITORY.match(self.build.image):
+            raise ConfigError(f"build.image in {self.source or CONFIG_FILE} is {self.build.image!r}, which is not an "
+                              "image repository; use [HOST[:PORT]/]path/name in lower case, without a tag (set "
+                              "build.tag for that), e.g. localhost:5000/team/digits.")
         return self
 
 
 # A function name is also its image repository (mlfn/NAME) and its OpenWhisk/Knative name.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_REPOSITORY = re.compile(rf"^(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONENT})*$")
 _FUNCTION_NAME = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
 
 

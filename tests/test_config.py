@@ -91,3 +91,14 @@ def test_a_function_name_that_cannot_name_an_image_is_refused_where_the_config_i
         load_config(str(tmp_path))
     message = str(e.value)
     assert f"name in {tmp_path / 'mlfn.yaml'} is {name!r}" in message and "lower-case letters" in message
+
+
+@pytest.mark.parametrize("image,ok", [("mlfn/digits", True), ("localhost:5000/team/digits", True),
+                                      ("registry.example.com/a/b-c", True), ("My Image", False),
+                                      ("mlfn/digits:dev", False), ("Team/digits", False)])
+def test_build_image_must_be_a_repository(image, ok):
+    if ok:
+        assert from_dict({"name": "digits", "build": {"image": image}}).image_repository == image
+        return
+    with pytest.raises(ConfigError, match=rf"build.image in mlfn.yaml is '{image}', which is not an image repository"):
+        from_dict({"name": "digits", "build": {"image": image}})
