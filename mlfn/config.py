@@ -221,7 +221,9 @@ class Config:
 
 # A function name is also its image repository (mlfn/NAME) and its OpenWhisk/Knative name.
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_REPOSITORY = re.compile(rf"^(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONENT})*$")
+# a first component is a registry host only with a '.' or a port, or when it is localhost (as Docker reads it)
+_HOST = r"(?:(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+|localhost)(?::[0-9]+)?|[A-Za-z0-9-]+:[0-9]+)/"
+_REPOSITORY = re.compile(rf"^(?:{_HOST})?{_COMPONENT}(?:/{_COMPONENT})*$")
 _FUNCTION_NAME = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
 
 
