@@ -91,7 +91,11 @@ def suggest_pipeline(facts: Optional[ModelFacts]) -> tuple[list, list]:
             {"convert": {"mode": "L" if c == 1 else "RGB"}},
             {"resize": {"width": w, "height": h}},
         ]
-        if not facts.rescales_input:  # a model with its own Rescaling layer takes 0..255 pixels
+        if facts.rescales_input:  # a model with its own Rescaling layer takes 0..255 pixels
+            pass
+        elif facts.input_range == (-1.0, 1.0):  # keras.applications' preprocess_input for this architecture
+            pre.append({"normalize": {"mean": [127.5], "std": [127.5]}})
+        else:
             pre.append({"scale": {"factor": 1 / 255}})
     classes = facts.classes
     k = min(5, classes) if classes else 5

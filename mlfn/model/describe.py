@@ -28,6 +28,7 @@ _TF_PASS = {"Identity", "IdentityN"}
 _TF_CALLS = {"StatefulPartitionedCall", "PartitionedCall"}
 _TFLITE_PASS = {"DEQUANTIZE", "QUANTIZE", "RESHAPE"}
 _RESCALING = {"Rescaling", "Normalization"}
+_MINUS_ONE_TO_ONE = ("mobilenet", "inception_v3", "xception", "nasnet", "inception_resnet_v2")
 
 
 @dataclass
@@ -36,6 +37,7 @@ class ModelFacts:
     outputs: list = field(default_factory=list)  # [(name, shape without batch)]
     output_activation: Optional[str] = None  # "softmax" | "sigmoid" | None
     rescales_input: bool = False  # the model scales pixels itself (a Keras Rescaling/Normalization layer)
+    input_range: Optional[tuple] = None  # pixel range a known architecture was trained on, e.g. (-1.0, 1.0)
 
     @property
     def classes(self) -> Optional[int]:
@@ -106,7 +108,23 @@ def _keras(conf: dict) -> ModelFacts:
     outs = _layer_refs(model.get("output_layers")) or ([layers[-1]["config"].get("name")] if layers else [])
     last = by_name.get(outs[0]) if outs else None
     return ModelFacts(inputs=inputs, outputs=[(n, _keras_units(by_name.get(n))) for n in outs],
-                      output_activation=_keras_activation(last), rescales_input=_rescales(layers))
+                      output_activation=_keras_activation(last), rescales_input=_rescales(layers),
+                      input_range=_application_range(conf))
+
+
+def _application_range(conf: dict) -> Optional[tuple]:
+    """(-1, 1) for keras.applications architectures whose preprocess_input scales pixels to
+    [-1, 1] (MobileNet, MobileNetV2, InceptionV3, Xception, NASNet), found by the model's
+    name or that of a model nested in it (transfer learning)."""
+    name = str(conf.get("config", {}).get("name", "")).lower()
+    if name.startswith(_MINUS_ONE_TO_ONE):
+        return (-1.0, 1.0)
+    for layer in conf.get("config", {}).get("layers", []):
+        if layer.get("class_name") in ("Functional", "Sequential", "Model"):
+            found = _application_range(layer)
+            if found:
+                return found
+    return None
 
 
 def _rescales(layers: list) -> bool:

@@ -88,3 +88,16 @@ def test_init_leaves_scaling_to_a_model_that_rescales_and_thresholds_a_sigmoid(s
     assert rescaled["post"] == [{"top_k": {"k": 5}}]  # a Softmax layer is a softmax output too
     binary = init_project(str(small_models / "binary.h5"), out=str(tmp_path / "b.yaml"))
     assert binary["input_shape"] == [None, 16, 16, 3] and binary["post"] == [{"threshold": {"value": 0.5}}]
+
+
+def test_init_scales_a_mobilenet_to_minus_one_one(tmp_path):
+    """keras.applications.MobileNetV2 is trained on preprocess_input's [-1, 1] pixels, not [0, 1]."""
+    import keras
+
+    base = keras.applications.MobileNetV2(input_shape=(32, 32, 3), weights=None, include_top=False, alpha=0.35)
+    i = keras.Input((32, 32, 3))
+    head = keras.layers.Dense(5, activation="softmax")(keras.layers.GlobalAveragePooling2D()(base(i)))
+    keras.Model(i, head).save(tmp_path / "flowers.keras")  # nested, as in transfer learning
+    result = init_project(str(tmp_path / "flowers.keras"), out=str(tmp_path / "mlfn.yaml"))
+    assert result["pre"][-1] == {"normalize": {"mean": [127.5], "std": [127.5]}}
+    assert result["post"] == [{"top_k": {"k": 5}}]
