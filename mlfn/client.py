@@ -70,6 +70,16 @@ def _looks_like_image(data: bytes) -> bool:
     return data.startswith(_IMAGE_MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
 
 
+def check_strict_json(payload: dict) -> None:
+    """Platform APIs (OpenWhisk, Knative ingress) take strict JSON: refuse NaN/Infinity in one
+    sentence instead of failing inside the HTTP library."""
+    try:
+        json.dumps(payload, allow_nan=False)
+    except ValueError:
+        raise InvokeError("--json holds NaN or Infinity, which a deployed function's API cannot carry "
+                          "(strict JSON); send finite numbers.") from None
+
+
 def _post(session, url: str, body: Any, timeout: float):
     """POST `body` as JSON exactly as the user wrote it: NaN and Infinity are sent as the
     tokens Python's JSON reader accepts, so the function (not the client) judges them."""

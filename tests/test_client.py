@@ -84,3 +84,9 @@ def test_a_file_that_is_not_an_image_is_refused_before_sending(tmp_path):
     notes.write_text("hello")
     with pytest.raises(InvokeError, match=r"--image .*notes.txt is not an image"):
         build_payload(images=(str(notes),))
+
+
+def test_nan_for_a_deployed_function_is_refused_in_one_sentence():
+    r = CliRunner().invoke(main, ["invoke", "digits@canary", "--json", '{"inputs": [[NaN, 1]]}'])
+    assert r.exit_code != 0 and "Traceback" not in r.output
+    assert "--json holds NaN or Infinity" in r.output

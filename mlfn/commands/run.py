@@ -101,6 +101,7 @@ def invoke(ref, images, json_input, model, protocol, timeout, repeat, config_pat
         emit(res, output, lambda r: client.summarize(r["result"]))
         return
     # NAME[@ALIAS|:vN]: a deployed function, through the deploy target (mlfn.deploy.invoke).
+    client.check_strict_json(payload)
     from mlfn.commands.deploy import _cfg, _options
     from mlfn.deploy import invoke as invoke_deployed, invoke_repeated
 
