@@ -164,7 +164,7 @@ def _tflite(content: bytes, where: str) -> ModelFacts:
 
     litert.check_tflite(content, where)
     it = litert.interpreter(content, delegates=False)
-    inputs = [InputSpec(d["name"], tuple(int(x) if x > 0 else None for x in d["shape_signature"][1:]),
+    inputs = [InputSpec(_tensor_name(d["name"]), tuple(int(x) if x > 0 else None for x in d["shape_signature"][1:]),
                         d["dtype"].__name__) for d in it.get_input_details()]
     outs = it.get_output_details()
     outputs = [(d["name"], tuple(int(x) if x > 0 else None for x in d["shape_signature"][1:])) for d in outs]
@@ -183,6 +183,12 @@ def _tflite(content: bytes, where: str) -> ModelFacts:
         activation = _ACTIVATIONS.get(op["op_name"])
         break
     return ModelFacts(inputs=inputs, outputs=outputs, output_activation=activation)
+
+
+def _tensor_name(name: str) -> str:
+    """`serving_default_image:0` -> `image`, the name the model's author gave the input."""
+    name = name.split(":")[0]
+    return name[len("serving_default_"):] if name.startswith("serving_default_") else name
 
 
 # ---- SavedModel

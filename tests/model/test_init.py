@@ -101,3 +101,16 @@ def test_init_scales_a_mobilenet_to_minus_one_one(tmp_path):
     result = init_project(str(tmp_path / "flowers.keras"), out=str(tmp_path / "mlfn.yaml"))
     assert result["pre"][-1] == {"normalize": {"mean": [127.5], "std": [127.5]}}
     assert result["post"] == [{"top_k": {"k": 5}}]
+
+
+def test_init_on_a_tflite_model_reads_its_softmax_and_input_name(small_models, tmp_path):
+    from mlfn.config import load_config
+    from mlfn.model import quantize_model
+
+    (tmp_path / "mlfn.yaml").write_text(yaml.safe_dump({
+        "name": "cnn", "model": {"path": str(small_models / "cnn_softmax.keras")},
+        "quantize": {"cache_dir": str(small_models / "cache")}}))
+    quantize_model(load_config(str(tmp_path)), mode="dynamic", out_path=str(tmp_path / "cnn.tflite"))
+    result = init_project(str(tmp_path / "cnn.tflite"), out=str(tmp_path / "other.yaml"))
+    assert result["inputs"] == [{"name": "image", "shape": [None, 32, 32, 3], "dtype": "float32"}]
+    assert result["output_activation"] == "softmax" and result["post"] == [{"top_k": {"k": 5}}]
