@@ -17,7 +17,7 @@ from tests.model.small_models import small_models  # noqa: F401  (fixture)
 @pytest.fixture
 def project(digits_project, tmp_path) -> Path:
     dest = tmp_path / "digits"
-    shutil.copytree(digits_project, dest, ignore=shutil.ignore_patterns(".mlfn"))
+    shutil.copytree(digits_project, dest, ignore=shutil.ignore_patterns(".mlfn", "model.tflite"))
     cache = digits_project / ".mlfn" / "cache"
     if cache.exists():
         shutil.copytree(cache, dest / ".mlfn" / "cache")

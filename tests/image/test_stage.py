@@ -16,9 +16,10 @@ from mlfn.errors import ConfigError
 
 @pytest.fixture
 def project(digits_project, tmp_path) -> Path:
-    """A private copy of the trained digits project (tests edit its mlfn.yaml)."""
+    """A private copy of the trained digits project (tests edit its mlfn.yaml), without a
+    model.tflite an earlier `mlfn quantize` of the shared project may have written."""
     dest = tmp_path / "digits"
-    shutil.copytree(digits_project, dest, ignore=shutil.ignore_patterns(".mlfn"))
+    shutil.copytree(digits_project, dest, ignore=shutil.ignore_patterns(".mlfn", "model.tflite"))
     # share the conversion cache so the int8 model is converted once per session
     cache = digits_project / ".mlfn" / "cache"
     if cache.exists():
