@@ -39,8 +39,8 @@ def build_payload(images: tuple = (), json_input: Optional[str] = None, model: O
                 raise InvokeError(f"Image file {name} does not exist.")
             data = p.read_bytes()
             if not _looks_like_image(data):
-                raise InvokeError(f"--image {name} is not an image (PNG, JPEG, GIF, BMP, WebP, TIFF or PNM); "
-                                  "send tensors with --json instead.")
+                raise InvokeError(f"--image {name} is not an image the function can decode (Pillow does not "
+                                  "recognize it); send an image file, or tensors with --json.")
             encoded.append(base64.b64encode(data).decode("ascii"))
         payload: dict = {"image": encoded[0]} if len(encoded) == 1 else {"images": encoded}
     else:
@@ -61,13 +61,24 @@ def build_payload(images: tuple = (), json_input: Optional[str] = None, model: O
     return payload
 
 
-_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*",
-                b"P1", b"P2", b"P3", b"P4", b"P5", b"P6")
+_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00", b"MM\x00*", b"RIFF")
 
 
 def _looks_like_image(data: bytes) -> bool:
-    """The file signatures of the formats the function's decode_image (Pillow) reads."""
-    return data.startswith(_IMAGE_MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+    """True when the data starts like a common image file, or Pillow (what the function's
+    decode_image uses) recognizes it; only the header is read. A damaged image still goes
+    to the function, which says what is wrong with it."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    if data.startswith(_IMAGE_MAGIC):
+        return True
+    try:
+        with Image.open(io.BytesIO(data)):
+            return True
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return False
 
 
 def check_strict_json(payload: dict) -> None:
