@@ -41,6 +41,7 @@ COMMANDS = {
     "render": "mlfn.commands.deploy:render",
     "local": "mlfn.commands.local:local",
     "rollout": "mlfn.commands.rollout:rollout",
+    "images": "mlfn.commands.images:images",
 }
 
 

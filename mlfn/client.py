@@ -37,7 +37,11 @@ def build_payload(images: tuple = (), json_input: Optional[str] = None, model: O
                 raise InvokeError(f"--image {name} is a folder; give an image file (repeat --image for a batch).")
             if not p.is_file():
                 raise InvokeError(f"Image file {name} does not exist.")
-            encoded.append(base64.b64encode(p.read_bytes()).decode("ascii"))
+            data = p.read_bytes()
+            if not _looks_like_image(data):
+                raise InvokeError(f"--image {name} is not an image the function can decode (Pillow does not "
+                                  "recognize it); send an image file, or tensors with --json.")
+            encoded.append(base64.b64encode(data).decode("ascii"))
         payload: dict = {"image": encoded[0]} if len(encoded) == 1 else {"images": encoded}
     else:
         text = json_input
@@ -57,11 +61,44 @@ def build_payload(images: tuple = (), json_input: Optional[str] = None, model: O
     return payload
 
 
+_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00", b"MM\x00*", b"RIFF")
+
+
+def _looks_like_image(data: bytes) -> bool:
+    """True when the data starts like a common image file, or Pillow (what the function's
+    decode_image uses) recognizes it; only the header is read. A damaged image still goes
+    to the function, which says what is wrong with it."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    if data.startswith(_IMAGE_MAGIC):
+        return True
+    try:
+        with Image.open(io.BytesIO(data)):
+            return True
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return False
+
+
+def check_strict_json(payload: dict) -> None:
+    """Platform APIs (OpenWhisk, Knative ingress) take strict JSON: refuse NaN/Infinity in one
+    sentence instead of failing inside the HTTP library."""
+    try:
+        json.dumps(payload, allow_nan=False)
+    except ValueError:
+        raise InvokeError("--json holds NaN or Infinity, which a deployed function's API cannot carry "
+                          "(strict JSON); send finite numbers.") from None
+
+
 def _post(session, url: str, body: Any, timeout: float):
+    """POST `body` as JSON exactly as the user wrote it: NaN and Infinity are sent as the
+    tokens Python's JSON reader accepts, so the function (not the client) judges them."""
     import requests
 
+    data = json.dumps(body, allow_nan=True).encode()
     try:
-        return session.post(url, json=body, timeout=timeout)
+        return session.post(url, data=data, headers={"Content-Type": "application/json"}, timeout=timeout)
     except requests.ConnectionError:
         raise InvokeError(f"Cannot connect to {url}; is the function running (mlfn run)?") from None
     except requests.Timeout:
@@ -101,27 +138,64 @@ def _images(payload: dict) -> Optional[list]:
 
 
 def _v2_body(session, base: str, model: str, payload: dict, timeout: float) -> dict:
-    """An Open Inference Protocol v2 request: images as one BYTES tensor, a bare nested list
-    (`{"inputs": [[...]]}`) as a tensor of the model's first input; tensor lists as given."""
-    images = _images(payload)
-    inputs = payload.get("inputs")
-    if images is None and not (isinstance(inputs, list) and inputs and not isinstance(inputs[0], dict)):
+    """An Open Inference Protocol v2 request from what the other protocols take: images as
+    one BYTES tensor; `inputs` as a tensor (bare nested list) or {input name: tensor};
+    `instances` as rows of a tensor, of {input name: value}, or of encoded images. A body
+    that already holds v2 tensors (`inputs: [{name, shape, datatype, data}]`) is sent as given."""
+    tensors = _v2_tensors(payload)
+    if tensors is None:
         return {k: v for k, v in payload.items() if k != "model"}
     meta = _json(session.get(f"{base}/v2/models/{model}", timeout=timeout))
-    first = ((meta or {}).get("inputs") or [{}])[0] if isinstance(meta, dict) else {}
-    name = first.get("name") or "input_0"
+    described = (meta or {}).get("inputs") if isinstance(meta, dict) else None
+    described = described or [{"name": "input_0"}]
+    by_name = {d.get("name"): d for d in described}
+    out = []
+    for name, value in tensors:
+        spec = by_name.get(name) or (described[0] if name is None else {"name": name})
+        if name is not None and name not in by_name:
+            known = ", ".join(str(k) for k in by_name)
+            raise InvokeError(f"--json names input {name!r}, but model {model!r} takes: {known}.")
+        out.append(_v2_tensor(spec, value, name or "inputs"))
+    return {"inputs": out}
+
+
+def _v2_tensors(payload: dict) -> Optional[list]:
+    """[(input name or None for the first, value)] or None when the body is v2 already."""
+    images = _images(payload)
     if images is not None:
-        return {"inputs": [{"name": name, "shape": [len(images)], "datatype": "BYTES", "data": list(images)}]}
+        return [(None, list(images))]
+    inputs, instances = payload.get("inputs"), payload.get("instances")
+    if isinstance(inputs, dict):
+        return list(inputs.items())
+    if isinstance(inputs, list) and inputs and not isinstance(inputs[0], dict):
+        return [(None, inputs)]
+    if isinstance(instances, list) and instances:
+        if all(isinstance(row, dict) and set(row) != {"b64"} for row in instances):
+            names = list(dict.fromkeys(k for row in instances for k in row))
+            missing = [n for n in names if any(n not in row for row in instances)]
+            if missing:
+                raise InvokeError(f"--json 'instances' rows must all name the same inputs; some lack {missing[0]!r}.")
+            return [(n, [row[n] for row in instances]) for n in names]
+        if all(isinstance(row, dict) and set(row) == {"b64"} for row in instances):
+            return [(None, [row["b64"] for row in instances])]
+        return [(None, instances)]
+    return None
+
+
+def _v2_tensor(spec: dict, value: Any, label: str) -> dict:
     import numpy as np
 
+    name = spec.get("name") or "input_0"
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return {"name": name, "shape": [len(value)], "datatype": "BYTES", "data": list(value)}
     try:
-        array = np.asarray(inputs)
+        array = np.asarray(value)
     except ValueError:
-        raise InvokeError("--json 'inputs' is not a rectangular nested list of numbers.") from None
+        raise InvokeError(f"--json {label!r} is not a rectangular nested list of numbers.") from None
     if array.dtype.kind not in "biuf":
-        raise InvokeError("--json 'inputs' must hold numbers to send it as an OIP v2 tensor.")
-    return {"inputs": [{"name": name, "shape": list(array.shape), "datatype": first.get("datatype") or "FP32",
-                        "data": array.ravel().tolist()}]}
+        raise InvokeError(f"--json {label!r} must hold numbers to send it as an OIP v2 tensor.")
+    return {"name": name, "shape": list(array.shape), "datatype": spec.get("datatype") or "FP32",
+            "data": array.ravel().tolist()}
 
 
 def _v1_body(payload: dict) -> dict:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,7 @@ class QuantizeConfig:
     validation_data: Optional[str] = None  # .npz (x, y) or an image folder with one sub-folder per label
     top_k: list = field(default_factory=lambda: [1])  # accuracies to report: top-1, top-5, ...
     max_accuracy_drop: Optional[float] = None  # in accuracy points (0-100); fail when exceeded
+    max_mse_increase_pct: Optional[float] = None  # regression models: fail when MSE grows by more than this %
     cache_dir: Optional[str] = None  # default: .mlfn/cache next to mlfn.yaml
 
 
@@ -259,7 +261,29 @@ class Config:
                                   "'.' or '..', hold '/', '\\', ':', '?', '#' or '%', or start or end with a space.")
         if len(set(names)) != len(names):
             raise ConfigError(f"Model names must be unique in {self.source or CONFIG_FILE}; got {names}.")
+        check_function_name(self.name, f"name in {self.source or CONFIG_FILE}")
+        if self.build.image is not None and not _REPOSITORY.match(self.build.image):
+            raise ConfigError(f"build.image in {self.source or CONFIG_FILE} is {self.build.image!r}, which is not an "
+                              "image repository; use [HOST[:PORT]/]path/name in lower case, without a tag (set "
+                              "build.tag for that), e.g. localhost:5000/team/digits.")
         return self
+
+
+# A function name is also its image repository (mlfn/NAME) and its OpenWhisk/Knative name.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+# a first component is a registry host only with a '.' or a port, or when it is localhost (as Docker reads it)
+_HOST = r"(?:(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+|localhost)(?::[0-9]+)?|[A-Za-z0-9-]+:[0-9]+)/"
+_REPOSITORY = re.compile(rf"^(?:{_HOST})?{_COMPONENT}(?:/{_COMPONENT})*$")
+_FUNCTION_NAME = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
+
+
+def check_function_name(name: str, where: str) -> None:
+    """ConfigError unless `name` can name the function's image (lower-case letters and digits,
+    '-', '_' or '.' between them)."""
+    if not _FUNCTION_NAME.match(name or "") or len(name) > 63:
+        fixed = re.sub(r"[^a-z0-9]+", "-", (name or "").lower()).strip("-")[:63].strip("-") or "my-model"
+        raise ConfigError(f"{where} is {name!r}, which cannot name the function's image; use lower-case letters "
+                          f"and digits with '-', '_' or '.' between them (at most 63), e.g. {fixed!r}.")
 
 
 def _check_choice(value, choices, key, source):
@@ -374,11 +398,13 @@ def load_config(path: Optional[str] = None, overrides: Optional[dict] = None, re
         data: dict = {}
     else:
         try:
-            data = yaml.safe_load(p.read_text()) or {}
+            data = yaml.safe_load(p.read_text())
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             at = f" line {mark.line + 1}" if mark else ""
             raise ConfigError(f"{p}{at} is not valid YAML: {getattr(e, 'problem', e)}.") from None
+        if not data:
+            raise ConfigError(f"{p} is empty; run 'mlfn init MODEL --force' to write one for your model.")
     cfg = from_dict(data, source=p.resolve() if p.exists() else None)
     for dotted, value in _env_overrides().items():
         var = "MLFN_" + dotted.upper().replace(".", "__")

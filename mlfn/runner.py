@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Optional
 
 from mlfn.errors import BuildError, MlfnError
@@ -37,6 +38,18 @@ def docker_client():
             "No Docker engine is reachable (is dockerd running and DOCKER_HOST right?); "
             "start Docker, or use 'mlfn run --no-docker'."
         ) from None
+
+
+def container_name(function: Optional[str], project_dir: Optional[Path], image: Optional[str] = None) -> str:
+    """`mlfn-NAME-<8 hex>`, unique per project folder (or per image when run without a
+    project), so running another project's function of the same name leaves this one alone."""
+    import hashlib
+
+    if function and project_dir is not None:
+        base, owner = function, str(Path(project_dir).resolve())
+    else:
+        base, owner = (image or "image").rsplit("/", 1)[-1].split("@")[0].split(":")[0], image or ""
+    return f"mlfn-{base}-{hashlib.sha256(owner.encode()).hexdigest()[:8]}"
 
 
 def free_port() -> int:

@@ -75,3 +75,30 @@ def test_bad_environment_override_names_the_variable(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFN_DEPLOY__MEMRY", "512")
     with pytest.raises(ConfigError, match="MLFN_DEPLOY__MEMRY"):
         load_config(str(tmp_path))
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "{}\n"])
+def test_an_empty_config_is_refused_with_a_pointer_to_init(tmp_path, text):
+    (tmp_path / "mlfn.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=r"is empty; run 'mlfn init MODEL"):
+        load_config(str(tmp_path))
+
+
+@pytest.mark.parametrize("name", ["My Model!", "Digits", "-x", "a" * 64])
+def test_a_function_name_that_cannot_name_an_image_is_refused_where_the_config_is_read(tmp_path, name):
+    (tmp_path / "mlfn.yaml").write_text(yaml.safe_dump({"name": name}))
+    with pytest.raises(ConfigError) as e:
+        load_config(str(tmp_path))
+    message = str(e.value)
+    assert f"name in {tmp_path / 'mlfn.yaml'} is {name!r}" in message and "lower-case letters" in message
+
+
+@pytest.mark.parametrize("image,ok", [("mlfn/digits", True), ("localhost:5000/team/digits", True),
+                                      ("registry.example.com/a/b-c", True), ("My Image", False),
+                                      ("mlfn/digits:dev", False), ("Team/digits", False)])
+def test_build_image_must_be_a_repository(image, ok):
+    if ok:
+        assert from_dict({"name": "digits", "build": {"image": image}}).image_repository == image
+        return
+    with pytest.raises(ConfigError, match=rf"build.image in mlfn.yaml is '{image}', which is not an image repository"):
+        from_dict({"name": "digits", "build": {"image": image}})

@@ -11,6 +11,10 @@ from click.testing import CliRunner
 from mlfn.cli import main
 
 
+_PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010800000000"
+                     "3a7e9b550000000a49444154789c63600000000200015d2b8e820000000049454e44ae426082")
+
+
 def _cli(args):
     r = CliRunner().invoke(main, args)
     r.json_output = any(a == "json" and b in ("-o", "--output") for b, a in zip(args, args[1:]))
@@ -80,7 +84,7 @@ def test_deploy_without_mlfn_yaml_names_the_file_it_looked_for(tmp_path, monkeyp
 def test_invoke_a_deployed_function_when_the_local_controller_is_down(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFN_LOCAL_HOME", str(tmp_path / "local"))
     png = tmp_path / "x.png"
-    png.write_bytes(b"not sent")
+    png.write_bytes(_PNG)  # a real image: the client refuses non-images before sending
     port = _free_port()
     err = _one_sentence(_cli(["invoke", "digits", "--port", str(port), "--image", str(png), "-o", "json"]), 1)
     assert f"The local OpenWhisk API at http://127.0.0.1:{port} is not running; start it with 'mlfn local up'." in err
@@ -113,7 +117,7 @@ def docker_client_or_skip():
 
 def test_invoke_repeat_and_timeout_are_checked(tmp_path):
     png = tmp_path / "x.png"
-    png.write_bytes(b"not sent")
+    png.write_bytes(_PNG)  # a real image: the client refuses non-images before sending
     err = _one_sentence(_cli(["invoke", "http://127.0.0.1:9", "--repeat", "5", "--image", str(png)]), 2)
     assert "--repeat counts which version served a deployed function" in err and "http://127.0.0.1:9" in err
     err = _one_sentence(_cli(["invoke", "http://127.0.0.1:9", "--timeout", "0", "--image", str(png)]), 2)
@@ -173,7 +177,7 @@ def test_run_on_a_busy_port_leaves_no_container(base_image, docker_client_or_ski
 @pytest.mark.parametrize("protocol", ["predict", "openwhisk", "v2", "v1"])
 def test_invoke_a_url_that_is_not_one(tmp_path, protocol):
     png = tmp_path / "x.png"
-    png.write_bytes(b"not sent")
+    png.write_bytes(_PNG)  # a real image: the client refuses non-images before sending
     err = _one_sentence(_cli(["invoke", "http://[bad", "--protocol", protocol, "--image", str(png)]), 1)
     assert err.strip() == "Error: http://[bad is not a valid URL; use http://HOST:PORT as printed by 'mlfn run'."
 

@@ -60,6 +60,8 @@ def build(config_path, tag, push, builder, oci_layout, output):
 
     cfg = load_config(config_path)
     result = build_image(cfg, tag=tag, push=push, builder=builder, oci_layout=oci_layout, progress=Progress())
+    for note in result.notes:
+        click.echo(f"Note: {note}", err=True)
     emit(result, output, _render_build)
 
 

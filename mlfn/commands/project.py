@@ -17,8 +17,10 @@ def init(model, name, out, force, output):
     """Write a commented mlfn.yaml for MODEL with every key at its default.
 
     MODEL is a SavedModel folder, a .keras or .h5 file, a .tflite file, or s3://bucket/key.
-    For a .keras image model the input shape is read from the file and an image
-    pipeline (decode, convert, resize, scale; softmax, top-k) is suggested.
+    The model's inputs and output activation are read from the file (a SavedModel's
+    signature): an image model gets an image pipeline (decode, convert, resize, scale),
+    and post-processing fits the output (top-k after a softmax, softmax + top-k after
+    logits). A labels.txt beside the model becomes pipeline.labels.
 
     \b
     Example:
@@ -27,4 +29,17 @@ def init(model, name, out, force, output):
     from mlfn.project import init_project
 
     result = init_project(model, out=out, name=name, force=force)
-    emit(result, output, lambda r: f"Wrote {r['config']} for function '{r['name']}' (model {r['model']}).")
+    for warning in result["warnings"] if output == "text" else []:  # JSON carries them in "warnings"
+        click.echo(f"Warning: {warning}", err=True)
+    emit(result, output, _render_init)
+
+
+def _render_init(r: dict) -> str:
+    lines = [f"Wrote {r['config']} for function '{r['name']}' (model {r['model']})."]
+    for spec in r["inputs"]:
+        lines.append(f"  input  {spec['name']}: {spec['shape']} {spec['dtype']}")
+    if r["output_activation"]:
+        lines.append(f"  output ends in {r['output_activation']}, so post-processing does not add another one")
+    if r["labels"]:
+        lines.append(f"  labels {r['labels']}")
+    return "\n".join(lines)

@@ -18,7 +18,7 @@ from mlfn.output import Progress, emit
 def run(config_path, image, port, no_docker, stop, env, output):
     """Start the function locally and print its URL.
 
-    With Docker (default) the image runs detached as container mlfn-NAME, the way the
+    With Docker (default) the image runs detached as container mlfn-NAME-<project hash>, the way the
     platforms run it (read-only root, writable /tmp, non-root user); the command returns
     once the function answers its health check. With --no-docker the function is served
     in the foreground from this process.
@@ -38,7 +38,7 @@ def run(config_path, image, port, no_docker, stop, env, output):
                                  param_hint="--env")
     environment = dict(kv.split("=", 1) for kv in env)
     cfg = load_config(config_path, required=image is None)
-    name = "mlfn-" + (cfg.name if cfg.source else image.rsplit("/", 1)[-1].split(":")[0].split("@")[0])
+    name = runner.container_name(cfg.name if cfg.source else None, cfg.project_dir if cfg.source else None, image)
     if stop:
         removed = runner.stop_container(name)
         emit({"container": name, "stopped": removed}, output,
@@ -100,6 +100,7 @@ def invoke(ref, images, json_input, model, protocol, timeout, repeat, config_pat
         emit(res, output, lambda r: client.summarize(r["result"]))
         return
     # NAME[@ALIAS|:vN]: a deployed function, through the deploy target (mlfn.releases.invoke).
+    client.check_strict_json(payload)
     from mlfn.releases import invoke as invoke_deployed, invoke_repeated
 
     if repeat > 1:

@@ -31,6 +31,7 @@ class BuildResult:
     context_dir: Optional[str] = None
     function_dir: Optional[str] = None
     models: list = field(default_factory=list)  # [{name, sha256, quantization}]
+    notes: list = field(default_factory=list)  # hints for the user (e.g. old images piling up)
 
     def to_dict(self) -> dict:
         import dataclasses
@@ -115,6 +116,9 @@ def _build_docker(cfg, *, tag, push, progress, quantize) -> BuildResult:
     if compressed is None:
         compressed = _estimate_compressed(ctx, layers)
     labels = attrs.get("Config", {}).get("Labels") or {}
+    from mlfn.image.prune import prune_hint
+
+    hint = prune_hint(client, cfg.name)
     return BuildResult(
         image=ref, image_id=image_id, digest=digest, repo_digest=repo_digest,
         size_bytes=int(attrs.get("Size", 0)), compressed_size_bytes=compressed, layers=layers,
@@ -123,6 +127,7 @@ def _build_docker(cfg, *, tag, push, progress, quantize) -> BuildResult:
         context_dir=str(ctx.path), function_dir=str(ctx.function_dir),
         models=[{"name": m["name"], "sha256": m["sha256"], "quantization": m["quantization"]}
                 for m in ctx.function["models"]],
+        notes=[hint] if hint else [],
     )
 
 

@@ -127,6 +127,41 @@ def function_document(cfg: Config, models: list) -> dict:
     return doc
 
 
+def _pipeline_entries(cfg: Config) -> list:
+    """[(model name, ExtraModel or None, pre, post, labels, where in mlfn.yaml)] of every model."""
+    entries = [(cfg.model_name, None, cfg.pipeline.pre, cfg.pipeline.post, cfg.pipeline.labels, "pipeline")]
+    for i, m in enumerate(cfg.models):
+        entries.append((
+            m.name, m,
+            cfg.pipeline.pre if m.pre is None else m.pre,
+            cfg.pipeline.post if m.post is None else m.post,
+            m.labels or cfg.pipeline.labels,
+            f"models[{i}]",
+        ))
+    return entries
+
+
+def validate_pipelines(cfg: Config) -> None:
+    """ConfigError naming mlfn.yaml and the step when any model's pipeline is invalid
+    (`mlfn quantize` and `mlfn build` reject the same steps)."""
+    src = str(cfg.source or CONFIG_FILE)
+    for name, _, pre, post, _, where in _pipeline_entries(cfg):
+        validate_pipeline(pre, "pre", f"{where}.pre" if where == "pipeline" else f"{where}.pre (model {name})", src)
+        validate_pipeline(post, "post", f"{where}.post" if where == "pipeline" else f"{where}.post (model {name})", src)
+
+
+def _load_pipelines(cfg: Config, pre: list, post: list, labels: Optional[str], where: str, src: str) -> None:
+    """Build the runtime's pipelines from the project folder, before any conversion: custom
+    step files are imported and labels read here, so their mistakes cost no quantization."""
+    from mlfn_runtime.pipeline import POST, PRE, Pipeline
+
+    try:
+        Pipeline(pre, str(cfg.project_dir), stage=PRE, labels=cfg.resolve(labels))
+        Pipeline(post, str(cfg.project_dir), stage=POST, labels=cfg.resolve(labels))
+    except ValueError as e:
+        raise ConfigError(f"The pipeline of {where} in {src} cannot load: {e}.") from None
+
+
 def stage_function(cfg: Config, out_dir, progress: Optional[Callable[[str], None]] = None,
                    quantize: Optional[Callable] = None) -> Path:
     """Write the function folder for `cfg` into `out_dir` (replaced) and return its path.
@@ -139,18 +174,12 @@ def stage_function(cfg: Config, out_dir, progress: Optional[Callable[[str], None
     src = str(cfg.source or CONFIG_FILE)
     out_dir = Path(out_dir)
     # Validate everything before the (slow) conversions.
-    entries = [(cfg.model_name, None, cfg.pipeline.pre, cfg.pipeline.post, cfg.pipeline.labels, "pipeline")]
-    for i, m in enumerate(cfg.models):
-        entries.append((
-            m.name, m,
-            cfg.pipeline.pre if m.pre is None else m.pre,
-            cfg.pipeline.post if m.post is None else m.post,
-            m.labels or cfg.pipeline.labels,
-            f"models[{i}]",
-        ))
-    for name, _, pre, post, _, where in entries:
-        validate_pipeline(pre, "pre", f"{where}.pre" if where == "pipeline" else f"{where}.pre (model {name})", src)
-        validate_pipeline(post, "post", f"{where}.post" if where == "pipeline" else f"{where}.post (model {name})", src)
+    entries = _pipeline_entries(cfg)
+    validate_pipelines(cfg)
+    for name, _, pre, post, labels, where in entries:
+        if labels and not Path(cfg.resolve(labels)).is_file():
+            raise ConfigError(f"{where}.labels in {src} names {labels}, which does not exist.")
+        _load_pipelines(cfg, pre, post, labels, f"{where} (model {name})", src)
 
     if quantize is None:
         from mlfn.model import quantize_model as quantize
@@ -183,6 +212,11 @@ def stage_function(cfg: Config, out_dir, progress: Optional[Callable[[str], None
         files.add(str(path), f"build.custom_files[{i}]")
     doc = function_document(cfg, models)
     (tmp / FUNCTION_JSON).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    from mlfn.image.check import check_function
+
+    say("Loading the staged function and running it once on a synthetic input")
+    for warning in check_function(tmp, src):
+        say(f"Warning: {warning}")
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)

@@ -38,11 +38,16 @@ def _pipeline(pre_steps: Sequence, base_dir: Path, what: str):
     except ImportError as e:  # pragma: no cover - the runtime ships with mlfn
         raise ModelError(f"{what} is an image folder, but mlfn_runtime.pipeline cannot be imported ({e}).") from None
     try:
-        return Pipeline(list(pre_steps or []), str(base_dir), stage="pre")
+        pipe = Pipeline(list(pre_steps or []), str(base_dir), stage="pre")
     except ValueError as e:
         raise ModelError(f"pipeline.pre in mlfn.yaml is invalid: {e}") from None
     except ConfigurationError as e:  # e.g. MLFN_MAX_IMAGE_PIXELS is not a number
         raise ModelError(f"{what} cannot be pre-processed: {e}") from None
+    if not pipe.takes_images:
+        raise ModelError(f"{what} is a folder of images, but pipeline.pre does not start with decode_image; "
+                         "add decode_image (then convert, resize, scale) to pipeline.pre, or give an .npy/.npz "
+                         "of model inputs.")
+    return pipe
 
 
 def _run_pipeline(pipe, path: Path):

@@ -1,7 +1,7 @@
 """Measuring a model before and after conversion on the same held-out data.
 
 Classification (integer labels, more than one output): top-k accuracy in percent for each
-k in `quantize.top_k`. Regression (float targets, or one output): mean squared error.
+k in `quantize.top_k`. Regression (float targets, or one output): mean squared and absolute error.
 Latency is single-input wall time (median and p90) — what one function invocation pays.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ def task_of(y, predictions) -> str:
 
 
 def scores(y, predictions, top_k: Sequence[int] = (1,)) -> dict:
-    """{"accuracy": top-1 %, "top_k": {"3": %...}} or {"mse": float}."""
+    """{"accuracy": top-1 %, "top_k": {"3": %...}} or {"mse": float, "mae": float}."""
     import numpy as np
 
     y = np.asarray(y)
@@ -40,7 +40,7 @@ def scores(y, predictions, top_k: Sequence[int] = (1,)) -> dict:
         out["accuracy"] = out["top_k"]["1"]
         return out
     target = y.reshape(p.shape) if y.size == p.size else y
-    return {"mse": float(np.mean((p - target) ** 2))}
+    return {"mse": float(np.mean((p - target) ** 2)), "mae": float(np.mean(np.abs(p - target)))}
 
 
 def latency(call: Callable[[list], object], sample: list, runs: int = LATENCY_RUNS) -> dict:
@@ -101,4 +101,6 @@ def evaluate(original, tflite: bytes, validation: Optional[ValidationSet], top_k
         report["accuracy_drop"] = round(orig["accuracy"] - conv["accuracy"], 3)
     elif orig is not None and "mse" in orig and "mse" in conv:
         report["mse_increase"] = conv["mse"] - orig["mse"]
+        if orig["mse"] > 0:
+            report["mse_increase_pct"] = round((conv["mse"] / orig["mse"] - 1.0) * 100.0, 4)
     return report

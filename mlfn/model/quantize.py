@@ -83,11 +83,20 @@ def _data_hash(path: Optional[str]) -> Optional[str]:
     return hash_path(p)[0]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, data: bytes) -> None:
+    """Write `path` all at once (a temporary sibling renamed into place), with the mode a
+    plain open() would give it (0666 less the umask), not mkstemp's private 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -119,6 +128,7 @@ class _Plan:
     validation: Optional[str]
     top_k: list
     max_drop: Optional[float]
+    max_mse_pct: Optional[float]
     pre: list
     labels: Optional[str]
     base_dir: Path  # custom pre-processing step files are relative to it
@@ -148,7 +158,7 @@ def _plan(cfg: Config, model: Optional[ExtraModel], mode: Optional[str]) -> _Pla
         per_channel=bool(q.per_channel),
         representative=cfg.resolve(q.representative_data), samples=int(q.representative_samples),
         validation=cfg.resolve(q.validation_data), top_k=[int(k) for k in (q.top_k or [1])],
-        max_drop=q.max_accuracy_drop, pre=list(pre or []), labels=cfg.resolve(labels),
+        max_drop=q.max_accuracy_drop, max_mse_pct=q.max_mse_increase_pct, pre=list(pre or []), labels=cfg.resolve(labels),
         base_dir=cfg.project_dir,
     )
 
@@ -172,7 +182,7 @@ def _conversion_key(plan: _Plan, src: ModelSource) -> str:
 
 def _eval_key(conv_key: str, plan: _Plan) -> str:
     rep_is_dir = bool(plan.validation and Path(plan.validation).is_dir())
-    parts = {"conversion": conv_key, "validation": _data_hash(plan.validation), "top_k": plan.top_k,
+    parts = {"format": 2, "conversion": conv_key, "validation": _data_hash(plan.validation), "top_k": plan.top_k,
              "pre": plan.pre if rep_is_dir else None, "labels": _data_hash(plan.labels) if rep_is_dir else None}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
@@ -191,6 +201,9 @@ def quantize_model(cfg: Config, *, model: Optional[ExtraModel] = None, mode: Opt
     Raises ModelError (bad model or data, unsupported ops), ConfigError (bad option) or
     AccuracyGateError (the converted model lost more than quantize.max_accuracy_drop)."""
     say = progress or (lambda _msg: None)
+    from mlfn.image.stage import validate_pipelines
+
+    validate_pipelines(cfg)  # the steps `mlfn build` would reject, before any slow work
     plan = _plan(cfg, model, mode)
     from mlfn.model.convert import check_io_types
 
@@ -198,6 +211,7 @@ def quantize_model(cfg: Config, *, model: Optional[ExtraModel] = None, mode: Opt
         check_io_types(plan.mode, plan.input_type, plan.output_type)
     cache = cache_root(cfg)
     src = resolve_source(plan.path, cache, say)
+    _check_data_paths(plan, src)
     key = _conversion_key(plan, src)
     entry, meta_file = cache / f"{key}.tflite", cache / f"{key}.json"
     warnings: list = []
@@ -229,12 +243,27 @@ def quantize_model(cfg: Config, *, model: Optional[ExtraModel] = None, mode: Opt
         input_type=meta.get("input_type", "float32"), output_type=meta.get("output_type", "float32"),
         select_tf_ops=plan.allow_select, per_channel=plan.per_channel, verified=meta.get("verified", []), warnings=warnings,
     )
+    result.warnings += gate_warnings(plan.max_drop, plan.max_mse_pct, evaluation)
     _gate(plan, result)
     if out_path:
         out = Path(out_path)
         atomic_write(out, content)
         result.tflite_path = str(out.resolve())
     return result
+
+
+def _check_data_paths(plan: _Plan, src: ModelSource) -> None:
+    """Missing data files are reported before the (slow) model load, not after it."""
+    calibrates = plan.mode in ("int8", "int16x8") and src.format != "tflite"
+    if calibrates and not plan.representative:
+        raise ModelError(
+            f"Mode {plan.mode} needs calibration data; set quantize.representative_data in mlfn.yaml "
+            "(an .npy/.npz of model inputs, or a folder of images)."
+        )
+    for key, path in (("quantize.representative_data", plan.representative if calibrates else None),
+                      ("quantize.validation_data", plan.validation)):
+        if path and not Path(path).exists():
+            raise ModelError(f"{key} {path} does not exist; fix the path in mlfn.yaml or remove the key.")
 
 
 def _convert(plan: _Plan, src: ModelSource, say: Callable[[str], None]):
@@ -345,8 +374,35 @@ def _zero_sample(content: bytes) -> list:
     return [np.zeros([1] + [d or 1 for d in s.shape], dtype=s.dtype) for s in _tflite_specs(content)]
 
 
+def gate_warnings(max_drop: Optional[float], max_mse_pct: Optional[float], evaluation: Optional[dict]) -> list:
+    """Why a configured gate is not checked on this model (a gate never passes silently)."""
+    ev = evaluation or {}
+    out = []
+    measured = "accuracy_drop" in ev or "mse_increase" in ev
+    for key, value, applies in (("max_accuracy_drop", max_drop, "accuracy_drop"),
+                                ("max_mse_increase_pct", max_mse_pct, "mse_increase")):
+        if value is None or applies in ev:
+            continue
+        if not measured:
+            out.append(f"quantize.{key} is not checked: set quantize.validation_data so both models can be measured.")
+        elif applies == "accuracy_drop":
+            out.append("quantize.max_accuracy_drop does not apply: this is a regression model, measured by MSE; "
+                       "set quantize.max_mse_increase_pct instead.")
+        else:
+            out.append("quantize.max_mse_increase_pct does not apply: this is a classifier, measured by accuracy; "
+                       "set quantize.max_accuracy_drop instead.")
+    return out
+
+
 def _gate(plan: _Plan, result: QuantizeResult) -> None:
     ev = result.evaluation or {}
+    pct = ev.get("mse_increase_pct")
+    if plan.max_mse_pct is not None and pct is not None and pct > plan.max_mse_pct:
+        raise AccuracyGateError(
+            f"The {result.mode} model of {result.source} has MSE {ev['converted']['mse']:.6g} against "
+            f"{ev['original']['mse']:.6g} for the original, {pct:.2f}% more, beyond "
+            f"quantize.max_mse_increase_pct ({plan.max_mse_pct:g})."
+        )
     if plan.max_drop is None or "accuracy_drop" not in ev:
         return
     drop = ev["accuracy_drop"]

@@ -7,6 +7,26 @@ from mlfn.output import human_bytes, table
 _REMOVED = {"Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
             "GaussianDropout", "AlphaDropout", "ActivityRegularization"}
 _FOLDED = {"BatchNormalization", "FusedBatchNormV3", "FusedBatchNorm"}
+# Layers and graph ops that become a TFLite MUL of their own (not a batch normalization).
+_OWN_MULS = {"Multiply", "Mul", "Rescaling", "Normalization"}
+
+
+def batchnorm_notes(before: dict, after: dict) -> list:
+    """What became of the model's batch normalizations: folded into the weights of the layer
+    before them, or (after an activation, where folding is impossible) kept as MUL + ADD."""
+    bns = sum(n for k, n in before.items() if k in _FOLDED)
+    if not bns:
+        return []
+    name = next(k for k in before if k in _FOLDED)
+    own_muls = sum(n for k, n in before.items() if k in _OWN_MULS)
+    kept = min(bns, max(0, after.get("MUL", 0) - own_muls))
+    notes = []
+    if bns - kept:
+        notes.append(f"{bns - kept} {name} folded into the preceding layer's weights")
+    if kept:
+        notes.append(f"{kept} {name} kept as MUL + ADD (it follows an activation, so it cannot be folded; "
+                     "put it before the activation to fold it)")
+    return notes
 
 
 def _pct(v) -> str:
@@ -38,7 +58,7 @@ def render_result(r) -> str:
     ]
     if r.source_format != "tflite":
         notes = [f"{k} removed (a no-op at inference)" for k in r.ops_before if k in _REMOVED]
-        notes += [f"{k} folded into the preceding layer's weights" for k in r.ops_before if k in _FOLDED]
+        notes += batchnorm_notes(r.ops_before, r.ops_after)
         if notes:
             lines.append("; ".join(notes) + ".")
     ev = r.evaluation or {}
@@ -58,8 +78,13 @@ def render_result(r) -> str:
             extra = ", ".join(f"top-{k} {_pct(v)}" for k, v in topk.items() if k != "1")
             lines.append(f"measured on {ev['samples']} held-out samples from {ev.get('validation_data')}"
                          + (f"; converted {extra}" if extra else ""))
+        else:
+            lines.append("quality not measured: set quantize.validation_data (an .npz with x and y, or a folder "
+                         "of labelled images) to compare the converted model with the original.")
         if "accuracy_drop" in ev:
             lines.append(f"accuracy drop: {ev['accuracy_drop']:.2f} points")
+        if "mse_increase_pct" in ev:
+            lines.append(f"MSE change: {ev['mse_increase_pct']:+.2f}%")
     return "\n".join(lines)
 
 

@@ -53,6 +53,28 @@ def detect_format(path: Path, origin: Optional[str] = None) -> str:
     )
 
 
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def check_signature(path: Path, fmt: str, origin: str) -> None:
+    """A file whose content does not match its extension is refused here, before TensorFlow
+    is imported (a text file named model.keras would otherwise fail seconds later)."""
+    if fmt == "saved_model":
+        return
+    with open(path, "rb") as f:
+        head = f.read(2056)
+    if fmt == "keras" and not head.startswith(b"PK"):
+        what = "a Keras archive (a zip written by model.save('model.keras'))"
+    elif fmt == "h5" and not any(head[o:o + 8] == _HDF5_MAGIC for o in (0, 512, 1024, 2048)):
+        what = "an HDF5 file (written by model.save('model.h5'))"
+    elif fmt == "tflite" and head[4:8] != b"TFL3":
+        what = "a TFLite flatbuffer"
+    else:
+        return
+    raise ModelError(f"Model {origin} is not {what}; its content does not match its extension, "
+                     "so point model.path at the real model file.")
+
+
 def hash_path(path: Path) -> tuple[str, int]:
     """sha256 and total size of a file, or of a folder's files (names included, sorted)."""
     h = hashlib.sha256()
@@ -81,6 +103,7 @@ def resolve_source(path: str, cache_dir: Optional[Path] = None,
         if not local.exists():
             raise ModelError(f"Model {origin} does not exist; train or copy it there, or fix model.path in mlfn.yaml.")
     fmt = detect_format(local, origin)
+    check_signature(local, fmt, origin)
     sha, size = hash_path(local)
     if size == 0:
         raise ModelError(f"Model {origin} is empty (0 bytes).")

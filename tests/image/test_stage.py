@@ -16,9 +16,10 @@ from mlfn.errors import ConfigError
 
 @pytest.fixture
 def project(digits_project, tmp_path) -> Path:
-    """A private copy of the trained digits project (tests edit its mlfn.yaml)."""
+    """A private copy of the trained digits project (tests edit its mlfn.yaml), without a
+    model.tflite an earlier `mlfn quantize` of the shared project may have written."""
     dest = tmp_path / "digits"
-    shutil.copytree(digits_project, dest, ignore=shutil.ignore_patterns(".mlfn"))
+    shutil.copytree(digits_project, dest, ignore=shutil.ignore_patterns(".mlfn", "model.tflite"))
     # share the conversion cache so the int8 model is converted once per session
     cache = digits_project / ".mlfn" / "cache"
     if cache.exists():
@@ -178,10 +179,10 @@ def test_outside_files_with_the_same_name_do_not_overwrite_each_other(project, t
         path.parent.mkdir()
         path.write_text("".join(f"{word} {i}\n" for i in range(10)))
     _edit(project, lambda d: d["pipeline"].update(post=[
-        "softmax", {"top_k": {"k": 2, "labels": str(a)}}, {"argmax": {"labels": str(b)}}]))
+        "softmax", {"top_k": {"k": 2, "labels": str(a)}}, {"threshold": {"value": 0.1, "labels": str(b)}}]))
     out = stage_function(load_config(str(project)), tmp_path / "fn")
     post = json.loads((out / "function.json").read_text())["models"][0]["post"]
-    first, second = post[1]["top_k"]["labels"], post[2]["argmax"]["labels"]
+    first, second = post[1]["top_k"]["labels"], post[2]["threshold"]["labels"]
     assert first != second
     assert (out / first).read_text().startswith("alpha 0") and (out / second).read_text().startswith("beta 0")
 

@@ -33,9 +33,9 @@ def test_missing_model(digits_project, tmp_path):
 
 
 @pytest.mark.parametrize("name,expected", [
-    ("broken.keras", "Cannot load Keras model"),
-    ("broken.h5", "Cannot load Keras model"),
-    ("broken.tflite", "not a TFLite model"),
+    ("broken.keras", "is not a Keras archive"),
+    ("broken.h5", "is not an HDF5 file"),
+    ("broken.tflite", "is not a TFLite flatbuffer"),
     ("broken.onnx", r"unknown model format \(\.onnx\)"),
 ])
 def test_corrupt_or_unknown_model(digits_project, tmp_path, name, expected):
@@ -172,3 +172,42 @@ def test_a_runtime_setting_that_breaks_the_image_pipeline_is_one_sentence(digits
     monkeypatch.setenv("MLFN_MAX_IMAGE_PIXELS", "lots")
     with pytest.raises(ModelError, match=r"calib cannot be pre-processed: MLFN_MAX_IMAGE_PIXELS is 'lots'"):
         _pipeline(["decode_image"], tmp_path, "calib")
+
+
+@pytest.fixture
+def no_model_loading(monkeypatch):
+    """Fail the test if TensorFlow is asked to load a model: cheap checks must come first."""
+    import mlfn.model.load
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before a cheap check failed")
+
+    monkeypatch.setattr(mlfn.model.load, "load_model", refuse)
+
+
+def test_a_text_file_named_keras_is_refused_before_loading(digits_project, tmp_path, no_model_loading):
+    text = tmp_path / "model.keras"
+    text.write_text("these are my notes, not a model\n")
+    cfg = project(tmp_path, digits_project, model=text)
+    with pytest.raises(ModelError, match=r"model.keras is not a Keras archive .*point model.path at the real model"):
+        quantize_model(cfg, mode="none", use_cache=False)
+
+
+@pytest.mark.parametrize("key", ["representative_data", "validation_data"])
+def test_missing_data_is_reported_before_loading_the_model(digits_project, tmp_path, no_model_loading, key):
+    cfg = project(tmp_path, digits_project, **{key: str(tmp_path / "absent.npy")})
+    with pytest.raises(ModelError, match=rf"quantize.{key} .*absent.npy does not exist"):
+        quantize_model(cfg, mode="int8", use_cache=False)
+
+
+def test_an_image_folder_without_decode_image_says_what_to_add(digits_project, tmp_path):
+    import numpy as np
+
+    from tests.model.helpers import write_pngs
+
+    folder = tmp_path / "calibration"
+    write_pngs(folder, np.random.default_rng(0).random((3, 8, 8, 1)), ["a.png", "b.png", "c.png"])
+    cfg = project(tmp_path, digits_project, representative_data=str(folder))
+    cfg = cfg.override({"pipeline.pre": [{"scale": {"factor": 0.5}}]})
+    with pytest.raises(ModelError, match=r"folder of images, but pipeline.pre does not start with decode_image"):
+        quantize_model(cfg, mode="int8", use_cache=False)
