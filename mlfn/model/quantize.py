@@ -201,7 +201,7 @@ def quantize_model(cfg: Config, *, model: Optional[ExtraModel] = None, mode: Opt
     Raises ModelError (bad model or data, unsupported ops), ConfigError (bad option) or
     AccuracyGateError (the converted model lost more than quantize.max_accuracy_drop)."""
     say = progress or (lambda _msg: None)
-    from mlfn.image.stage import validate_pipelines
+    from mlfn.pipelines import validate_pipelines
 
     validate_pipelines(cfg)  # the steps `mlfn build` would reject, before any slow work
     plan = _plan(cfg, model, mode)
