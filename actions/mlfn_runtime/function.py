@@ -68,6 +68,7 @@ class Function:
     serving: Serving = field(default_factory=Serving)
     base_dir: str = "."
     load_seconds: float = 0.0
+    auth: dict = field(default_factory=dict)  # function.json's `auth` (mlfn_runtime.auth.AuthSettings)
 
     @property
     def default_model(self) -> ModelEntry:
@@ -245,7 +246,7 @@ def load_function(function_dir: str) -> Function:
         models[entry.name] = entry
     return Function(
         name=str(spec.get("name") or next(iter(models))), models=models, serving=serving,
-        base_dir=function_dir, load_seconds=time.perf_counter() - t0,
+        base_dir=function_dir, load_seconds=time.perf_counter() - t0, auth=spec.get("auth") or {},
     )
 
 

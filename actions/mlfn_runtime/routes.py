@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable
 
-from mlfn_runtime import oip, predict_route, probes, tfserving, whisk_action
+from mlfn_runtime import oip, openapi, predict_route, probes, tfserving, whisk_action
 from mlfn_runtime.errors import MethodNotAllowed, NotFound
 
 GET = ("GET", "HEAD")
@@ -47,6 +47,11 @@ class Route:
     def __post_init__(self):
         object.__setattr__(self, "regex", _compile(self.pattern))
 
+    @property
+    def scope(self):
+        """What a caller must be allowed to do here (mlfn_runtime.auth); None: always open."""
+        return SCOPES.get(self.endpoint, "metadata")
+
     def body_limit(self, max_payload: int) -> int:
         return {NO_BODY: 0, PAYLOAD: max_payload, ACTIVATION: max_payload + whisk_action.RUN_ENVELOPE,
                 CODE: whisk_action.INIT_BODY_LIMIT}[self.body]
@@ -63,6 +68,7 @@ ROUTES = (
     Route(GET, "/health", "health", probes.health, limited=False),
     Route(GET, "/livez", "health", probes.live, limited=False),
     Route(("GET",), "/metrics", "metrics", probes.metrics, limited=False),
+    Route(GET, "/openapi.json", "openapi", openapi.document, limited=False),
     Route(("GET",), "/v2", "v2_server", oip.server_metadata),
     Route(GET, "/v2/health/live", "v2_live", oip.live, limited=False),
     Route(GET, "/v2/health/ready", "v2_ready", oip.ready, limited=False),
@@ -75,6 +81,11 @@ ROUTES = (
     Route(POST, "/v1" + MODEL + ":predict", "v1_predict", tfserving.predict, PAYLOAD),
     Route(ANY, "/v1/models/{rest*}", "v1_unknown", tfserving.unknown),
 )
+
+# endpoint label -> auth scope (mlfn_runtime.auth); an endpoint not listed needs "metadata"
+SCOPES = {"init": "init", "run": "activation", "predict": "predict", "health": None, "metrics": "metrics",
+          "openapi": "openapi", "v2_live": None, "v2_ready": None, "v2_model_ready": None, "v2_infer": "infer",
+          "v1_predict": "predict"}
 
 
 def _not_found(state, req, params):

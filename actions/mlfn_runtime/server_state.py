@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import threading
 
+from mlfn_runtime.auth import Guard
 from mlfn_runtime.errors import NotReady
 from mlfn_runtime.metrics import Metrics
 from mlfn_runtime.serving import Serving
@@ -21,6 +22,7 @@ class ServerState:
             for name, m in function.models.items():
                 self.metrics.load_seconds[name] = m.runner.load_seconds
         self.action = WhiskAction(function)
+        self.auth = Guard.from_function(function, self.metrics)
         self.draining = False
         # serving.workers bounds the requests doing work at once (connections are not bounded)
         self.slots = threading.BoundedSemaphore(self.serving.workers)

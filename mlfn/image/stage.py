@@ -113,12 +113,15 @@ def _rewrite_steps(steps: list, files: _Files, labels: Optional[str], where: str
 
 def function_document(cfg: Config, models: list) -> dict:
     """The function.json mapping (models: list of per-model dicts already staged)."""
-    return {
+    doc = {
         "name": cfg.name,
         "runtime": cfg.build.runtime,
         "models": models,
         "serving": to_dict(cfg.serving),
     }
+    if cfg.auth.enabled:  # settings only: the keys live on the platform (mlfn_runtime.auth)
+        doc["auth"] = {k: v for k, v in to_dict(cfg.auth).items() if k != "secret" and v is not None}
+    return doc
 
 
 def stage_function(cfg: Config, out_dir, progress: Optional[Callable[[str], None]] = None,

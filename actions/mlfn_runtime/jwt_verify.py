@@ -1,0 +1,178 @@
+"""JWT / OIDC access tokens, verified offline with PyJWT + cryptography (imported only when
+function.json configures `auth.jwt`; the API-key path never loads them).
+
+- RS256, ES256, EdDSA against a JWKS: the key set document's `jwks`, a file
+  (`auth.jwt.jwks_file`, re-read when it changes) or an environment variable holding the
+  JSON (`auth.jwt.jwks_env`, MLFN_JWKS by default). No network fetch at request time.
+- HS256 with a secret from the environment variable `auth.jwt.hs256_secret_env`.
+- The header's `alg` must be one of the configured algorithms (never `none`) and must fit
+  the key: a JWK is only ever used with its own algorithm, so an HS256 token "signed" with
+  an RSA public key is refused; an unknown `kid` is refused.
+- `exp` is required; `exp`, `nbf`, `iss` and `aud` are checked with `leeway` seconds.
+- Verified tokens are cached (bounded) until they expire; the cache is dropped when the
+  JWKS changes, so a removed key stops working at the next reload.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+ASYMMETRIC = ("RS256", "ES256", "EdDSA")
+CACHE_SIZE = 4096
+
+
+class TokenError(Exception):
+    """The token is not acceptable; the message names why, never the token."""
+
+
+@dataclass(frozen=True)
+class JwtSettings:
+    algorithms: tuple = ASYMMETRIC
+    issuer: Optional[str] = None
+    audience: Optional[str] = None
+    leeway: float = 30.0
+    scope_claim: str = "scope"
+    jwks_file: Optional[str] = None
+    jwks_env: str = "MLFN_JWKS"
+    hs256_secret_env: Optional[str] = None
+    rate: Optional[float] = None  # per subject, tokens per second
+    burst: Optional[float] = None
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "JwtSettings":
+        from mlfn_runtime.api_keys import parse_rate
+
+        algs = tuple(data.get("algorithms") or ASYMMETRIC)
+        bad = [a for a in algs if a not in ASYMMETRIC + ("HS256",)]
+        if bad:
+            raise ValueError(f"auth.jwt.algorithms holds {bad[0]!r}; choose from RS256, ES256, EdDSA, HS256")
+        rate = parse_rate(data["rate"]) if data.get("rate") else None
+        return cls(algs, data.get("issuer"), data.get("audience"), float(data.get("leeway", 30)),
+                   data.get("scope_claim") or "scope", data.get("jwks_file"), data.get("jwks_env") or "MLFN_JWKS",
+                   data.get("hs256_secret_env"), rate, float(data["burst"]) if data.get("burst") else None)
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    subject: str
+    scopes: tuple
+    expires: float
+    not_before: float
+
+
+class JwtVerifier:
+    def __init__(self, settings: JwtSettings):
+        import jwt  # noqa: F401 - fail at start-up, not at the first request, when PyJWT is missing
+
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._cache: dict = {}
+        self._jwks_identity: Optional[str] = None
+        self._keys: dict = {}  # (kid, alg) -> PyJWK
+        self._jwks_file = None
+        if settings.jwks_file:
+            from mlfn_runtime.api_keys import WatchedFile
+
+            self._jwks_file = WatchedFile(settings.jwks_file, json.loads, 2.0)
+
+    def jwks(self, from_key_set: Optional[dict]) -> Optional[dict]:
+        """The key set's JWKS, else the file's, else the environment variable's."""
+        if from_key_set:
+            return from_key_set
+        if self._jwks_file is not None:
+            found = self._jwks_file.current()
+            if found:
+                return found
+        raw = os.environ.get(self.settings.jwks_env)
+        return json.loads(raw) if raw else None
+
+    def verify(self, token: str, jwks: Optional[dict]) -> TokenClaims:
+        now = time.time()
+        self._use_jwks(jwks)
+        hit = self._cache.get(token)
+        if hit is not None:
+            if now > hit.expires + self.settings.leeway:
+                raise TokenError("the token has expired")
+            if now < hit.not_before - self.settings.leeway:
+                raise TokenError("the token is not valid yet")
+            return hit
+        claims = self._decode(token, jwks)
+        with self._lock:
+            if len(self._cache) >= CACHE_SIZE:
+                self._cache.clear()
+            self._cache[token] = claims
+        return claims
+
+    def _use_jwks(self, jwks: Optional[dict]) -> None:
+        identity = json.dumps(jwks, sort_keys=True) if jwks else ""
+        if identity != self._jwks_identity:
+            with self._lock:
+                self._cache, self._keys, self._jwks_identity = {}, {}, identity
+
+    def _decode(self, token: str, jwks: Optional[dict]) -> TokenClaims:
+        import jwt
+
+        s = self.settings
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise TokenError("the token is malformed") from None
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in s.algorithms:
+            raise TokenError("the token's algorithm is not accepted")
+        key = self._secret() if alg == "HS256" else self._public_key(header.get("kid"), alg, jwks)
+        try:
+            claims = jwt.decode(token, key, algorithms=[alg], issuer=s.issuer, audience=s.audience, leeway=s.leeway,
+                                options={"require": ["exp"], "verify_aud": s.audience is not None})
+        except jwt.ExpiredSignatureError:
+            raise TokenError("the token has expired") from None
+        except jwt.ImmatureSignatureError:
+            raise TokenError("the token is not valid yet") from None
+        except (jwt.InvalidAudienceError, jwt.InvalidIssuerError):
+            raise TokenError("the token was issued by or for someone else (iss/aud)") from None
+        except jwt.InvalidSignatureError:
+            raise TokenError("the token's signature does not verify") from None
+        except (jwt.PyJWTError, ValueError, TypeError):
+            raise TokenError("the token is malformed") from None
+        return self._claims(claims)
+
+    def _claims(self, claims: dict) -> TokenClaims:
+        raw = claims.get(self.settings.scope_claim)
+        scopes = tuple(raw.split()) if isinstance(raw, str) else tuple(x for x in raw or () if isinstance(x, str))
+        sub = claims.get("sub")
+        return TokenClaims(sub if isinstance(sub, str) else "", scopes, float(claims["exp"]),
+                           float(claims.get("nbf") or 0))
+
+    def _secret(self) -> bytes:
+        name = self.settings.hs256_secret_env
+        secret = os.environ.get(name) if name else None
+        if not secret:
+            raise TokenError("HS256 tokens are not accepted here (no secret is configured)")
+        return secret.encode()
+
+    def _public_key(self, kid, alg: str, jwks: Optional[dict]):
+        import jwt
+
+        entries = [k for k in (jwks or {}).get("keys", []) if isinstance(k, dict) and k.get("use", "sig") == "sig"]
+        if kid is not None:
+            entries = [k for k in entries if k.get("kid") == kid]
+        elif len(entries) != 1:
+            entries = []  # no kid: only a single-key set says which key
+        if not entries:
+            raise TokenError("the token's key (kid) is not known")
+        cached = self._keys.get((kid, alg))
+        if cached is not None:
+            return cached
+        jwk = entries[0]
+        if jwk.get("alg") not in (None, alg):
+            raise TokenError("the token's algorithm does not fit its key")
+        try:
+            key = jwt.PyJWK(jwk, algorithm=alg)
+        except (jwt.PyJWTError, ValueError, TypeError, KeyError):
+            raise TokenError("the token's algorithm does not fit its key") from None
+        self._keys[(kid, alg)] = key
+        return key
