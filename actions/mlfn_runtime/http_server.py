@@ -123,8 +123,10 @@ class Handler(BaseHTTPRequestHandler):
                     resp = route.handler(state, req, params)
             else:
                 resp = route.handler(state, req, params)
-        except Denied as d:  # the body is left unread: this connection ends
-            resp, self.close_connection = d.response(), True
+        except Denied as d:  # a body is left unread: then this connection ends
+            resp = d.response()
+            unread = self.headers.get("Transfer-Encoding") or self.headers.get("Content-Length", "0") != "0"
+            self.close_connection |= bool(unread)
         except Exception as e:
             resp = error_response(e, f"{self.command} {path}")
             if isinstance(e, PayloadTooLarge):

@@ -1,5 +1,7 @@
-"""JWT / OIDC access tokens, verified offline with PyJWT + cryptography (imported only when
-function.json configures `auth.jwt`; the API-key path never loads them).
+"""JWT / OIDC access tokens (compact JWS), verified offline with `cryptography` (imported
+only when function.json configures `auth.jwt`; the API-key path never loads it). PyJWT is
+not used inside the image: its package imports `ssl`, which the slim base image does not
+ship; the tests sign their tokens with PyJWT, an independent implementation.
 
 - RS256, ES256, EdDSA against a JWKS: the key set document's `jwks`, a file
   (`auth.jwt.jwks_file`, re-read when it changes) or an environment variable holding the
@@ -14,8 +16,12 @@ function.json configures `auth.jwt`; the API-key path never loads them).
 """
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -23,6 +29,7 @@ from typing import Optional
 
 ASYMMETRIC = ("RS256", "ES256", "EdDSA")
 CACHE_SIZE = 4096
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
 
 
 class TokenError(Exception):
@@ -66,7 +73,7 @@ class TokenClaims:
 
 class JwtVerifier:
     def __init__(self, settings: JwtSettings):
-        import jwt  # noqa: F401 - fail at start-up, not at the first request, when PyJWT is missing
+        import cryptography  # noqa: F401 - fail at start-up, not at the first request, when it is missing
 
         self.settings = settings
         self._lock = threading.Lock()
@@ -114,31 +121,35 @@ class JwtVerifier:
                 self._cache, self._keys, self._jwks_identity = {}, {}, identity
 
     def _decode(self, token: str, jwks: Optional[dict]) -> TokenClaims:
-        import jwt
-
         s = self.settings
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            raise TokenError("the token is malformed") from None
+        header, claims, signing_input, signature = _split(token)
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in s.algorithms:
             raise TokenError("the token's algorithm is not accepted")
-        key = self._secret() if alg == "HS256" else self._public_key(header.get("kid"), alg, jwks)
-        try:
-            claims = jwt.decode(token, key, algorithms=[alg], issuer=s.issuer, audience=s.audience, leeway=s.leeway,
-                                options={"require": ["exp"], "verify_aud": s.audience is not None})
-        except jwt.ExpiredSignatureError:
-            raise TokenError("the token has expired") from None
-        except jwt.ImmatureSignatureError:
-            raise TokenError("the token is not valid yet") from None
-        except (jwt.InvalidAudienceError, jwt.InvalidIssuerError):
-            raise TokenError("the token was issued by or for someone else (iss/aud)") from None
-        except jwt.InvalidSignatureError:
-            raise TokenError("the token's signature does not verify") from None
-        except (jwt.PyJWTError, ValueError, TypeError):
-            raise TokenError("the token is malformed") from None
+        if alg == "HS256":
+            expected = hmac.new(self._secret(), signing_input, hashlib.sha256).digest()
+            if not hmac.compare_digest(expected, signature):
+                raise TokenError("the token's signature does not verify")
+        else:
+            _verify(self._public_key(header.get("kid"), alg, jwks), alg, signing_input, signature)
+        self._check_claims(claims)
         return self._claims(claims)
+
+    def _check_claims(self, claims: dict) -> None:
+        s, now = self.settings, time.time()
+        exp, nbf = claims.get("exp"), claims.get("nbf", 0)
+        if not _is_number(exp) or not _is_number(nbf):
+            raise TokenError("the token needs a numeric 'exp' (and 'nbf', when present)")
+        if now > exp + s.leeway:
+            raise TokenError("the token has expired")
+        if now < nbf - s.leeway:
+            raise TokenError("the token is not valid yet")
+        if s.issuer is not None and claims.get("iss") != s.issuer:
+            raise TokenError("the token was issued by or for someone else (iss/aud)")
+        if s.audience is not None:
+            aud = claims.get("aud")
+            if s.audience != aud and not (isinstance(aud, list) and s.audience in aud):
+                raise TokenError("the token was issued by or for someone else (iss/aud)")
 
     def _claims(self, claims: dict) -> TokenClaims:
         raw = claims.get(self.settings.scope_claim)
@@ -155,8 +166,6 @@ class JwtVerifier:
         return secret.encode()
 
     def _public_key(self, kid, alg: str, jwks: Optional[dict]):
-        import jwt
-
         entries = [k for k in (jwks or {}).get("keys", []) if isinstance(k, dict) and k.get("use", "sig") == "sig"]
         if kid is not None:
             entries = [k for k in entries if k.get("kid") == kid]
@@ -165,14 +174,74 @@ class JwtVerifier:
         if not entries:
             raise TokenError("the token's key (kid) is not known")
         cached = self._keys.get((kid, alg))
-        if cached is not None:
-            return cached
-        jwk = entries[0]
-        if jwk.get("alg") not in (None, alg):
-            raise TokenError("the token's algorithm does not fit its key")
-        try:
-            key = jwt.PyJWK(jwk, algorithm=alg)
-        except (jwt.PyJWTError, ValueError, TypeError, KeyError):
-            raise TokenError("the token's algorithm does not fit its key") from None
-        self._keys[(kid, alg)] = key
-        return key
+        if cached is None:
+            cached = self._keys[(kid, alg)] = _jwk_public_key(entries[0], alg)
+        return cached
+
+
+def _b64(segment: str) -> bytes:
+    if not _B64URL.fullmatch(segment):
+        raise TokenError("the token is malformed")
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+def _split(token: str) -> tuple:
+    """(header, claims, signing input, signature) of a compact JWS; TokenError when malformed."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise TokenError("the token is malformed")
+    try:
+        header, claims = json.loads(_b64(parts[0])), json.loads(_b64(parts[1]))
+    except (ValueError, UnicodeDecodeError):
+        raise TokenError("the token is malformed") from None
+    if not isinstance(header, dict) or not isinstance(claims, dict):
+        raise TokenError("the token is malformed")
+    return header, claims, f"{parts[0]}.{parts[1]}".encode("ascii"), _b64(parts[2])
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _jwk_public_key(jwk: dict, alg: str):
+    """The public key of a JWK, only for the one algorithm its type fits (no confusion)."""
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+    fits = {"RS256": ("RSA", None), "ES256": ("EC", "P-256"), "EdDSA": ("OKP", "Ed25519")}[alg]
+    if (jwk.get("kty"), jwk.get("crv")) != fits or jwk.get("alg") not in (None, alg):
+        raise TokenError("the token's algorithm does not fit its key")
+    try:
+        if alg == "RS256":
+            key = rsa.RSAPublicNumbers(_int(jwk["e"]), _int(jwk["n"])).public_key()
+            if key.key_size < 2048:
+                raise ValueError("RSA key under 2048 bits")
+            return key
+        if alg == "ES256":
+            return ec.EllipticCurvePublicNumbers(_int(jwk["x"]), _int(jwk["y"]), ec.SECP256R1()).public_key()
+        return ed25519.Ed25519PublicKey.from_public_bytes(_b64(jwk["x"]))
+    except (KeyError, ValueError, TypeError, TokenError):
+        raise TokenError("the token's key (kid) is not usable") from None
+
+
+def _int(segment: str) -> int:
+    return int.from_bytes(_b64(segment), "big")
+
+
+def _verify(key, alg: str, signing_input: bytes, signature: bytes) -> None:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, padding
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+    try:
+        if alg == "RS256":
+            key.verify(signature, signing_input, padding.PKCS1v15(), hashes.SHA256())
+        elif alg == "ES256":
+            if len(signature) != 64:
+                raise InvalidSignature()
+            der = encode_dss_signature(int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big"))
+            key.verify(der, signing_input, ec.ECDSA(hashes.SHA256()))
+        else:
+            key.verify(signature, signing_input)
+    except InvalidSignature:
+        raise TokenError("the token's signature does not verify") from None
