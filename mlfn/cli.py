@@ -40,6 +40,7 @@ COMMANDS = {
     "delete": "mlfn.commands.deploy:delete",
     "render": "mlfn.commands.deploy:render",
     "local": "mlfn.commands.local:local",
+    "keys": "mlfn.commands.keys:keys",
 }
 
 

@@ -22,6 +22,8 @@ import abc
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+from mlfn.errors import TargetError
+
 DEFAULT_ALIAS = "default"
 Progress = Callable[[str], None]
 
@@ -176,6 +178,16 @@ class Target(abc.ABC):
     @abc.abstractmethod
     def render(self, spec: VersionSpec, out_dir: str) -> list:
         """Write the platform's own manifests for GitOps users; returns the files written."""
+
+    def read_key_set(self, function: str) -> dict:
+        """The function's API key set document (mlfn_runtime.api_keys: hashes only), kept on
+        the platform; `{"keys": []}` when none was written. (mlfn.keys)"""
+        raise TargetError(f"API keys are not supported on the {self.name} target.")
+
+    def write_key_set(self, function: str, key_set: dict) -> None:
+        """Replace the function's key set; running functions pick it up within the bound the
+        target documents (no new version)."""
+        raise TargetError(f"API keys are not supported on the {self.name} target.")
 
     def check_image(self, image: str) -> None:
         """Refuse, in one sentence, an image reference (or repository) the platform cannot pull,

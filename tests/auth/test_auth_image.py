@@ -4,33 +4,18 @@ key file updated in place, and no secret in the container's logs."""
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 import time
 
 import numpy as np
 import pytest
 import requests
-import yaml
 
 from tests.auth.credentials import AUTH_SETTINGS, HS_ENV, accepted, hostile_corpus, make_material
 from tests.runtime.test_image_protocols import Container
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 MOUNT = "/var/run/mlfn/auth"
-
-
-@pytest.fixture(scope="module")
-def auth_image(digits_project, base_image, tmp_path_factory):
-    from mlfn.config import load_config
-    from mlfn.image import build_image
-
-    project = tmp_path_factory.mktemp("authfn") / "digits"
-    shutil.copytree(digits_project, project, ignore=shutil.ignore_patterns(".mlfn"))
-    cfg = yaml.safe_load((project / "mlfn.yaml").read_text())
-    cfg["auth"] = {k: v for k, v in AUTH_SETTINGS.items()}
-    (project / "mlfn.yaml").write_text(yaml.safe_dump(cfg))
-    return build_image(load_config(str(project)), builder="docker").image
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +34,7 @@ def key_dir(tmp_path_factory, material):
 
 @pytest.fixture(scope="module")
 def container(auth_image, key_dir, material):
-    c = Container(auth_image, "-v", f"{key_dir}:{MOUNT}:ro", "-e", f"{HS_ENV}={material.hs_secret}")
+    c = Container(auth_image.image, "-v", f"{key_dir}:{MOUNT}:ro", "-e", f"{HS_ENV}={material.hs_secret}")
     yield c
     c.remove()
 

@@ -149,6 +149,23 @@ class OpenWhiskTarget(Target):
 
     # ---- invoking ---------------------------------------------------------------------------
 
+    # ---- API keys: the package parameter mlfn_auth, read by each activation (no delay) --------
+
+    def _package(self, function: str) -> dict:
+        codec.check_function_name(function)
+        pkg = self.client.get("packages", function)
+        if pkg is None:
+            raise NotFoundError(f"Function '{function}' does not exist on {self.name} ({self.client.base}); "
+                                f"deploy it first with 'mlfn deploy'.")
+        return pkg
+
+    def read_key_set(self, function: str) -> dict:
+        return codec.key_set_of(self._package(function))
+
+    def write_key_set(self, function: str, key_set: dict) -> None:
+        body = codec.package_with_key_set(function, self.client.namespace, self._package(function), key_set)
+        self.client.put(("packages", function), body, overwrite=True)
+
     def invoke(self, function: str, payload: Any, alias: Optional[str] = None,
                version: Optional[str] = None, timeout: Optional[float] = None) -> InvokeResult:
         entity = version or alias or DEFAULT_ALIAS
