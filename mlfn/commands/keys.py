@@ -43,7 +43,13 @@ def keys():
 @target_options
 @output_option
 def create(name, scopes, expires, rate, burst, config_path, output, **kw):
-    """Create a key for function NAME and print it ONCE (only its hash is stored)."""
+    """Create a key for function NAME and print it ONCE (only its hash is stored).
+
+    \b
+    Examples:
+      mlfn keys create digits --scope digits:predict --expires 90d --rate 20/s
+      mlfn keys create digits --scope '*:metadata' -t knative -o json
+    """
     from mlfn.keys import create_key
 
     out = create_key(_target(config_path, kw), name, list(scopes), expires, rate, burst)
@@ -59,7 +65,13 @@ def create(name, scopes, expires, rate, burst, config_path, output, **kw):
 @target_options
 @output_option
 def list_(name, config_path, output, **kw):
-    """List the keys of function NAME: ids, scopes, expiry, rate (never a key or hash)."""
+    """List the keys of function NAME: ids, scopes, expiry, rate (never a key or hash).
+
+    \b
+    Examples:
+      mlfn keys list digits
+      mlfn keys list digits -t openwhisk -o json
+    """
     from mlfn.keys import list_keys
 
     out = list_keys(_target(config_path, kw), name)
@@ -76,7 +88,12 @@ def list_(name, config_path, output, **kw):
 @target_options
 @output_option
 def revoke(name, key_id, config_path, output, **kw):
-    """Revoke key KEY_ID of function NAME; running functions refuse it within the target's bound."""
+    """Revoke key KEY_ID of function NAME; running functions refuse it within the target's bound.
+
+    \b
+    Examples:
+      mlfn keys revoke digits k3f9a1c2
+    """
     from mlfn.keys import revoke_key
 
     out = revoke_key(_target(config_path, kw), name, key_id)

@@ -101,6 +101,16 @@ def _template():
     return env.get_template("service.yaml.j2")
 
 
+AUTH_MOUNT = "/var/run/mlfn/auth"  # mlfn_runtime.auth reads keys.json here
+
+
+def auth_secret_name(cfg) -> str:
+    """The Secret holding the function's key set (`keys.json`), mounted by reference: the
+    manifest names it, never holds it. Optional, so a function whose keys were never
+    created starts and refuses every protected route."""
+    return cfg.auth.secret or f"{cfg.name}-mlfn-auth"
+
+
 def render_service(cfg, spec, number: int, *, namespace: Optional[str], traffic: list,
                    service_annotations: Optional[dict] = None, created: Optional[str] = None) -> dict:
     """The Service manifest (a dict) for version `number` of spec, with the given traffic."""
@@ -147,6 +157,8 @@ def render_service(cfg, spec, number: int, *, namespace: Optional[str], traffic:
         limits=limits,
         health_path=HEALTH_PATH,
         traffic=traffic,
+        auth_secret=auth_secret_name(cfg) if cfg.auth.enabled else None,
+        auth_mount=AUTH_MOUNT,
     )
     return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
