@@ -79,6 +79,9 @@ class JwtVerifier:
         self._lock = threading.Lock()
         self._cache: dict = {}
         self._jwks_identity: Optional[str] = None
+        self._jwks_ref: Optional[dict] = None
+        self._env_raw: Optional[str] = None
+        self._env_jwks: Optional[dict] = None
         self._keys: dict = {}  # (kid, alg) -> PyJWK
         self._jwks_file = None
         if settings.jwks_file:
@@ -95,7 +98,9 @@ class JwtVerifier:
             if found:
                 return found
         raw = os.environ.get(self.settings.jwks_env)
-        return json.loads(raw) if raw else None
+        if raw != self._env_raw:  # parsed once per value (/init may set it)
+            self._env_raw, self._env_jwks = raw, json.loads(raw) if raw else None
+        return self._env_jwks
 
     def verify(self, token: str, jwks: Optional[dict]) -> TokenClaims:
         now = time.time()
@@ -115,10 +120,15 @@ class JwtVerifier:
         return claims
 
     def _use_jwks(self, jwks: Optional[dict]) -> None:
+        """A changed JWKS (a new object: the key set or file was re-read) drops the caches
+        when its content differs."""
+        if jwks is self._jwks_ref:
+            return
         identity = json.dumps(jwks, sort_keys=True) if jwks else ""
-        if identity != self._jwks_identity:
-            with self._lock:
+        with self._lock:
+            if identity != self._jwks_identity:
                 self._cache, self._keys, self._jwks_identity = {}, {}, identity
+            self._jwks_ref = jwks
 
     def _decode(self, token: str, jwks: Optional[dict]) -> TokenClaims:
         s = self.settings
