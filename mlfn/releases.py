@@ -220,9 +220,12 @@ def check_image_ref(image: str) -> str:
 
 
 def render(cfg, out_dir: str, options: Optional[TargetOptions] = None, image: Optional[str] = None,
-           progress: Progress = lambda m: None) -> list:
-    """Write the target's own manifests (wskdeploy manifest.yaml, Knative Service YAML)."""
+           progress: Progress = lambda m: None, api: Optional[str] = None) -> list:
+    """Write the target's own manifests (wskdeploy manifest.yaml, Knative Service YAML); with
+    `api` (a base path) only the API gateway configuration (OpenWhisk: api.json)."""
     t = open_target(cfg, options, Recorder())  # rendering sends nothing to the platform
+    if api:
+        return t.render_api(cfg.name, api, out_dir)
     if image:
         check_image_ref(image)
         spec = VersionSpec(function=cfg.name, image=image, digest=image.partition("@")[2], model_sha256="",

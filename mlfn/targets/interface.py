@@ -179,6 +179,11 @@ class Target(abc.ABC):
     def render(self, spec: VersionSpec, out_dir: str) -> list:
         """Write the platform's own manifests for GitOps users; returns the files written."""
 
+    def render_api(self, function: str, base_path: str, out_dir: str) -> list:
+        """Write the platform's API gateway configuration for base_path; returns the files."""
+        raise TargetError(f"--api renders OpenWhisk API Gateway configuration; the {self.name} target has none "
+                          "(see the README: each function serves GET /openapi.json for a gateway).")
+
     def read_key_set(self, function: str) -> dict:
         """The function's API key set document (mlfn_runtime.api_keys: hashes only), kept on
         the platform; `{"keys": []}` when none was written. (mlfn.keys)"""

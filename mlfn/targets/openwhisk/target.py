@@ -220,6 +220,19 @@ class OpenWhiskTarget(Target):
 
     # ---- GitOps -----------------------------------------------------------------------------
 
+    def render_api(self, function: str, base_path: str, out_dir: str) -> list:
+        """api.json for `wsk api create --config-file`: base_path → the default alias's web action."""
+        import json
+
+        from mlfn.targets.openwhisk.apigw import gateway_swagger
+
+        doc = gateway_swagger(function, base_path, self.client.resolved_namespace(),
+                              self._alias_urls(function, DEFAULT_ALIAS)[1])
+        path = Path(out_dir) / "api.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(doc, indent=2) + "\n")
+        return [str(path)]
+
     def render(self, spec: VersionSpec, out_dir: str) -> list:
         """A wskdeploy manifest with version v1 and the default alias routed to it."""
         import jinja2
