@@ -38,3 +38,31 @@ def test_the_secret_is_mounted_by_reference_read_only(real_schema, auth, secret)
 def test_without_auth_nothing_is_mounted():
     pod = _render(from_dict({"name": "digits"}))["spec"]["template"]["spec"]
     assert "volumes" not in pod and "volumeMounts" not in pod["containers"][0]
+
+
+def test_keys_on_knative_live_in_the_secret_the_service_mounts(tmp_path, monkeypatch):
+    """`mlfn keys` writes keys.json (hashes only) into <name>-mlfn-auth; list and revoke read it back."""
+    import base64
+
+    from click.testing import CliRunner
+
+    from mlfn.cli import main
+    from mlfn_runtime.api_keys import hash_key
+    from tests.targets.knative.fake_apiserver import FakeApiServer
+
+    monkeypatch.chdir(tmp_path)
+    with FakeApiServer() as api:
+        kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig", namespace="mlfn-test")
+        common = ["-t", "knative", "--kubeconfig", kubeconfig]
+        r = CliRunner().invoke(main, ["keys", "create", "digits", "--scope", "digits:predict", *common, "-o", "json"])
+        assert r.exit_code == 0, r.output
+        key, key_id = json.loads(r.stdout)["key"], json.loads(r.stdout)["info"]["id"]
+        secret = api.kube.secrets[("mlfn-test", "digits-mlfn-auth")]
+        stored = json.loads(base64.b64decode(secret["data"]["keys.json"]))
+        assert stored["keys"][0]["sha256"] == hash_key(key) and key not in json.dumps(secret)
+        listed = CliRunner().invoke(main, ["keys", "list", "digits", *common])
+        assert key_id in listed.stdout and key not in listed.stdout
+        r = CliRunner().invoke(main, ["keys", "revoke", "digits", key_id, *common])
+        assert r.exit_code == 0
+        stored = json.loads(base64.b64decode(api.kube.secrets[("mlfn-test", "digits-mlfn-auth")]["data"]["keys.json"]))
+        assert stored["keys"] == []
