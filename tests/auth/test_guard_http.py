@@ -165,6 +165,9 @@ def test_openwhisk_web_activations_are_checked_and_non_web_ones_are_the_platform
         web["__ow_headers"] = {"content-type": "image/png", "authorization": "Bearer " + material.keys["predict"]}
         r = requests.post(url + "/run", json={"value": web}, timeout=5).json()
         assert r["statusCode"] == 200 and r["body"]["model"] == "digits"
+        metrics = requests.get(url + "/metrics", timeout=5).text  # web activations are counted per key too
+        assert 'mlfn_caller_requests_total{caller="kpredict"} 1' in metrics
+        assert 'mlfn_caller_errors_total{caller="kmeta"} 1' in metrics
         plain = {"image": base64.b64encode(png).decode(), "mlfn_auth": key_set}
         r = requests.post(url + "/run", json={"value": plain}, timeout=5)
         assert r.status_code == 200 and r.json()["model"] == "digits"
