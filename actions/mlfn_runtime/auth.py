@@ -30,6 +30,7 @@ from typing import Mapping, Optional
 from urllib.parse import parse_qsl
 
 from mlfn_runtime import api_keys
+from mlfn_runtime.http_messages import Response
 from mlfn_runtime.rate_limit import RateLimiter
 
 DEFAULT_KEYS_FILE = "/var/run/mlfn/auth/keys.json"
@@ -51,9 +52,7 @@ class Denied(Exception):
         super().__init__(message)
         self.status, self.message, self.headers, self.caller_id = status, message, headers, caller_id
 
-    def response(self):
-        from mlfn_runtime.http_messages import Response
-
+    def response(self) -> Response:
         return Response(self.status, {"error": self.message}, dict(self.headers))
 
     def web_answer(self) -> dict:

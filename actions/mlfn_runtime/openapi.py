@@ -4,8 +4,6 @@ accepts, and the security schemes in force (from function.json's `auth`). API ga
 and portals import it; `mlfn render --api` turns the same facts into a gateway config."""
 from __future__ import annotations
 
-from mlfn_runtime.http_messages import Response
-
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/bmp", "image/webp", "image/tiff")
 DTYPES = {"FP32": ("number", "float"), "FP16": ("number", "float"), "FP64": ("number", "double"),
           "INT8": ("integer", "int32"), "UINT8": ("integer", "int32"), "INT16": ("integer", "int32"),
@@ -62,12 +60,11 @@ def _operation(summary: str, scope, guard, body: bool, schema_ref=None) -> dict:
     return op
 
 
-def build_document(function, guard) -> dict:
-    from mlfn_runtime.routes import ROUTES  # lazy: routes imports this module
-
+def build_document(function, guard, routes) -> dict:
+    """The document for `function` guarded by `guard`, listing `routes` (routes.ROUTES)."""
     first = next(iter(function.models)) if function is not None else None
     paths: dict = {}
-    for route in ROUTES:
+    for route in routes:
         if route.pattern.endswith("*}") or route.endpoint in ("init", "run"):
             continue  # catch-all 404 routes; the OpenWhisk invoker's protocol
         path = route.pattern.replace("[/versions/{version}]", "")
@@ -84,7 +81,3 @@ def build_document(function, guard) -> dict:
         "paths": paths,
         "components": {"schemas": model_schemas(function), "securitySchemes": security_schemes(guard.settings)},
     }
-
-
-def document(state, req, params) -> Response:
-    return Response(200, build_document(state.function, state.auth))

@@ -14,6 +14,7 @@ from typing import Callable
 
 from mlfn_runtime import oip, openapi, predict_route, probes, tfserving, whisk_action
 from mlfn_runtime.errors import MethodNotAllowed, NotFound
+from mlfn_runtime.http_messages import Response
 
 GET = ("GET", "HEAD")
 POST = ("POST",)
@@ -57,6 +58,11 @@ class Route:
                 CODE: whisk_action.INIT_BODY_LIMIT}[self.body]
 
 
+def _openapi(state, req, params) -> Response:
+    """GET /openapi.json: this table, the models and the security in force (mlfn_runtime.openapi)."""
+    return Response(200, openapi.build_document(state.function, state.auth, ROUTES))
+
+
 MODEL = "/models/{name}[/versions/{version}]"
 ROUTES = (
     Route(POST, "/init", "init", whisk_action.init_route, CODE),
@@ -68,7 +74,7 @@ ROUTES = (
     Route(GET, "/health", "health", probes.health, limited=False),
     Route(GET, "/livez", "health", probes.live, limited=False),
     Route(("GET",), "/metrics", "metrics", probes.metrics, limited=False),
-    Route(GET, "/openapi.json", "openapi", openapi.document, limited=False),
+    Route(GET, "/openapi.json", "openapi", _openapi, limited=False),
     Route(("GET",), "/v2", "v2_server", oip.server_metadata),
     Route(GET, "/v2/health/live", "v2_live", oip.live, limited=False),
     Route(GET, "/v2/health/ready", "v2_ready", oip.ready, limited=False),
