@@ -98,3 +98,22 @@ def test_local_web_action_demands_a_key_and_revocation_reaches_it(auth_image, lo
     assert r.status_code == 401  # the next activation reads the new package parameter
     out, err = capfd.readouterr()  # the controller runs in-process: its log and the activations' are here
     assert created.key not in out + err and created.info.id
+
+
+def test_a_dry_run_deploy_never_shows_the_key_set(rest_api):
+    """The package keeps its parameters on every write; a dry run prints them redacted."""
+    from mlfn import releases as lib
+    from mlfn.keys import create_key
+    from mlfn.targets.interface import VersionSpec
+    from mlfn.targets.recording import Recorder
+    from mlfn_runtime.api_keys import hash_key
+
+    opts, target = _publish(rest_api.server_address[1], "keyed3")
+    created = create_key(target, "keyed3", ["*:predict"])
+    recorder = Recorder()
+    dry = lib.open_target(None, opts, recorder)
+    dry.publish(VersionSpec(function="keyed3", image="example/other:2", digest="", model_sha256="",
+                            quantization="int8", pipeline_hash="", content_hash="other"))
+    text = json.dumps(recorder.requests)
+    assert "packages/keyed3" in text and "mlfn_auth" in text
+    assert hash_key(created.key) not in text and created.key not in text
