@@ -5,7 +5,8 @@ stored set. The document is the one `mlfn_runtime.api_keys` reads; where it live
 target's business (`Target.read_key_set` / `write_key_set`): OpenWhisk and the local
 controller bind it to the function's package as the parameter `mlfn_auth` (each
 activation reads it: a change applies to the next activation); Knative reads it from the
-Secret mounted at /var/run/mlfn/auth (kubelet refresh + `auth.reload_seconds`)."""
+Secret mounted at /var/run/mlfn/auth (kubelet refresh + `auth.reload_seconds`).
+`set_jwt` keeps JWT settings and the public JWKS in the same document."""
 from __future__ import annotations
 
 import re
@@ -114,3 +115,35 @@ def revoke_key(target, function: str, key_id: str) -> KeyInfo:
     doc["keys"] = [e for e in keys if e.get("id") != key_id]
     target.write_key_set(function, doc)
     return _info(gone[0], time.time())
+
+
+JWT_KEYS = ("issuer", "audience", "algorithms", "scope_claim", "leeway", "rate", "burst")
+
+
+def set_jwt(target, function: str, settings: dict, jwks_path: Optional[str] = None) -> dict:
+    """Keep JWT settings (issuer, audience, ... over function.json's auth.jwt) and the JWKS
+    on the platform, beside the key set; returns what is stored now (public data only)."""
+    import json
+
+    from mlfn_runtime.jwt_verify import JwtSettings
+
+    settings = {k: v for k, v in settings.items() if k in JWT_KEYS and v not in (None, (), [])}
+    try:
+        JwtSettings.from_dict(settings)
+    except ValueError as e:
+        raise ConfigError(f"{e}.") from None
+    doc = dict(target.read_key_set(function))
+    doc["jwt"] = {**(doc.get("jwt") or {}), **settings}
+    if jwks_path:
+        try:
+            jwks = json.loads(open(jwks_path, encoding="utf-8").read())
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"--jwks {jwks_path} cannot be read as JSON: {e}.") from None
+        if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list) or \
+                any("d" in k or "k" in k for k in jwks["keys"] if isinstance(k, dict)):
+            raise ConfigError(f"--jwks {jwks_path} must be a JWKS {{\"keys\": [...]}} of public keys only.")
+        doc["jwks"] = jwks
+    doc.setdefault("keys", [])
+    target.write_key_set(function, doc)
+    kids = [k.get("kid") for k in (doc.get("jwks") or {}).get("keys", [])]
+    return {"function": function, "jwt": doc["jwt"], "jwks_kids": kids}

@@ -8,7 +8,8 @@ The key set document (written by `mlfn keys`; never holds a key, only its sha256
                "scopes": ["digits:predict", "*:metadata"],
                "expires": 1790000000,          # unix seconds, optional
                "rate": "20/s", "burst": 20}],  # optional token bucket
-     "jwks": {"keys": [...]}}                  # optional: JWT public keys, rotated with the keys
+     "jwks": {"keys": [...]},                  # optional: JWT public keys, rotated with the keys
+     "jwt": {"issuer": ..., "audience": ...}}  # optional: overrides function.json's auth.jwt
 
 A scope is `MODEL:ROUTE`; MODEL or ROUTE may be `*`. Routes: predict, infer, metadata,
 metrics (and `init`, only ever granted by name). Keys are random 256-bit strings, so one
@@ -77,6 +78,7 @@ class KeyRecord:
 class KeySet:
     by_digest: dict = field(default_factory=dict)  # digest bytes -> KeyRecord
     jwks: Optional[dict] = None
+    jwt: Optional[dict] = None  # JWT settings kept on the platform (mlfn_runtime.jwt_verify.JwtSettings keys)
 
     def find(self, key: str) -> Optional[KeyRecord]:
         digest = hashlib.sha256(key.encode("utf-8")).digest()
@@ -115,7 +117,10 @@ def parse_key_set(data: Any) -> KeySet:
     jwks = data.get("jwks")
     if jwks is not None and not (isinstance(jwks, dict) and isinstance(jwks.get("keys"), list)):
         raise ValueError("'jwks' must be a JSON Web Key Set {\"keys\": [...]}")
-    return KeySet({r.digest: r for r in records}, jwks)
+    jwt = data.get("jwt")
+    if jwt is not None and not isinstance(jwt, dict):
+        raise ValueError("'jwt' must be an object of JWT settings")
+    return KeySet({r.digest: r for r in records}, jwks, jwt)
 
 
 class WatchedFile:

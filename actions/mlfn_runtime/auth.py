@@ -92,6 +92,7 @@ class Guard:
                                               api_keys.KeySet())
         self.inline = api_keys.InlineKeySets()
         self.jwt = None
+        self._platform_jwt: Optional[tuple] = None  # (the key set's jwt settings, their verifier)
         if settings.enabled and settings.jwt:
             from mlfn_runtime.jwt_verify import JwtSettings, JwtVerifier
 
@@ -178,11 +179,12 @@ class Guard:
         if self.jwt is not None and credential.count(".") == 2 and not credential.startswith(api_keys.KEY_PREFIX):
             from mlfn_runtime.jwt_verify import TokenError
 
+            verifier = self._verifier(key_set)
             try:
-                claims = self.jwt.verify(credential, self.jwt.jwks(key_set.jwks))
+                claims = verifier.verify(credential, verifier.jwks(key_set.jwks))
             except TokenError as e:
                 raise _unauthorized(str(e)) from None
-            s = self.jwt.settings
+            s = verifier.settings
             return Caller("jwt:" + claims.subject, claims.scopes), s.rate, s.burst
         record = key_set.find(credential)
         if record is None:
@@ -192,6 +194,23 @@ class Guard:
         if record.expired(time.time()):
             raise _unauthorized("the API key has expired")
         return Caller(record.id, record.scopes), record.rate, record.burst
+
+
+    def _verifier(self, key_set: api_keys.KeySet):
+        """function.json's verifier, or one with the platform's `jwt` settings laid over it
+        (built once per key set document)."""
+        if key_set.jwt is None:
+            return self.jwt
+        built = self._platform_jwt
+        if built is None or built[0] is not key_set.jwt:
+            from mlfn_runtime.jwt_verify import JwtSettings, JwtVerifier
+
+            try:
+                verifier = JwtVerifier(JwtSettings.from_dict({**self.settings.jwt, **key_set.jwt}))
+            except (ValueError, TypeError) as e:
+                raise Denied(500, f"the platform's JWT settings are not valid: {e}", {}) from None
+            built = self._platform_jwt = (key_set.jwt, verifier)
+        return built[1]
 
 
 def _credential(headers: Mapping) -> str:

@@ -71,7 +71,8 @@ class Metrics:
                                           ("throttled", "Requests refused past the rate limit"))):
             out += [f"# HELP mlfn_caller_{name}_total {what}, by caller (API key id or jwt:subject).",
                     f"# TYPE mlfn_caller_{name}_total counter"]
-            out += [f"mlfn_caller_{name}_total{_labels(base + [('caller', k)])} {v[i]}" for k, v in sorted(callers.items())]
+            out += [f"mlfn_caller_{name}_total{_labels(base + [('caller', k)])} {v[i]}"
+                    for k, v in sorted(callers.items())]
         out += ["# HELP mlfn_auth_denied_total Requests refused before a caller was known, by status.",
                 "# TYPE mlfn_auth_denied_total counter"]
         out += [f"mlfn_auth_denied_total{_labels(base + [('status', str(k))])} {v}" for k, v in sorted(denied.items())]

@@ -73,8 +73,9 @@ def build_document(function, guard, routes) -> dict:
         methods = [m for m in route.methods if m != "HEAD"][:1]
         paths.setdefault(path, {})[methods[0].lower()] = _operation(route.endpoint, route.scope, guard, has_body, ref)
         if "{name}" in path:
+            names = list(function.models) if function else []
             paths[path]["parameters"] = [{"name": "name", "in": "path", "required": True,
-                                          "schema": {"type": "string", "enum": list(function.models) if function else []}}]
+                                          "schema": {"type": "string", "enum": names}}]
     return {
         "openapi": "3.1.0",
         "info": {"title": function.name if function else "mlfn function", "version": "1"},

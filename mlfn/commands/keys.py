@@ -98,3 +98,33 @@ def revoke(name, key_id, config_path, output, **kw):
 
     out = revoke_key(_target(config_path, kw), name, key_id)
     emit(out, output, lambda k: f"Revoked key {k.id} of {name}.")
+
+
+@keys.command("jwt")
+@click.argument("name")
+@click.option("--issuer", help="Required 'iss' of accepted tokens.")
+@click.option("--audience", help="Required 'aud' of accepted tokens.")
+@click.option("--algorithm", "algorithms", multiple=True, type=click.Choice(["RS256", "ES256", "EdDSA", "HS256"]),
+              help="Accepted algorithm (repeatable; default: function.json's).")
+@click.option("--scope-claim", help="Claim holding MODEL:ROUTE scopes (default: scope).")
+@click.option("--jwks", "jwks_path", type=click.Path(dir_okay=False), help="A JWKS file of public keys to keep "
+              "on the platform (replaces the stored one: rotate by adding the new key first).")
+@config_option
+@target_options
+@output_option
+def jwt(name, issuer, audience, algorithms, scope_claim, jwks_path, config_path, output, **kw):
+    """Keep JWT settings and public keys of function NAME on the platform (no new version).
+
+    The function must be built with `auth.jwt` in mlfn.yaml (that puts the verifier in the
+    image); these settings are laid over it and rotate like the keys.
+
+    \b
+    Examples:
+      mlfn keys jwt digits --issuer https://issuer.example --audience digits --jwks jwks.json
+    """
+    from mlfn.keys import set_jwt
+
+    out = set_jwt(_target(config_path, kw), name, {"issuer": issuer, "audience": audience, "algorithms":
+                                                  list(algorithms), "scope_claim": scope_claim}, jwks_path)
+    emit(out, output, lambda r: f"JWT settings of {name}: {r['jwt']}; "
+                                f"JWKS keys: {', '.join(map(str, r['jwks_kids'])) or '-'}")

@@ -80,3 +80,21 @@ def test_rates_and_key_sets_say_what_is_wrong():
         parse_key_set({"keys": [{"id": "x"}]})
     with pytest.raises(ValueError, match="jwks"):
         parse_key_set({"keys": [], "jwks": []})
+
+
+def test_the_platforms_jwt_settings_override_the_images(tmp_path, material, monkeypatch):
+    """The key set document may carry `jwt` (issuer, audience, ...) and `jwks`: they rotate
+    with the keys, no new version."""
+    keys_file = tmp_path / "keys.json"
+    keys_file.write_text(json.dumps({"keys": [], "jwks": material.jwks}))
+    settings = AuthSettings.from_dict({"enabled": True, "keys_file": str(keys_file), "reload_seconds": 1,
+                                       "jwt": JWT}, environ={})
+    guard = Guard(settings, environ={})
+    token = material.token("r1", "RS256")
+    assert _status(guard, token) == 200
+    keys_file.write_text(json.dumps({"keys": [], "jwks": material.jwks, "jwt": {"issuer": "https://new-issuer.test"}}))
+    deadline = time.monotonic() + 2.5
+    while _status(guard, token) != 401:  # the old issuer is refused now
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert _status(guard, material.token("r1", "RS256", iss="https://new-issuer.test")) == 200

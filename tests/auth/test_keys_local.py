@@ -117,3 +117,19 @@ def test_a_dry_run_deploy_never_shows_the_key_set(rest_api):
     text = json.dumps(recorder.requests)
     assert "packages/keyed3" in text and "mlfn_auth" in text
     assert hash_key(created.key) not in text and created.key not in text
+
+
+def test_keys_jwt_keeps_settings_and_public_keys_on_the_platform(rest_api, tmp_path, monkeypatch, material):
+    monkeypatch.chdir(tmp_path)
+    _, target = _publish(rest_api.server_address[1], "jwtfn")
+    (tmp_path / "jwks.json").write_text(json.dumps(material.jwks))
+    port = str(rest_api.server_address[1])
+    r = _cli("keys", "jwt", "jwtfn", "--issuer", "https://issuer.test", "--audience", "digits", "--jwks", "jwks.json",
+             "-t", "local", "--port", port)
+    assert r.exit_code == 0, r.output
+    doc = target.read_key_set("jwtfn")
+    assert doc["jwt"] == {"issuer": "https://issuer.test", "audience": "digits"} and doc["jwks"] == material.jwks
+    private = {"keys": [{**material.jwks["keys"][0], "d": "c2VjcmV0"}]}
+    (tmp_path / "private.json").write_text(json.dumps(private))
+    r = _cli("keys", "jwt", "jwtfn", "--jwks", "private.json", "-t", "local", "--port", port)
+    assert r.exit_code != 0 and "public keys only" in r.output and "c2VjcmV0" not in r.output
