@@ -42,6 +42,7 @@ COMMANDS = {
     "local": "mlfn.commands.local:local",
     "rollout": "mlfn.commands.rollout:rollout",
     "images": "mlfn.commands.images:images",
+    "keys": "mlfn.commands.keys:keys",
 }
 
 

@@ -237,11 +237,14 @@ def check_image_ref(image: str) -> str:
 
 
 def render(cfg, out_dir: str, options: Optional[TargetOptions] = None, image: Optional[str] = None,
-           progress: Progress = lambda m: None, triggers: tuple = ()) -> list:
+           progress: Progress = lambda m: None, triggers: tuple = (), api: Optional[str] = None) -> list:
     """Write the target's own manifests (wskdeploy manifest.yaml, Knative Service YAML and
-    a Trigger YAML per --trigger)."""
-    specs = trigger_specs(triggers)
+    a Trigger YAML per --trigger); with `api` (a base path) only the API gateway
+    configuration (OpenWhisk: api.json)."""
     t = open_target(cfg, options, Recorder())  # rendering sends nothing to the platform
+    if api:
+        return t.render_api(cfg.name, api, out_dir)
+    specs = trigger_specs(triggers)
     if image:
         check_image_ref(image)
         spec = VersionSpec(function=cfg.name, image=image, digest=image.partition("@")[2], model_sha256="",

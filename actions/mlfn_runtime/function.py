@@ -70,6 +70,7 @@ class Function:
     base_dir: str = "."
     load_seconds: float = 0.0
     memory: MemoryBudget = field(default_factory=lambda: MemoryBudget(None))  # for decoded images
+    auth: dict = field(default_factory=dict)  # function.json's `auth` (mlfn_runtime.auth.AuthSettings)
 
     @property
     def default_model(self) -> ModelEntry:
@@ -252,7 +253,7 @@ def load_function(function_dir: str, memory: Optional[MemoryBudget] = None) -> F
         models[entry.name] = entry
     return Function(
         name=str(spec.get("name") or next(iter(models))), models=models, serving=serving,
-        base_dir=function_dir, load_seconds=time.perf_counter() - t0,
+        base_dir=function_dir, load_seconds=time.perf_counter() - t0, auth=spec.get("auth") or {},
         memory=memory or MemoryBudget.for_this_process(serving),
     )
 

@@ -25,6 +25,7 @@ from typing import Optional
 from urllib.parse import parse_qsl, urlsplit
 
 from mlfn_runtime import routes
+from mlfn_runtime.auth import Denied
 from mlfn_runtime.errors import InvalidInput, PayloadTooLarge
 from mlfn_runtime.http_messages import Request, Response, encode_json, error_response
 from mlfn_runtime.runtime_log import log
@@ -110,16 +111,22 @@ class Handler(BaseHTTPRequestHandler):
         state.metrics.start()
         parts = urlsplit(self.path)
         path = parts.path.rstrip("/") or "/"
-        route, params, req = routes.UNKNOWN, {}, None
+        route, params, req, caller = routes.UNKNOWN, {}, None, None
         try:
             route, params = routes.match(self.command, path)
+            query = dict(parse_qsl(parts.query))
+            caller = state.auth.admit(self.headers, route.scope, state.auth.models(state.function, params, query))
             body = self._read_body(route.body_limit(state.serving.max_payload_bytes))
-            req = Request(self.command, path, dict(parse_qsl(parts.query)), self.headers, body)
+            req = Request(self.command, path, query, self.headers, body)
             if route.limited:
                 with state.slots:
                     resp = route.handler(state, req, params)
             else:
                 resp = route.handler(state, req, params)
+        except Denied as d:  # a body is left unread: then this connection ends
+            resp = d.response()
+            unread = self.headers.get("Transfer-Encoding") or self.headers.get("Content-Length", "0") != "0"
+            self.close_connection |= bool(unread)
         except Exception as e:
             resp = error_response(e, f"{self.command} {path}")
             if isinstance(e, PayloadTooLarge):
@@ -133,6 +140,8 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             state.metrics.observe(resp.model or params.get("name", ""), route.endpoint, resp.status,
                                   time.perf_counter() - t0)
+            if caller is not None:
+                state.metrics.observe_caller(caller.id, resp.status)
 
     def _read_body(self, limit: int) -> bytes:
         body = self._read_raw_body(limit)

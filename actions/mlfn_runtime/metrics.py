@@ -7,6 +7,10 @@
 - mlfn_cold_starts_total                               counter (1 per process, at its first request)
 - mlfn_inflight_requests                               gauge
 - mlfn_payload_events_sent_total, mlfn_payload_events_dropped_total   counters (payload logging)
+- mlfn_caller_requests_total{caller}                   counter, per API key id (or jwt:<subject>)
+- mlfn_caller_errors_total{caller}                     counter, those answered >= 400
+- mlfn_caller_throttled_total{caller}                  counter, 429 past the caller's rate
+- mlfn_auth_denied_total{status}                       counter, 400/401/403 refusals (no caller known)
 Every series also carries `service` and `revision` (Knative's K_SERVICE / K_REVISION)
 when those are set."""
 from __future__ import annotations
@@ -46,6 +50,41 @@ class Metrics:
         with self._lock:
             self.payload_events["sent"] += sent
             self.payload_events["dropped"] += dropped
+        self._callers: dict = {}  # caller id -> [requests, errors, throttled]
+        self._denied: dict = {}  # status -> count
+
+    def observe_caller(self, caller: str, status: int) -> None:
+        """A request of a known caller (a key id, never the key), answered with `status`."""
+        with self._lock:
+            c = self._callers.setdefault(caller, [0, 0, 0])
+            c[0] += 1
+            c[1] += status >= 400
+            c[2] += status == 429
+
+    def observe_denial(self, caller: str, status: int) -> None:
+        """A refused request: counted for its caller when known (403, 429), else by status."""
+        if caller:
+            self.observe_caller(caller, status)
+            return
+        with self._lock:
+            self._denied[status] = self._denied.get(status, 0) + 1
+
+    def _render_callers(self, base: list) -> list:
+        with self._lock:
+            callers, denied = dict(self._callers), dict(self._denied)
+        if not callers and not denied:
+            return []
+        out = []
+        for i, (name, what) in enumerate((("requests", "Requests"), ("errors", "Requests answered with an error"),
+                                          ("throttled", "Requests refused past the rate limit"))):
+            out += [f"# HELP mlfn_caller_{name}_total {what}, by caller (API key id or jwt:subject).",
+                    f"# TYPE mlfn_caller_{name}_total counter"]
+            out += [f"mlfn_caller_{name}_total{_labels(base + [('caller', k)])} {v[i]}"
+                    for k, v in sorted(callers.items())]
+        out += ["# HELP mlfn_auth_denied_total Requests refused before a caller was known, by status.",
+                "# TYPE mlfn_auth_denied_total counter"]
+        out += [f"mlfn_auth_denied_total{_labels(base + [('status', str(k))])} {v}" for k, v in sorted(denied.items())]
+        return out
 
     def start(self) -> None:
         with self._lock:
@@ -107,4 +146,5 @@ class Metrics:
             out += [f"# HELP mlfn_payload_events_{what}_total Payload-logging events {text}.",
                     f"# TYPE mlfn_payload_events_{what}_total counter",
                     f"mlfn_payload_events_{what}_total{_labels(base)} {payload_events[what]}"]
+        out += self._render_callers(base)
         return "\n".join(out) + "\n"

@@ -12,8 +12,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable
 
-from mlfn_runtime import cloudevents_route, oip, predict_route, probes, tfserving, whisk_action
+from mlfn_runtime import cloudevents_route, oip, openapi, predict_route, probes, tfserving, whisk_action
 from mlfn_runtime.errors import MethodNotAllowed, NotFound
+from mlfn_runtime.http_messages import Response
 
 GET = ("GET", "HEAD")
 POST = ("POST",)
@@ -47,9 +48,19 @@ class Route:
     def __post_init__(self):
         object.__setattr__(self, "regex", _compile(self.pattern))
 
+    @property
+    def scope(self):
+        """What a caller must be allowed to do here (mlfn_runtime.auth); None: always open."""
+        return SCOPES.get(self.endpoint, "metadata")
+
     def body_limit(self, max_payload: int) -> int:
         return {NO_BODY: 0, PAYLOAD: max_payload, ACTIVATION: max_payload + whisk_action.RUN_ENVELOPE,
                 CODE: whisk_action.INIT_BODY_LIMIT}[self.body]
+
+
+def _openapi(state, req, params) -> Response:
+    """GET /openapi.json: this table, the models and the security in force (mlfn_runtime.openapi)."""
+    return Response(200, openapi.build_document(state.function, state.auth, ROUTES))
 
 
 MODEL = "/models/{name}[/versions/{version}]"
@@ -64,6 +75,7 @@ ROUTES = (
     Route(GET, "/health", "health", probes.health, limited=False),
     Route(GET, "/livez", "health", probes.live, limited=False),
     Route(("GET",), "/metrics", "metrics", probes.metrics, limited=False),
+    Route(GET, "/openapi.json", "openapi", _openapi, limited=False),
     Route(("GET",), "/v2", "v2_server", oip.server_metadata),
     Route(GET, "/v2/health/live", "v2_live", oip.live, limited=False),
     Route(GET, "/v2/health/ready", "v2_ready", oip.ready, limited=False),
@@ -76,6 +88,11 @@ ROUTES = (
     Route(POST, "/v1" + MODEL + ":predict", "v1_predict", tfserving.predict, PAYLOAD),
     Route(ANY, "/v1/models/{rest*}", "v1_unknown", tfserving.unknown),
 )
+
+# endpoint label -> auth scope (mlfn_runtime.auth); an endpoint not listed needs "metadata"
+SCOPES = {"init": "init", "run": "activation", "predict": "predict", "health": None, "metrics": "metrics",
+          "openapi": "openapi", "v2_live": None, "v2_ready": None, "v2_model_ready": None, "v2_infer": "infer",
+          "v1_predict": "predict", "events": "predict"}
 
 
 def _not_found(state, req, params):

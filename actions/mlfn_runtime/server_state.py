@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import threading
 
+from mlfn_runtime.auth import Guard
 from mlfn_runtime.errors import NotReady
 from mlfn_runtime.event_settings import read_settings
 from mlfn_runtime.metrics import Metrics
@@ -26,6 +27,7 @@ class ServerState:
         self.action = WhiskAction(function)
         self.event_settings, logging = read_settings(function.base_dir if function is not None else None)
         self.payload_log = PayloadLog(logging, self.metrics, function.name if function is not None else "")
+        self.auth = Guard.from_function(function, self.metrics)
         self.draining = False
         # serving.workers bounds the requests doing work at once (connections are not bounded)
         self.slots = threading.BoundedSemaphore(self.serving.workers)

@@ -27,6 +27,7 @@ from typing import Any, Callable, Optional
 from urllib.parse import parse_qsl
 
 from mlfn_runtime.activation import Activations, bind_function, variables
+from mlfn_runtime.auth import Denied
 from mlfn_runtime.errors import InvalidInput, describe_error
 from mlfn_runtime.http_messages import Response, parse_json
 from mlfn_runtime.runtime_log import log
@@ -198,4 +199,10 @@ def init_route(state, req, params) -> Response:
 
 
 def run_route(state, req, params) -> Response:
-    return state.action.run(req.json())
+    body = req.json()
+    try:  # web activations carry the caller's headers; non-web ones come from the platform (mlfn_runtime.auth)
+        caller = state.auth.admit_activation(body, state.function)
+    except Denied as d:
+        _end_of_activation()
+        return Response(200, d.web_answer())
+    return state.auth.counted(caller, state.action.run(body))

@@ -349,18 +349,21 @@ def _confirm_delete_all(name: str) -> None:
 @click.option("--image", help="Image reference to put in the manifests (default: build the function).")
 @click.option("--trigger", "triggers", multiple=True, metavar="broker=B,type=T,...",
               help="Knative: also write a Trigger to the function (as for deploy).")
+@click.option("--api", "api", metavar="BASEPATH", help="Write only the API gateway config for BASEPATH (OpenWhisk: "
+              "api.json for 'wsk api create --config-file').")
 @output_option
-def render(config_path, out_dir, image, triggers, output, **kw):
+def render(config_path, out_dir, image, triggers, api, output, **kw):
     """Write the platform's own manifests for GitOps (OpenWhisk: a wskdeploy manifest.yaml).
 
     \b
     Examples:
       mlfn render --target openwhisk --out deploy/
       mlfn render -t knative --image registry.example.com/digits@sha256:...
+      mlfn render --target openwhisk --api /digits --out deploy/
     """
     from mlfn import releases as lib
 
     cfg = project_config(config_path, required=True)
     files = lib.render(cfg, out_dir, target_from(kw), image=image, progress=Progress(quiet=output == "json"),
-                       triggers=triggers)
+                       triggers=triggers, api=api)
     emit({"files": files}, output, lambda r: "\n".join(r["files"]))

@@ -96,6 +96,8 @@ def requirements_for(cfg) -> list[str]:
     if need_pillow:
         v = _host_version("pillow")
         reqs.append(f"pillow=={v}" if v else "pillow")
+    if cfg.auth.enabled and cfg.auth.jwt:  # JWT signatures (mlfn_runtime.jwt_verify); API keys need nothing
+        reqs += [f"{d}=={_host_version(d)}" if _host_version(d) else d for d in ("cryptography", "cffi")]
     return sorted(reqs, key=str.lower)
 
 

@@ -84,6 +84,8 @@ def function_document(cfg: Config, models: list) -> dict:
         del doc["serving"]["events"]
     if cfg.logging.sink:
         doc["logging"] = to_dict(cfg.logging)
+    if cfg.auth.enabled:  # settings only: the keys live on the platform (mlfn_runtime.auth)
+        doc["auth"] = {k: v for k, v in to_dict(cfg.auth).items() if k != "secret" and v is not None}
     return doc
 
 

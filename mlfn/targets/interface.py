@@ -209,6 +209,20 @@ class Target(abc.ABC):
         oldest first. Platforms that keep no per-request records say so (a TargetError)."""
         raise TargetError(f"The {self.name} target keeps no per-request records of {function}/{version}; "
                           f"analyse it from metrics instead (mlfn rollout --prometheus URL).")
+    def render_api(self, function: str, base_path: str, out_dir: str) -> list:
+        """Write the platform's API gateway configuration for base_path; returns the files."""
+        raise TargetError(f"--api renders OpenWhisk API Gateway configuration; the {self.name} target has none "
+                          "(see the README: each function serves GET /openapi.json for a gateway).")
+
+    def read_key_set(self, function: str) -> dict:
+        """The function's API key set document (mlfn_runtime.api_keys: hashes only), kept on
+        the platform; `{"keys": []}` when none was written. (mlfn.keys)"""
+        raise TargetError(f"API keys are not supported on the {self.name} target.")
+
+    def write_key_set(self, function: str, key_set: dict) -> None:
+        """Replace the function's key set; running functions pick it up within the bound the
+        target documents (no new version)."""
+        raise TargetError(f"API keys are not supported on the {self.name} target.")
 
     def check_image(self, image: str) -> None:
         """Refuse, in one sentence, an image reference (or repository) the platform cannot pull,

@@ -15,10 +15,11 @@ class Recorder:
 
 
 def redact(body: Any, secret_keys: Iterable[str]) -> Any:
-    """body with the values of secret {"key": K, "value": V} items replaced by "***"."""
+    """body with the values of secret {"key": K, "value": V} items replaced by "***" (a
+    boolean stays: `require-whisk-auth: true` names no secret)."""
     keys = frozenset(secret_keys)
     if isinstance(body, dict):
-        if body.get("key") in keys and isinstance(body.get("value"), str):
+        if body.get("key") in keys and isinstance(body.get("value"), (str, dict, list)):
             return {**body, "value": "***"}
         return {k: redact(v, keys) for k, v in body.items()}
     if isinstance(body, list):

@@ -137,6 +137,7 @@ class KubeClient:
         self._host = api_client.configuration.host
         self._namespace = self._namespace or "default"
         self._api_obj = client.CustomObjectsApi(api_client)
+        self._core_obj = client.CoreV1Api(api_client)  # Secrets (the API key set, mlfn.keys)
         return self._api_obj
 
     def _call(self, method: str, *args, what: str, **kwargs):
@@ -144,6 +145,8 @@ class KubeClient:
         from kubernetes.client.exceptions import ApiException
 
         api = self._api()
+        if method.endswith("_namespaced_secret"):  # Secrets are core v1, not custom objects
+            api = self._core_obj
         for attempt in range(TRANSIENT_RETRIES + 1):
             try:
                 return getattr(api, method)(*args, _request_timeout=self.request_timeout, **kwargs)
@@ -246,6 +249,22 @@ class KubeClient:
         except NotFoundError:
             pass
 
+    def get_secret(self, name: str) -> Optional[dict]:
+        try:
+            resp = self._call("read_namespaced_secret", name, self.namespace, _preload_content=False,
+                              what=f"Secret {name}")
+        except NotFoundError:
+            return None
+        return json.loads(resp.data)
+
+    def put_secret(self, manifest: dict) -> None:
+        """Create the Secret, or replace it (its resourceVersion, when set, is the precondition)."""
+        name = manifest["metadata"]["name"]
+        try:
+            self._call("create_namespaced_secret", self.namespace, manifest, what=f"creating Secret {name}")
+        except Conflict:
+            self._call("replace_namespaced_secret", name, self.namespace, manifest, what=f"updating Secret {name}")
+
     # ---- waiting (kn's pkg/wait) --------------------------------------------------------------
 
     def wait(self, service: str, generation: int, *, condition: str = "Ready", revision: Optional[str] = None,
@@ -340,3 +359,10 @@ class DryRunKubeClient:
 
     def wait(self, service: str, generation: int, **kw) -> dict:
         return self.get_service(service)  # nothing changes on the cluster, so nothing to wait for
+
+    def get_secret(self, name: str) -> Optional[dict]:
+        return self.inner.get_secret(name)
+
+    def put_secret(self, manifest: dict) -> None:
+        self.recorder.add("PUT", f"/api/v1/namespaces/{self.namespace}/secrets/{manifest['metadata']['name']}",
+                          {"metadata": manifest["metadata"], "data": "<redacted>"})

@@ -101,6 +101,35 @@ def _template():
     return env.get_template("service.yaml.j2")
 
 
+AUTH_MOUNT = "/var/run/mlfn/auth"  # mlfn_runtime.auth reads keys.json here
+
+
+KEYS_FILE = "keys.json"
+
+
+def auth_secret_name(cfg, function: Optional[str] = None) -> str:
+    """The Secret holding the function's key set (`keys.json`), mounted by reference: the
+    manifest names it, never holds it. Optional, so a function whose keys were never
+    created starts and refuses every protected route."""
+    return cfg.auth.secret or f"{function or cfg.name}-mlfn-auth"
+
+
+def key_set_secret(name: str, function: str, key_set: dict) -> dict:
+    import base64
+
+    data = base64.b64encode(json.dumps(key_set, sort_keys=True).encode()).decode()
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": name, "labels": {LABEL_MANAGED: "mlfn", LABEL_FUNCTION: function}},
+            "data": {KEYS_FILE: data}}
+
+
+def key_set_of_secret(secret: Optional[dict]) -> dict:
+    import base64
+
+    raw = ((secret or {}).get("data") or {}).get(KEYS_FILE)
+    return json.loads(base64.b64decode(raw)) if raw else {"keys": []}
+
+
 def render_service(cfg, spec, number: int, *, namespace: Optional[str], traffic: list,
                    service_annotations: Optional[dict] = None, created: Optional[str] = None) -> dict:
     """The Service manifest (a dict) for version `number` of spec, with the given traffic."""
@@ -147,6 +176,8 @@ def render_service(cfg, spec, number: int, *, namespace: Optional[str], traffic:
         limits=limits,
         health_path=HEALTH_PATH,
         traffic=traffic,
+        auth_secret=auth_secret_name(cfg) if cfg.auth.enabled else None,
+        auth_mount=AUTH_MOUNT,
     )
     return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 

@@ -46,6 +46,18 @@ class KnativeTarget(Target):
         self.host = host
         self.render_namespace = namespace or cfg.deploy.knative.namespace  # for `mlfn render` (no cluster)
 
+    # ------------------------------------------------------------------ API keys: a Secret mounted by reference
+
+    def read_key_set(self, function: str) -> dict:
+        from mlfn.targets.knative.manifest import auth_secret_name, key_set_of_secret
+
+        return key_set_of_secret(self.client.get_secret(auth_secret_name(self.cfg, function)))
+
+    def write_key_set(self, function: str, key_set: dict) -> None:
+        from mlfn.targets.knative.manifest import auth_secret_name, key_set_secret
+
+        self.client.put_secret(key_set_secret(auth_secret_name(self.cfg, function), function, key_set))
+
     # ------------------------------------------------------------------ plumbing
 
     def _service(self, service: str) -> dict:

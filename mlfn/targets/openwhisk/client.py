@@ -22,7 +22,7 @@ from mlfn.targets.recording import Recorder, redact
 
 log = logging.getLogger(__name__)
 
-SECRET_KEYS = ("require-whisk-auth",)
+SECRET_KEYS = ("require-whisk-auth", "mlfn_auth")  # mlfn_auth: the API key set (hashes)
 OFFLINE_BASE = "https://OPENWHISK_APIHOST"
 
 

@@ -116,6 +116,24 @@ def reserved_package(function: str, namespace: str, pkg: Optional[dict], number:
     return package_body(function, namespace, ann, (pkg or {}).get("parameters"))
 
 
+KEY_SET_PARAM = "mlfn_auth"  # package parameter: the API key set (mlfn_runtime.auth reads it at /run)
+
+
+def key_set_of(pkg: Optional[dict]) -> dict:
+    """The key set document bound to the function's package (`{"keys": []}` when none)."""
+    for p in (pkg or {}).get("parameters") or []:
+        if p.get("key") == KEY_SET_PARAM and isinstance(p.get("value"), dict):
+            return p["value"]
+    return {"keys": []}
+
+
+def package_with_key_set(function: str, namespace: str, pkg: dict, key_set: dict) -> dict:
+    """The package with its key set parameter replaced; annotations and other parameters kept."""
+    params = [p for p in pkg.get("parameters") or [] if p.get("key") != KEY_SET_PARAM]
+    return package_body(function, namespace, unkv(pkg.get("annotations")), params + [{"key": KEY_SET_PARAM,
+                                                                                      "value": key_set}])
+
+
 def entities(pkg: dict):
     """(versions oldest first, {alias name: alias action}) from a package with its actions."""
     versions, aliases = [], {}
@@ -171,6 +189,7 @@ def alias_body(function: str, namespace: str, record: AliasRecord, versions: dic
     ann = {KIND: "alias", FUNCTION: function, **ALIAS_FIELDS.encode(fields), PREFIX + "updated": now()}
     if record.web:
         ann["web-export"] = True
+        ann["final"] = True  # web requests cannot override bound parameters (the key set, mlfn_auth)
         if secret is not None:
             ann[SECRET] = secret
     routed = [v for v, w in record.weights.items() if w > 0]

@@ -148,6 +148,23 @@ class OpenWhiskTarget(Target):
         self.client.delete("packages", function, params={"force": "true"})
         return deleted + [function]
 
+    # ---- API keys: the package parameter mlfn_auth, read by each activation (no delay) --------
+
+    def _package(self, function: str) -> dict:
+        codec.check_function_name(function)
+        pkg = self.client.get("packages", function)
+        if pkg is None:
+            raise NotFoundError(f"Function '{function}' does not exist on {self.name} ({self.client.base}); "
+                                f"deploy it first with 'mlfn deploy'.")
+        return pkg
+
+    def read_key_set(self, function: str) -> dict:
+        return codec.key_set_of(self._package(function))
+
+    def write_key_set(self, function: str, key_set: dict) -> None:
+        body = codec.package_with_key_set(function, self.client.namespace, self._package(function), key_set)
+        self.client.put(("packages", function), body, overwrite=True)
+
     # ---- invoking ---------------------------------------------------------------------------
 
     def invoke(self, function: str, payload: Any, alias: Optional[str] = None,
@@ -223,6 +240,19 @@ class OpenWhiskTarget(Target):
         from mlfn.targets.openwhisk.triggers import OpenWhiskTriggers
 
         return OpenWhiskTriggers(self.client)
+
+    def render_api(self, function: str, base_path: str, out_dir: str) -> list:
+        """api.json for `wsk api create --config-file`: base_path → the default alias's web action."""
+        import json
+
+        from mlfn.targets.openwhisk.apigw import gateway_swagger
+
+        doc = gateway_swagger(function, base_path, self.client.resolved_namespace(),
+                              self._alias_urls(function, DEFAULT_ALIAS)[1])
+        path = Path(out_dir) / "api.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(doc, indent=2) + "\n")
+        return [str(path)]
 
     def render(self, spec: VersionSpec, out_dir: str) -> list:
         """A wskdeploy manifest with version v1 and the default alias routed to it."""

@@ -48,6 +48,7 @@ GROUP_PATH = re.compile(
 )
 GROUPS = {"services": "serving.knative.dev", "revisions": "serving.knative.dev", "triggers": "eventing.knative.dev"}
 DOMAIN = "example.com"
+SECRET_PATH = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/secrets(?:/(?P<name>[^/]+))?$")
 
 
 def _now() -> str:
@@ -68,6 +69,7 @@ class FakeKube:
         self.revision_delay = revision_delay
         self.tick = tick
         self.lock = threading.RLock()
+        self.secrets: dict = {}  # (namespace, name) -> Secret
         self.objects: dict = {}  # (plural, ns, name) -> object
         self.rv = 100
         self.fail_revisions: dict = {}  # revision name -> (reason, message)
@@ -378,6 +380,9 @@ class _Handler(BaseHTTPRequestHandler):
                                f"injected failure {failure}")
             if self.headers.get("Authorization") != f"Bearer {kube.token}":
                 raise ApiError(401, "Unauthorized", "Unauthorized")
+            secret = SECRET_PATH.match(url.path)
+            if secret:  # core v1 Secrets: get, create, replace (the API key set)
+                return self._send(*self._secret(method, secret["ns"], secret["name"]))
             m = GROUP_PATH.match(url.path)
             if not m:
                 raise ApiError(404, "NotFound", f"the server could not find the requested resource ({url.path})")
@@ -405,6 +410,24 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(code, result)
         except ApiError as e:
             self._error(e)
+
+    def _secret(self, method: str, ns: str, name) -> tuple:
+        body = self._body() if method in ("POST", "PUT") else None
+        secrets = self.kube.secrets
+        with self.kube.lock:
+            if method == "POST" and not name:
+                key = (ns, body["metadata"]["name"])
+                if key in secrets:
+                    raise ApiError(409, "AlreadyExists", f'secrets "{key[1]}" already exists')
+                secrets[key] = body
+                return 201, body
+            if (ns, name) not in secrets:
+                raise ApiError(404, "NotFound", f'secrets "{name}" not found')
+            if method == "PUT":
+                secrets[(ns, name)] = body
+            elif method != "GET":
+                raise ApiError(405, "MethodNotAllowed", f"{method} on secrets is not supported")
+            return 200, secrets[(ns, name)]
 
     def do_GET(self):
         self._handle("GET")
