@@ -16,7 +16,7 @@ from tests.model.small_models import small_models  # noqa: F401  (fixture)
 
 @contextlib.contextmanager
 def _serving(function_dir):
-    from mlfn_runtime.server import make_server
+    from mlfn_runtime import make_server
 
     srv = make_server(str(function_dir), "127.0.0.1", 0)
     thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
