@@ -44,14 +44,14 @@ class Metrics:
         self.cold_starts = 0
         self.inflight = 0
         self.payload_events = {"sent": 0, "dropped": 0}
+        self._callers: dict = {}  # caller id -> [requests, errors, throttled]
+        self._denied: dict = {}  # status -> count
 
     def count_payload_events(self, sent: int = 0, dropped: int = 0) -> None:
         """Payload-logging events delivered to the sink, and dropped (queue full, sink down)."""
         with self._lock:
             self.payload_events["sent"] += sent
             self.payload_events["dropped"] += dropped
-        self._callers: dict = {}  # caller id -> [requests, errors, throttled]
-        self._denied: dict = {}  # status -> count
 
     def observe_caller(self, caller: str, status: int) -> None:
         """A request of a known caller (a key id, never the key), answered with `status`."""
