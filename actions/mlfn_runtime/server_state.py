@@ -20,9 +20,9 @@ class ServerState:
         if function is not None:
             for name, m in function.models.items():
                 self.metrics.load_seconds[name] = m.runner.load_seconds
-        self.action = WhiskAction(function)
+        self.action = WhiskAction(function, self.serving)
         self.draining = False
-        # serving.workers bounds the requests doing work at once (connections are not bounded)
+        # serving.workers bounds the requests doing work at once (serving.max_connections the connections)
         self.slots = threading.BoundedSemaphore(self.serving.workers)
 
     @property
