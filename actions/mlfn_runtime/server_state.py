@@ -8,7 +8,7 @@ import threading
 
 from mlfn_runtime.errors import NotReady
 from mlfn_runtime.metrics import Metrics
-from mlfn_runtime.serving import Serving
+from mlfn_runtime.serving import INIT_TOKEN_ENV, Serving
 from mlfn_runtime.whisk_action import WhiskAction
 
 
@@ -16,6 +16,8 @@ class ServerState:
     def __init__(self, function=None):
         self.function = function
         self.serving = function.serving if function is not None else Serving.from_dict(None)
+        # serving holds the init token's hash; code actions (and what they start) cannot read the token
+        os.environ.pop(INIT_TOKEN_ENV, None)
         self.metrics = Metrics(os.environ.get("K_SERVICE"), os.environ.get("K_REVISION"))
         if function is not None:
             for name, m in function.models.items():
