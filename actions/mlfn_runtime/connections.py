@@ -13,6 +13,7 @@
 """
 from __future__ import annotations
 
+import collections
 import io
 import queue
 import socket
@@ -106,6 +107,10 @@ def _shutdown(sock: socket.socket, how: int) -> None:
         pass
 
 
+LINGER_SECONDS = 0.5  # a refused connection stays half-closed this long, for the client to read the 503
+LINGER_MAX = 256
+
+
 class Refuser:
     """Answers connections beyond the cap with 503 from one thread, never blocking accept."""
 
@@ -124,23 +129,33 @@ class Refuser:
             _close(sock)
 
     def _loop(self) -> None:
+        lingering: "collections.deque" = collections.deque()  # (close at, socket): answered, closing
         while True:
-            sock = self.waiting.get()
             try:
-                sock.settimeout(0.2)
-                try:
-                    sock.recv(65536)  # the request, so closing does not reset the connection
-                except OSError:
-                    pass
-                sock.sendall(self.response)
-                sock.shutdown(socket.SHUT_WR)
-                end = time.monotonic() + 0.5
-                while time.monotonic() < end and sock.recv(65536):
-                    pass
+                sock = self.waiting.get(timeout=0.1)
+            except queue.Empty:
+                sock = None
+            now = time.monotonic()
+            while lingering and (lingering[0][0] <= now or len(lingering) > LINGER_MAX):
+                _close(lingering.popleft()[1])
+            if sock is not None and self._answer(sock):
+                lingering.append((now + LINGER_SECONDS, sock))
+
+    def _answer(self, sock: socket.socket) -> bool:
+        """Read what the client sent (so closing does not reset the connection before it
+        reads the answer), send the 503 and half-close; False when the client is gone."""
+        try:
+            sock.settimeout(0.05)
+            try:
+                sock.recv(65536)
             except OSError:
                 pass
-            finally:
-                _close(sock)
+            sock.sendall(self.response)
+            sock.shutdown(socket.SHUT_WR)
+            return True
+        except OSError:
+            _close(sock)
+            return False
 
 
 def _close(sock: socket.socket) -> None:
