@@ -109,6 +109,7 @@ def _shutdown(sock: socket.socket, how: int) -> None:
 
 LINGER_SECONDS = 0.5  # a refused connection stays half-closed this long, for the client to read the 503
 LINGER_MAX = 256
+STOP = object()
 
 
 class Refuser:
@@ -120,6 +121,18 @@ class Refuser:
         self.waiting: "queue.Queue" = queue.Queue(backlog)
         self.refused = 0
         threading.Thread(target=self._loop, name="mlfn-refuser", daemon=True).start()
+
+    def close(self) -> None:
+        """End the thread (closing what it still holds)."""
+        while True:
+            try:
+                self.waiting.put_nowait(STOP)
+                return
+            except queue.Full:
+                try:
+                    _close(self.waiting.get_nowait())
+                except queue.Empty:
+                    pass
 
     def refuse(self, sock: socket.socket) -> None:
         self.refused += 1
@@ -135,6 +148,10 @@ class Refuser:
                 sock = self.waiting.get(timeout=0.1)
             except queue.Empty:
                 sock = None
+            if sock is STOP:
+                for _, lingered in lingering:
+                    _close(lingered)
+                return
             now = time.monotonic()
             while lingering and (lingering[0][0] <= now or len(lingering) > LINGER_MAX):
                 _close(lingering.popleft()[1])

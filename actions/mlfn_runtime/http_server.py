@@ -260,6 +260,10 @@ class Server(ThreadingHTTPServer):
         finally:
             self.connections.release()
 
+    def server_close(self):
+        super().server_close()
+        self.refuser.close()
+
     def drain(self, seconds: Optional[float] = None) -> int:
         """Stop taking requests on keep-alive connections and let in-flight ones finish
         within `seconds` (default serving.drain_seconds); then cut off what remains.

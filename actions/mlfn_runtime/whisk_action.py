@@ -97,8 +97,8 @@ class WhiskAction:
                 main = functools.partial(conduct, routes=parse_routes(env[ALIAS_ROUTES_ENV]))
             except ValueError as e:
                 return Response(400, {"error": f"value.env in /init: {e}."})
-        elif code and isinstance(code, str) and routes_from_router_code(code):
-            main = functools.partial(conduct, routes=routes_from_router_code(code))
+        elif code and isinstance(code, str) and (template_routes := routes_from_router_code(code)):
+            main = functools.partial(conduct, routes=template_routes)
         elif code:
             refusal = self._refuse_code(token)
             if refusal:
