@@ -8,7 +8,8 @@ every cold start):
     mlfn_runtime.activation                                 what code actions read
 Module layout: data plane (function, request_items, tensors, serving, interpreter,
 pipeline + step modules), protocols (whisk_action, code_action, predict_route, oip,
-tfserving, probes), HTTP (routes, http_server, http_messages, server_state), and metrics,
+tfserving, probes), HTTP (routes, http_server, request_body, connections, http_messages,
+server_state), and metrics,
 errors, runtime_log, router (the weighted pick of OpenWhisk alias conductors)."""
 
 from mlfn_runtime.version import VERSION as __version__  # noqa: E402,F401

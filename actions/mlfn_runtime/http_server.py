@@ -5,18 +5,23 @@
     ...; srv.shutdown(); srv.drain(); srv.server_close()
 
 The routes and which protocol module answers each are in `mlfn_runtime.routes`. This
-module reads requests (Content-Length or chunked bodies, gzip/deflate, the route's body
-limit), runs the route's handler (inside one of `serving.workers` slots unless the route
-is not limited), turns errors into `{"error": ...}` with the status `errors.describe_error`
-gives, writes the response and counts it in the metrics. The stdlib ThreadingHTTPServer
-serves one thread per connection with keep-alive and TCP_NODELAY. SIGTERM (`serve`) stops
-accepting, lets in-flight requests finish, closes idle keep-alive connections and exits 0.
+module admits a request (the route's `admit`, before its body is read), reads the body
+(`request_body`: the route's limit, decompressed as it streams), runs the route's handler
+(inside one of `serving.workers` slots unless the route is not limited), turns errors into
+`{"error": ...}` with the status `errors.describe_error` gives, writes the response and
+counts it in the metrics. The stdlib ThreadingHTTPServer serves one thread per connection
+with keep-alive and TCP_NODELAY; `connections` bounds them (serving.max_connections; 503
+beyond) and gives every phase a deadline: waiting for a keep-alive request
+(idle_timeout_seconds), the request line and headers (header_timeout_seconds), the body
+and the answer's write (body_timeout_seconds). SIGTERM (`serve`) stops accepting, lets
+in-flight requests finish within serving.drain_seconds, closes idle keep-alive
+connections, cuts off what remains at the deadline and exits 0.
 """
 from __future__ import annotations
 
+import io
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -26,8 +31,10 @@ from urllib.parse import parse_qsl, urlsplit
 
 from mlfn_runtime import routes
 from mlfn_runtime.auth import Denied
-from mlfn_runtime.errors import InvalidInput, PayloadTooLarge
+from mlfn_runtime.connections import Connections, DeadlineReader, Refuser
+from mlfn_runtime.errors import RuntimeFunctionError
 from mlfn_runtime.http_messages import Request, Response, encode_json, error_response
+from mlfn_runtime.request_body import read_body
 from mlfn_runtime.runtime_log import log
 from mlfn_runtime.server_state import ServerState
 
@@ -45,14 +52,24 @@ def _process_start() -> float:
 
 
 PROCESS_START = _process_start()
+# An idle wait that ends this much later than its deadline was frozen (OpenWhisk pauses idle
+# containers): the invoker may send its next request right after unpausing, so the
+# connection is kept and the idle wait starts again rather than racing that request.
+PAUSED_SLACK_SECONDS = 2.0
+
+
+class RequestTimeout(RuntimeFunctionError):
+    """The body did not arrive before serving.body_timeout_seconds."""
+
+    status = 408
 
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive
     disable_nagle_algorithm = True  # no 40 ms delayed-ACK stalls on small responses
-    # No idle timeout: the platform's proxy (OpenWhisk invoker, Knative queue-proxy) owns its
-    # keep-alive pool, and a server-side close can race a request sent on that connection
-    # (e.g. right after OpenWhisk unpauses the container). SIGTERM closes idle connections.
+    # Reads have per-phase deadlines (DeadlineReader); the idle one is long
+    # (serving.idle_timeout_seconds) so the platform's proxy, which owns its keep-alive pool,
+    # closes first, and a frozen container does not count as idle (PAUSED_SLACK_SECONDS).
     timeout = None
     server_version = "mlfn"
     sys_version = ""
@@ -61,21 +78,41 @@ class Handler(BaseHTTPRequestHandler):
     # keep-alive connections are tracked so SIGTERM can close the idle ones
     def setup(self):
         super().setup()
-        self.server.track(self, idle=True)
+        self.rfile.close()
+        self.reader = DeadlineReader(self.connection)
+        self.rfile = io.BufferedReader(self.reader)
+        self.server.connections.track(self, idle=True)
 
     def finish(self):
         try:
             super().finish()
         finally:
-            self.server.untrack(self)
+            self.server.connections.untrack(self)
 
     def handle_one_request(self):
-        self.server.track(self, idle=True)
+        self.server.connections.track(self, idle=True)
+        if not self._await_request():
+            self.close_connection = True
+            return
+        self.reader.deadline = time.monotonic() + self.state.serving.header_timeout_seconds
         super().handle_one_request()
+
+    def _await_request(self) -> bool:
+        """Wait up to serving.idle_timeout_seconds for a request's first byte (or EOF)."""
+        while True:
+            self.reader.deadline = time.monotonic() + self.state.serving.idle_timeout_seconds
+            try:
+                self.rfile.peek(1)
+                return True
+            except TimeoutError:
+                if time.monotonic() - self.reader.deadline < PAUSED_SLACK_SECONDS:
+                    return False
+            except OSError:
+                return False
 
     def parse_request(self):
         ok = super().parse_request()
-        self.server.track(self, idle=False)
+        self.server.connections.track(self, idle=False)
         return ok
 
     def send_error(self, code, message=None, explain=None):
@@ -83,6 +120,7 @@ class Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         body = encode_json({"error": message or self.responses.get(code, ("error",))[0]})
         try:
+            self.connection.settimeout(self.state.serving.body_timeout_seconds)
             self.send_response(code, message)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -116,7 +154,7 @@ class Handler(BaseHTTPRequestHandler):
             route, params = routes.match(self.command, path)
             query = dict(parse_qsl(parts.query))
             caller = state.auth.admit(self.headers, route.scope, state.auth.models(state.function, params, query))
-            body = self._read_body(route.body_limit(state.serving.max_payload_bytes))
+            body = self._read_body(route)
             req = Request(self.command, path, query, self.headers, body)
             if route.limited:
                 with state.slots:
@@ -129,8 +167,6 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection |= bool(unread)
         except Exception as e:
             resp = error_response(e, f"{self.command} {path}")
-            if isinstance(e, PayloadTooLarge):
-                self.close_connection = True
         if state.draining:
             self.close_connection = True
         if req is not None:
@@ -143,73 +179,30 @@ class Handler(BaseHTTPRequestHandler):
             if caller is not None:
                 state.metrics.observe_caller(caller.id, resp.status)
 
-    def _read_body(self, limit: int) -> bytes:
-        body = self._read_raw_body(limit)
-        encoding = (self.headers.get("Content-Encoding") or "identity").strip().lower()
-        if encoding in ("identity", "") or not body:
-            return body
-        if encoding not in ("gzip", "deflate"):
-            raise InvalidInput(f"Content-Encoding {encoding!r} is not supported; use gzip, deflate or none")
-        import zlib
-
-        d = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+    def _read_body(self, route: routes.Route) -> bytes:
+        """Admit the request, then read its body before the body deadline; the connection
+        closes after any failure (the rest of the body is unread)."""
+        serving = self.state.serving
         try:
-            out = d.decompress(body, limit + 1)  # bounded: no zip bombs
-        except zlib.error as e:
-            raise InvalidInput(f"the {encoding} request body cannot be decompressed: {e}") from None
-        if len(out) > limit:
-            raise PayloadTooLarge(
-                f"the request body is more than {limit} bytes decompressed (serving.max_payload_bytes)"
-            )
-        return out
-
-    def _read_raw_body(self, limit: int) -> bytes:
-        te = (self.headers.get("Transfer-Encoding") or "").lower()
-        if limit <= 0 and ("chunked" in te or (self.headers.get("Content-Length") or "0").strip() != "0"):
-            # a route that takes no body (or no route): its handler answers (404, 405, ...);
-            # the body is not read, so the connection cannot be reused
+            if route.admit is not None:
+                route.admit(self.state)
+            limit = route.body_limit(serving)
+            if limit <= 0:
+                te = (self.headers.get("Transfer-Encoding") or "").lower()
+                if "chunked" in te or (self.headers.get("Content-Length") or "0").strip() != "0":
+                    # a route that takes no body (or no route): its handler answers (404, 405, ...);
+                    # the body is not read, so the connection cannot be reused
+                    self.close_connection = True
+                return b""
+            self.reader.deadline = time.monotonic() + serving.body_timeout_seconds
+            return read_body(self.rfile, self.headers, limit, route.limit_name)
+        except TimeoutError:
             self.close_connection = True
-            return b""
-        if "chunked" in te:
-            return self._read_chunked(limit)
-        length = self.headers.get("Content-Length")
-        if not length:
-            return b""
-        try:
-            n = int(length)
-            if n < 0:
-                raise ValueError(n)
-        except ValueError:
+            raise RequestTimeout(f"the request body did not arrive within {serving.body_timeout_seconds:g} s "
+                                 f"(serving.body_timeout_seconds)") from None
+        except BaseException:
             self.close_connection = True
-            raise InvalidInput("Content-Length is not a non-negative number") from None
-        if n > limit:
-            self.close_connection = True
-            raise PayloadTooLarge(
-                f"the request body is {n} bytes; this function takes at most {limit} (serving.max_payload_bytes)"
-            )
-        return self.rfile.read(n)
-
-    def _read_chunked(self, limit: int) -> bytes:
-        out = bytearray()
-        while True:
-            line = self.rfile.readline(65537)
-            try:
-                field = line.split(b";")[0].strip()
-                if not field or field.startswith((b"-", b"+")):  # int() takes a sign; read(-1) would read to EOF
-                    raise ValueError(field)
-                size = int(field, 16)
-            except ValueError:
-                self.close_connection = True
-                raise InvalidInput("malformed chunked request body") from None
-            if size == 0:
-                while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
-                    pass
-                return bytes(out)
-            if len(out) + size > limit:
-                self.close_connection = True
-                raise PayloadTooLarge(f"the request body is larger than {limit} bytes (serving.max_payload_bytes)")
-            out += self.rfile.read(size)
-            self.rfile.readline(3)
+            raise
 
     def _send(self, resp: Response) -> Response:
         """Write `resp`; returns what was sent (a 500 when its body cannot be encoded)."""
@@ -228,6 +221,7 @@ class Handler(BaseHTTPRequestHandler):
                 headers = {"Content-Type": "application/json"}
             headers.setdefault("Content-Type", "application/json")
         try:
+            self.connection.settimeout(self.state.serving.body_timeout_seconds)  # a client that does not read
             self.send_response(resp.status)
             for k, v in headers.items():
                 self.send_header(k, v)
@@ -243,43 +237,49 @@ class Handler(BaseHTTPRequestHandler):
 
 
 class Server(ThreadingHTTPServer):
-    """ThreadingHTTPServer that knows its connections (for a graceful drain)."""
+    """ThreadingHTTPServer with at most serving.max_connections connections (503 beyond),
+    which knows them for a graceful drain with a deadline."""
 
-    daemon_threads = False
-    block_on_close = True
+    daemon_threads = True  # a request stuck past the drain deadline does not keep the process alive
+    block_on_close = False  # drain() waits, with a deadline
     allow_reuse_address = True
     request_queue_size = 128
 
     def __init__(self, address, handler, state: ServerState):
         self.state = state
-        self._conns: dict = {}
-        self._conns_lock = threading.Lock()
+        cap = state.serving.max_connections
+        self.connections = Connections(cap)
+        self.refuser = Refuser(encode_json({"error": f"the function is serving its maximum of {cap} connections "
+                                                     f"(serving.max_connections); retry shortly"}))
         super().__init__(address, handler)
 
-    def track(self, handler, idle: bool) -> None:
-        with self._conns_lock:
-            self._conns[handler] = idle
-        if idle and self.state.draining:
-            self._close_idle(handler)
-
-    def untrack(self, handler) -> None:
-        with self._conns_lock:
-            self._conns.pop(handler, None)
-
-    def drain(self) -> None:
-        """Stop taking requests on keep-alive connections; in-flight ones finish."""
-        self.state.draining = True
-        with self._conns_lock:
-            idle = [h for h, is_idle in self._conns.items() if is_idle]
-        for h in idle:
-            self._close_idle(h)
-
-    @staticmethod
-    def _close_idle(handler) -> None:
+    def process_request(self, request, client_address):
+        """In the accepting thread: a thread for the connection, or a 503 beyond the cap."""
+        if not self.connections.admit():
+            self.refuser.refuse(request)
+            return
         try:
-            handler.connection.shutdown(socket.SHUT_RD)
-        except OSError:
-            pass
+            super().process_request(request, client_address)
+        except BaseException:  # no thread started (e.g. out of threads): the slot is free again
+            self.connections.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.connections.release()
+
+    def server_close(self):
+        super().server_close()
+        self.refuser.close()
+
+    def drain(self, seconds: Optional[float] = None) -> int:
+        """Stop taking requests on keep-alive connections and let in-flight ones finish
+        within `seconds` (default serving.drain_seconds); then cut off what remains.
+        Returns how many connections were cut off."""
+        self.state.draining = True
+        return self.connections.drain(self.state.serving.drain_seconds if seconds is None else seconds)
 
     @property
     def port(self) -> int:
@@ -313,16 +313,19 @@ def serve(function_dir: Optional[str] = None, host: str = "0.0.0.0", port: int =
         f"{state.metrics.startup_seconds * 1000:.0f} ms since process start")
 
     def stop(signum, frame):
-        log(f"received {signal.Signals(signum).name}; finishing in-flight requests")
+        log(f"received {signal.Signals(signum).name}; finishing in-flight requests "
+            f"(at most {state.serving.drain_seconds:g} s, serving.drain_seconds)")
         state.draining = True
-        threading.Thread(target=lambda: (srv.shutdown(), srv.drain()), daemon=True).start()
+        threading.Thread(target=srv.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
         srv.serve_forever(poll_interval=0.5)
     finally:
-        srv.drain()
-        srv.server_close()  # joins the handler threads: in-flight requests complete
-    log("stopped")
+        srv.server_close()  # no new connections while draining: they are refused, not queued
+        t_drain = time.perf_counter()
+        cut = srv.drain()
+    log(f"stopped; drained in {time.perf_counter() - t_drain:.2f} s"
+        + (f", {cut} connection(s) cut off at the deadline" if cut else ""))
     return 0

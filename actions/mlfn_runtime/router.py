@@ -38,3 +38,69 @@ def conduct(args: dict, routes: Iterable, rng: Optional[random.Random] = None) -
     except ValueError as e:
         return {"error": f"mlfn router: {e}"}
     return {"action": action, "params": args, "state": {STATE_KEY: 1}}
+
+
+ALIAS_ROUTES_ENV = "MLFN_ALIAS_ROUTES"
+
+
+def parse_routes(text: str) -> list:
+    """The routes of MLFN_ALIAS_ROUTES: a JSON object {"/namespace/package/action": weight},
+    weights whole numbers 0..100 summing to 100 -> [(action, weight), ...].
+    ValueError (one sentence) when it is not."""
+    import json
+
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise ValueError(f"{ALIAS_ROUTES_ENV} is not JSON; send an object like "
+                         '{"/ns/fn/v1": 90, "/ns/fn/v2": 10}') from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{ALIAS_ROUTES_ENV} must be a JSON object of action path to weight")
+    return check_routes(list(data.items()))
+
+
+def check_routes(routes: list) -> list:
+    """`routes` as [(action path, weight)] after checking them (ValueError names the problem)."""
+    if not routes:
+        raise ValueError(f"{ALIAS_ROUTES_ENV} names no action")
+    out = []
+    for route in routes:
+        if not (isinstance(route, (list, tuple)) and len(route) == 2):
+            raise ValueError(f"{ALIAS_ROUTES_ENV}: {route!r} is not an (action, weight) pair")
+        action, weight = route
+        if not isinstance(action, str) or not action.startswith("/") or len(action) > 512:
+            raise ValueError(f"{ALIAS_ROUTES_ENV}: {action!r} is not an action path like /namespace/package/action")
+        if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= 100:
+            raise ValueError(f"{ALIAS_ROUTES_ENV}: the weight of {action} must be a whole number 0..100, not {weight!r}")
+        out.append((action, weight))
+    total = sum(w for _, w in out)
+    if total != 100:
+        raise ValueError(f"{ALIAS_ROUTES_ENV}: the weights sum to {total}, not 100")
+    return out
+
+
+_TEMPLATE_SHAPE = ("from mlfn_runtime.router import conduct\n\nROUTES = None\n\n\n"
+                   "def main(args):\n    return conduct(args, ROUTES)\n")
+
+
+def routes_from_router_code(code: str) -> Optional[list]:
+    """The routes of code that is exactly templates/openwhisk/router.py.j2 (comments aside),
+    read as data and never run; None for any other code. Deployments made before the
+    target sent MLFN_ALIAS_ROUTES keep working with code actions off."""
+    import ast
+
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return None
+    body = tree.body
+    if len(body) != 3 or not isinstance(body[1], ast.Assign):
+        return None
+    literal = body[1].value
+    body[1].value = ast.Constant(None)
+    if ast.dump(tree) != ast.dump(ast.parse(_TEMPLATE_SHAPE)):
+        return None
+    try:
+        return check_routes(ast.literal_eval(literal))
+    except ValueError:
+        return None

@@ -3,18 +3,20 @@
 A route: the methods it takes, a path pattern (`{name}` is one path segment, `[...]` is
 optional, `{rest*}` is the rest of the path), the endpoint label of its metrics, the
 handler `(state, request, params) -> Response` of one protocol module, how large a body
-it reads (`body`), and whether it counts against `serving.workers` (`limited`: probes
-and metrics answer even when every worker is busy). The first route whose pattern
+it reads (`body`), whether it counts against `serving.workers` (`limited`: probes
+and metrics answer even when every worker is busy), and `admit(state)`, run before the
+body is read, which raises to refuse the request without reading its body. The first route whose pattern
 matches the path answers: a method it does not take is a 405, no match a 404."""
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Optional
 
 from mlfn_runtime import cloudevents_route, oip, openapi, predict_route, probes, tfserving, whisk_action
 from mlfn_runtime.errors import MethodNotAllowed, NotFound
 from mlfn_runtime.http_messages import Response
+from mlfn_runtime.serving import Serving
 
 GET = ("GET", "HEAD")
 POST = ("POST",)
@@ -24,7 +26,7 @@ ANY = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH")
 NO_BODY = "none"
 PAYLOAD = "payload"  # serving.max_payload_bytes
 ACTIVATION = "activation"  # the payload plus /run's activation fields
-CODE = "code"  # /init: code actions up to OpenWhisk's limit
+INIT = "init"  # /init: env only, or code when code actions are on (whisk_action.init_body_limit)
 
 
 def _compile(pattern: str) -> "re.Pattern":
@@ -43,6 +45,7 @@ class Route:
     handler: Callable
     body: str = NO_BODY
     limited: bool = True
+    admit: Optional[Callable] = None
     regex: "re.Pattern" = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -53,9 +56,16 @@ class Route:
         """What a caller must be allowed to do here (mlfn_runtime.auth); None: always open."""
         return SCOPES.get(self.endpoint, "metadata")
 
-    def body_limit(self, max_payload: int) -> int:
-        return {NO_BODY: 0, PAYLOAD: max_payload, ACTIVATION: max_payload + whisk_action.RUN_ENVELOPE,
-                CODE: whisk_action.INIT_BODY_LIMIT}[self.body]
+    @property
+    def limit_name(self) -> str:
+        """What sets `body_limit`, for the 413 message."""
+        return "the /init limit" if self.body == INIT else "serving.max_payload_bytes"
+
+    def body_limit(self, serving: Serving) -> int:
+        if self.body == INIT:
+            return whisk_action.init_body_limit(serving)
+        max_payload = serving.max_payload_bytes
+        return {NO_BODY: 0, PAYLOAD: max_payload, ACTIVATION: max_payload + whisk_action.RUN_ENVELOPE}[self.body]
 
 
 def _openapi(state, req, params) -> Response:
@@ -65,8 +75,8 @@ def _openapi(state, req, params) -> Response:
 
 MODEL = "/models/{name}[/versions/{version}]"
 ROUTES = (
-    Route(POST, "/init", "init", whisk_action.init_route, CODE),
-    Route(POST, "/run", "run", whisk_action.run_route, ACTIVATION),
+    Route(POST, "/init", "init", whisk_action.init_route, INIT, admit=whisk_action.admit_init),
+    Route(POST, "/run", "run", whisk_action.run_route, ACTIVATION, admit=whisk_action.admit_run),
     Route(POST, "/predict", "predict", predict_route.predict, PAYLOAD),
     Route(POST, "/", "predict", cloudevents_route.root, PAYLOAD),  # an event (ce-* headers) or a predict body
     Route(POST, "/events", "events", cloudevents_route.event, PAYLOAD),

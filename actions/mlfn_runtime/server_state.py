@@ -12,7 +12,7 @@ from mlfn_runtime.errors import NotReady
 from mlfn_runtime.event_settings import read_settings
 from mlfn_runtime.metrics import Metrics
 from mlfn_runtime.payload_log import PayloadLog
-from mlfn_runtime.serving import Serving
+from mlfn_runtime.serving import INIT_TOKEN_ENV, Serving
 from mlfn_runtime.whisk_action import WhiskAction
 
 
@@ -20,16 +20,18 @@ class ServerState:
     def __init__(self, function=None):
         self.function = function
         self.serving = function.serving if function is not None else Serving.from_dict(None)
+        # serving holds the init token's hash; code actions (and what they start) cannot read the token
+        os.environ.pop(INIT_TOKEN_ENV, None)
         self.metrics = Metrics(os.environ.get("K_SERVICE"), os.environ.get("K_REVISION"))
         if function is not None:
             for name, m in function.models.items():
                 self.metrics.load_seconds[name] = m.runner.load_seconds
-        self.action = WhiskAction(function)
+        self.action = WhiskAction(function, self.serving)
         self.event_settings, logging = read_settings(function.base_dir if function is not None else None)
         self.payload_log = PayloadLog(logging, self.metrics, function.name if function is not None else "")
         self.auth = Guard.from_function(function, self.metrics)
         self.draining = False
-        # serving.workers bounds the requests doing work at once (connections are not bounded)
+        # serving.workers bounds the requests doing work at once (serving.max_connections the connections)
         self.slots = threading.BoundedSemaphore(self.serving.workers)
 
     @property

@@ -4,9 +4,14 @@ Decodes the invoker's bodies into the data plane's request and encodes its answe
 What the invoker sends and how it reads the answers (see actions/README.md):
 - /init `{"value": {"name", "main", "binary", "code"?, "env": {...}}}`; `env` values become
   environment variables before anything runs. Without `code` this is a docker action: the
-  bundled model is served. With `code` (Python source with `main`, or a base64 zip with
-  `__main__.py` when `binary` is true) that code's `main(params)` runs instead.
-  A second /init is refused with 403, and so is a /run before /init.
+  bundled model is served. With `env.MLFN_ALIAS_ROUTES` (`mlfn_runtime.router.parse_routes`)
+  the action is a weighted-alias conductor and no code is needed. With `code` (Python
+  source with `main`, or a base64 zip with `__main__.py` when `binary` is true) that code's
+  `main(params)` runs instead, only when serving.code_actions is on and
+  `env.MLFN_INIT_TOKEN` matches (403 otherwise; code that is exactly the router template is
+  read as routes, never run). A second /init is refused with 403 before its body is read, and so is
+  a /run before /init.
+- With serving.openwhisk false (the default on Knative) /init and /run are 404.
 - /run `{"value": ..., "namespace", "action_name", "activation_id", "deadline": "<ms>", ...}`;
   every key but `value` is the activation variable `__OW_<KEY>` (`mlfn_runtime.activation`).
 - 200 + object = success; 200 + `{"error"}` = application error (bad input);
@@ -19,6 +24,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
+import hashlib
+import hmac
 import json
 import os
 import sys
@@ -28,20 +36,31 @@ from urllib.parse import parse_qsl
 
 from mlfn_runtime.activation import Activations, bind_function, variables
 from mlfn_runtime.auth import Denied
-from mlfn_runtime.errors import InvalidInput, describe_error
+from mlfn_runtime.errors import Forbidden, InvalidInput, NotFound, describe_error
 from mlfn_runtime.http_messages import Response, parse_json
+from mlfn_runtime.router import ALIAS_ROUTES_ENV, conduct, parse_routes, routes_from_router_code
 from mlfn_runtime.runtime_log import log
+from mlfn_runtime.serving import INIT_TOKEN_ENV, Serving
 
 SENTINEL = "XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX"
-INIT_BODY_LIMIT = 64 * 1024 * 1024  # /init carries code: OpenWhisk allows 48 MB of base64
+INIT_BODY_LIMIT = 1024 * 1024  # /init without code: name, main, env (OpenWhisk caps parameters at 1 MB)
+CODE_INIT_BODY_LIMIT = 8 * 1024 * 1024  # /init with code, when code actions are on
 RUN_ENVELOPE = 16 * 1024  # /run wraps the payload in a few activation fields
+CODE_ACTIONS_OFF = ("This function does not run code sent to /init (code actions are off; "
+                    "see serving.code_actions in actions/README.md).")
+
+
+def init_body_limit(serving: Serving) -> int:
+    return CODE_INIT_BODY_LIMIT if serving.code_actions else INIT_BODY_LIMIT
 
 
 class WhiskAction:
-    """The OpenWhisk side of one container: initialized once, then runs activations."""
+    """The OpenWhisk side of one container: initialized once, then runs activations.
+    `serving` says whether code sent to /init may run (code_actions) and the init token."""
 
-    def __init__(self, function=None):
+    def __init__(self, function=None, serving: Optional[Serving] = None):
         self.function = function
+        self.serving = serving or Serving()
         bind_function(function)
         self.activations = Activations()
         self.initialized = False
@@ -64,27 +83,52 @@ class WhiskAction:
             bad = [k for k, v in env.items() if not k or "=" in k or "\0" in k or "\0" in v]
             if bad:
                 return Response(400, {"error": f"value.env in /init holds {bad[0]!r}, which cannot be an environment variable."})
-            os.environ.update(env)
-            self.activations.add_base(env)
+            token = env.pop(INIT_TOKEN_ENV, "")  # never exported: code must not read the platform's secret
             try:
-                return self._load(value)
+                return self._load(value, env, token)
             finally:
                 _end_of_activation()
 
-    def _load(self, value: dict) -> Response:
+    def _load(self, value: dict, env: dict, token: str) -> Response:
+        """Decide what /run runs (the conductor, sent code, or the bundled model) before
+        anything from this /init takes effect; then export `env`."""
         code = value.get("code")
-        if code:
+        main = None
+        if ALIAS_ROUTES_ENV in env:
+            try:
+                main = functools.partial(conduct, routes=parse_routes(env[ALIAS_ROUTES_ENV]))
+            except ValueError as e:
+                return Response(400, {"error": f"value.env in /init: {e}."})
+        elif code and isinstance(code, str) and (template_routes := routes_from_router_code(code)):
+            main = functools.partial(conduct, routes=template_routes)
+        elif code:
+            refusal = self._refuse_code(token)
+            if refusal:
+                return Response(403, {"error": refusal})
+        elif self.function is None:
+            return Response(502, {"error": "The image holds no function (no function.json) and /init sent no code."})
+        os.environ.update(env)
+        self.activations.add_base(env)
+        if code and main is None:
             from mlfn_runtime.code_action import load_action
 
             try:
-                self.main = load_action(code, bool(value.get("binary")), value.get("main") or "main")
+                main = load_action(code, bool(value.get("binary")), value.get("main") or "main")
             except Exception as e:  # the user's code: report, do not crash
                 log(_traceback())
                 return Response(502, {"error": f"Initialization has failed: {e}"})
-        elif self.function is None:
-            return Response(502, {"error": "The image holds no function (no function.json) and /init sent no code."})
+        self.main = main
         self.initialized = True
         return Response(200, {"ok": True})
+
+    def _refuse_code(self, token: str) -> Optional[str]:
+        """Why code sent to /init may not run (None: it may)."""
+        if not self.serving.code_actions:
+            return CODE_ACTIONS_OFF
+        given = hashlib.sha256(token.encode()).hexdigest()
+        if not token or not hmac.compare_digest(given, self.serving.init_token_sha256):
+            return f"The init token (value.env.{INIT_TOKEN_ENV} in /init) is missing or wrong."
+        return None
 
     # ------------------------------------------------------------------ /run
     def run(self, body: Any) -> Response:
@@ -192,6 +236,24 @@ def web_request(value: dict) -> dict:
     return {**params, **data}
 
 
+
+
+OPENWHISK_OFF = ("/init and /run are off in this deployment (serving.openwhisk is false; it is off by "
+                 "default on Knative); use POST /predict, /v2 or /v1 instead.")
+
+
+def admit_init(state) -> None:
+    """Before /init's body is read: refused when OpenWhisk routes are off or it already ran,
+    so a refused /init costs no memory."""
+    if not state.serving.serves_openwhisk():
+        raise NotFound(OPENWHISK_OFF)
+    if state.action.initialized:
+        raise Forbidden("Cannot initialize the action more than once.")
+
+
+def admit_run(state) -> None:
+    if not state.serving.serves_openwhisk():
+        raise NotFound(OPENWHISK_OFF)
 
 
 def init_route(state, req, params) -> Response:

@@ -37,6 +37,18 @@ def _restore_environ():
             os.environ[key] = value
 
 
+INIT_TOKEN = "test-init-token-0123456789"
+
+
+@pytest.fixture
+def code_actions(monkeypatch) -> dict:
+    """Code actions opted in (serving.code_actions + an init token in the server's
+    environment); returns the /init env entry that carries the token."""
+    monkeypatch.setenv("MLFN_SERVING_CODE_ACTIONS", "1")
+    monkeypatch.setenv("MLFN_INIT_TOKEN", INIT_TOKEN)
+    return {"MLFN_INIT_TOKEN": INIT_TOKEN}
+
+
 @pytest.fixture(scope="session")
 def rt_models(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("rt_models")

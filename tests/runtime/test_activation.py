@@ -37,11 +37,11 @@ def _run(url, activation_id, out):
     out[activation_id] = (r.status_code, r.json())
 
 
-def test_overlapping_activations_each_see_their_own_variables(monkeypatch):
+def test_overlapping_activations_each_see_their_own_variables(monkeypatch, code_actions):
     monkeypatch.delenv("__OW_ACTIVATION_ID", raising=False)
     with running(None) as (url, _):
         r = requests.post(url + "/init", json={"value": {"name": "fn", "main": "main", "binary": False,
-                                                         "code": OVERLAP, "env": {"__OW_API_HOST": "https://ow"}}})
+                                                         "code": OVERLAP, "env": {"__OW_API_HOST": "https://ow", **code_actions}}})
         assert r.status_code == 200, r.text
         out: dict = {}
         threads = [threading.Thread(target=_run, args=(url, aid, out)) for aid in ("act-a", "act-b")]
@@ -62,11 +62,12 @@ def test_overlapping_activations_each_see_their_own_variables(monkeypatch):
     assert "__OW_ACTIVATION_ID" not in os.environ
 
 
-def test_one_activation_at_a_time_also_sees_its_variables_in_os_environ():
+def test_one_activation_at_a_time_also_sees_its_variables_in_os_environ(code_actions):
     code = ("import os\nfrom mlfn_runtime import activation\n"
             "def main(args):\n    return {'env': os.environ.get('__OW_ACTIVATION_ID'), 'view': activation.get('ACTIVATION_ID')}\n")
     with running(None) as (url, _):
-        requests.post(url + "/init", json={"value": {"name": "fn", "main": "main", "binary": False, "code": code}})
+        requests.post(url + "/init", json={"value": {"name": "fn", "main": "main", "binary": False, "code": code,
+                                                     "env": code_actions}})
         for aid in ("one", "two"):
             r = requests.post(url + "/run", json={"value": {}, "activation_id": aid}, timeout=30)
             assert r.json() == {"env": aid, "view": aid}

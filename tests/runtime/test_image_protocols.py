@@ -68,7 +68,9 @@ def image(digits_image):
 
 @pytest.fixture(scope="module")
 def container(image):
-    c = Container(image, "-e", "K_SERVICE=digits", "-e", "K_REVISION=digits-00001")
+    # Knative's variables (for the metrics labels) turn /init and /run off by default; this
+    # container serves both protocols, so it says so (test_image_hardening checks the default)
+    c = Container(image, "-e", "K_SERVICE=digits", "-e", "K_REVISION=digits-00001", "-e", "MLFN_SERVING_OPENWHISK=true")
     yield c
     c.remove()
 

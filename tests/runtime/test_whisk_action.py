@@ -66,10 +66,10 @@ def not_a_dict(args):
 '''
 
 
-def test_code_action_plain_source_gets_activation_env(digits_dir):
+def test_code_action_plain_source_gets_activation_env(digits_dir, code_actions):
     with running(digits_dir) as (url, _):
         r = post(url, "/init", {"value": {"name": "router", "main": "main", "binary": False, "code": CODE,
-                                          "env": {"GREETING": "hi", "__OW_API_HOST": "https://h"}}})
+                                          "env": {"GREETING": "hi", "__OW_API_HOST": "https://h", **code_actions}}})
         assert r.status_code == 200
         r = post(url, "/run", {"value": {"n": 1, "s": "☃"}, **ACTIVATION})
         body = r.json()
@@ -83,32 +83,32 @@ def test_code_action_plain_source_gets_activation_env(digits_dir):
 @pytest.mark.parametrize("main,status,message", [
     ("fail", 502, "boom"), ("not_a_dict", 502, "did not return a dictionary"),
 ])
-def test_code_action_errors_are_developer_errors(main, status, message):
+def test_code_action_errors_are_developer_errors(main, status, message, code_actions):
     with running(None) as (url, _):
-        assert post(url, "/init", {"value": {"name": "x", "main": main, "binary": False, "code": CODE}}).status_code == 200
+        assert post(url, "/init", {"value": {"name": "x", "main": main, "binary": False, "code": CODE, "env": code_actions}}).status_code == 200
         r = post(url, "/run", {"value": {}, **ACTIVATION})
         assert r.status_code == status and message in r.json()["error"]
 
 
-def test_code_action_zip_with_main_py_and_custom_entry_point():
+def test_code_action_zip_with_main_py_and_custom_entry_point(code_actions):
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
         z.writestr("__main__.py", "from helper import twice\ndef handler(args):\n    return {'v': twice(args['v'])}\n")
         z.writestr("helper.py", "def twice(v):\n    return 2 * v\n")
     code = base64.b64encode(buf.getvalue()).decode()
     with running(None) as (url, _):
-        r = post(url, "/init", {"value": {"name": "z", "main": "handler", "binary": True, "code": code}})
+        r = post(url, "/init", {"value": {"name": "z", "main": "handler", "binary": True, "code": code, "env": code_actions}})
         assert r.status_code == 200, r.text
         assert post(url, "/run", {"value": {"v": 21}, **ACTIVATION}).json() == {"v": 42}
 
 
-def test_init_errors():
+def test_init_errors(code_actions):
     with running(None) as (url, _):
-        r = post(url, "/init", {"value": {"name": "x", "main": "main", "binary": False, "code": "def main(:\n"}})
+        r = post(url, "/init", {"value": {"name": "x", "main": "main", "binary": False, "code": "def main(:\n", "env": code_actions}})
         assert r.status_code == 502 and "Initialization has failed" in r.json()["error"]
-        r = post(url, "/init", {"value": {"name": "x", "main": "nope", "binary": False, "code": CODE}})
+        r = post(url, "/init", {"value": {"name": "x", "main": "nope", "binary": False, "code": CODE, "env": code_actions}})
         assert r.status_code == 502 and "no function 'nope'" in r.json()["error"]
-        r = post(url, "/init", {"value": {"name": "x", "main": "main", "binary": True, "code": "bm90IGEgemlw"}})
+        r = post(url, "/init", {"value": {"name": "x", "main": "main", "binary": True, "code": "bm90IGEgemlw", "env": code_actions}})
         assert r.status_code == 502 and "not a zip" in r.json()["error"]
         r = post(url, "/init", {"value": {"name": "x", "main": "main", "binary": False, "env": {}}})
         assert r.status_code == 502 and "no function" in r.json()["error"]
