@@ -1,6 +1,6 @@
-"""The weighted alias router of OpenWhisk: a conductor action whose code is
-templates/openwhisk/router.py.j2, run by the function's own image (which holds this
-package), so the template only names `conduct` and the routes.
+"""The weighted alias router of OpenWhisk: the alias is a conductor action of the
+function's own image, initialized with the init parameter MLFN_ALIAS_ROUTES (the versions
+and their weights); no code is sent, so code actions stay off.
 
 A conductor runs in steps (OpenWhisk's conductor actions): step 1 picks one version by
 weight and returns `{"action", "params", "state"}`, so the platform runs that version with
@@ -77,30 +77,3 @@ def check_routes(routes: list) -> list:
     if total != 100:
         raise ValueError(f"{ALIAS_ROUTES_ENV}: the weights sum to {total}, not 100")
     return out
-
-
-_TEMPLATE_SHAPE = ("from mlfn_runtime.router import conduct\n\nROUTES = None\n\n\n"
-                   "def main(args):\n    return conduct(args, ROUTES)\n")
-
-
-def routes_from_router_code(code: str) -> Optional[list]:
-    """The routes of code that is exactly templates/openwhisk/router.py.j2 (comments aside),
-    read as data and never run; None for any other code. Deployments made before the
-    target sent MLFN_ALIAS_ROUTES keep working with code actions off."""
-    import ast
-
-    try:
-        tree = ast.parse(code)
-    except (SyntaxError, ValueError):
-        return None
-    body = tree.body
-    if len(body) != 3 or not isinstance(body[1], ast.Assign):
-        return None
-    literal = body[1].value
-    body[1].value = ast.Constant(None)
-    if ast.dump(tree) != ast.dump(ast.parse(_TEMPLATE_SHAPE)):
-        return None
-    try:
-        return check_routes(ast.literal_eval(literal))
-    except ValueError:
-        return None

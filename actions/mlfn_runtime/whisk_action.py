@@ -8,9 +8,8 @@ What the invoker sends and how it reads the answers (see actions/README.md):
   the action is a weighted-alias conductor and no code is needed. With `code` (Python
   source with `main`, or a base64 zip with `__main__.py` when `binary` is true) that code's
   `main(params)` runs instead, only when serving.code_actions is on and
-  `env.MLFN_INIT_TOKEN` matches (403 otherwise; code that is exactly the router template is
-  read as routes, never run). A second /init is refused with 403 before its body is read, and so is
-  a /run before /init.
+  `env.MLFN_INIT_TOKEN` matches (403 otherwise). A second /init is refused with 403 before
+  its body is read, and so is a /run before /init.
 - With serving.openwhisk false (the default on Knative) /init and /run are 404.
 - /run `{"value": ..., "namespace", "action_name", "activation_id", "deadline": "<ms>", ...}`;
   every key but `value` is the activation variable `__OW_<KEY>` (`mlfn_runtime.activation`).
@@ -38,7 +37,7 @@ from mlfn_runtime.activation import Activations, bind_function, variables
 from mlfn_runtime.auth import Denied
 from mlfn_runtime.errors import Forbidden, InvalidInput, NotFound, describe_error
 from mlfn_runtime.http_messages import Response, parse_json
-from mlfn_runtime.router import ALIAS_ROUTES_ENV, conduct, parse_routes, routes_from_router_code
+from mlfn_runtime.router import ALIAS_ROUTES_ENV, conduct, parse_routes
 from mlfn_runtime.runtime_log import log
 from mlfn_runtime.serving import INIT_TOKEN_ENV, Serving
 
@@ -99,8 +98,6 @@ class WhiskAction:
                 main = functools.partial(conduct, routes=parse_routes(env[ALIAS_ROUTES_ENV]))
             except ValueError as e:
                 return Response(400, {"error": f"value.env in /init: {e}."})
-        elif code and isinstance(code, str) and (template_routes := routes_from_router_code(code)):
-            main = functools.partial(conduct, routes=template_routes)
         elif code:
             refusal = self._refuse_code(token)
             if refusal:

@@ -6,8 +6,9 @@
                                    references the image, mlfn's metadata in annotations mlfn-*
     /NAMESPACE/FUNCTION/ALIAS      an alias: routed 100% to one version, a copy of that
                                    version's exec and limits (no extra hop); weighted, a
-                                   conductor action whose code (the router, run in the
-                                   function's own image) picks a version by weight.
+                                   conductor action of the function's own image whose init
+                                   parameter MLFN_ALIAS_ROUTES names the versions and weights
+                                   (mlfn_runtime.router picks one; no code is sent).
 
 The alias's weights and history are annotations of the alias action, so all state is read
 back from the platform. One field table (mlfn.targets.annotations) maps the records.
@@ -17,13 +18,12 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Optional
 
 from mlfn.errors import ConfigError, TargetError
 from mlfn.targets.annotations import FieldTable, attributes
 from mlfn.targets.interface import ActivationRecord, Alias, AliasRecord, Version, VersionSpec
-from mlfn.traffic import format_weights, version_number
+from mlfn.traffic import version_number
 
 PREFIX = "mlfn-"
 ROUTER_MEMORY = 128
@@ -173,18 +173,19 @@ def activation_record(act: dict) -> ActivationRecord:
                             status=STATUS_NAMES.get(int(code), "whisk internal error"))
 
 
-def router_code(templates: Path, namespace: str, function: str, alias: str, weights: dict) -> str:
-    import jinja2
+ALIAS_ROUTES_PARAM = "MLFN_ALIAS_ROUTES"  # mlfn_runtime.router.ALIAS_ROUTES_ENV
 
-    routes = [[f"/{namespace}/{function}/{v}", w] for v, w in weights.items() if w > 0]
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates)), keep_trailing_newline=True)
-    return env.get_template("router.py.j2").render(
-        function=function, alias=alias, weights_text=format_weights(weights), routes_json=json.dumps(routes))
+
+def conductor_routes(namespace: str, function: str, weights: dict) -> dict:
+    """{"/NAMESPACE/FUNCTION/vN": weight} of the versions a weighted alias routes to: the init
+    parameter the function image's runtime conducts by (mlfn_runtime.router); no code is sent."""
+    return {f"/{namespace}/{function}/{v}": w for v, w in weights.items() if w > 0}
 
 
 def alias_body(function: str, namespace: str, record: AliasRecord, versions: dict, secret: Optional[str],
-               router: str) -> dict:
-    """The alias action: a copy of the one routed version, or a conductor running `router`."""
+               routes: Optional[dict]) -> dict:
+    """The alias action: a copy of the one routed version, or a conductor of the function's
+    own image that picks among `routes` (conductor_routes) by weight."""
     fields = {**attributes(record, ALIAS_FIELDS), "rollouts": record.rollouts or None}  # none: no annotation
     ann = {KIND: "alias", FUNCTION: function, **ALIAS_FIELDS.encode(fields), PREFIX + "updated": now()}
     if record.web:
@@ -201,14 +202,15 @@ def alias_body(function: str, namespace: str, record: AliasRecord, versions: dic
         ann["exec"] = "blackbox"
     else:
         src = versions[max(routed, key=lambda v: record.weights[v])]
-        exec_ = {"kind": "blackbox", "image": src["exec"].get("image"), "main": "main", "code": router}
+        exec_ = {"kind": "blackbox", "image": src["exec"].get("image")}
         # The router starts the function image (which loads its model), so it gets the
         # version's memory limit rather than the platform minimum.
         src_limits = src.get("limits") or {}
         limits = {"memory": max(ROUTER_MEMORY, int(src_limits.get("memory", 256))),
                   "timeout": src_limits.get("timeout", 60000), "concurrency": 1, "logs": 10}
-        params = []
+        params = [{"key": ALIAS_ROUTES_PARAM, "value": json.dumps(routes), "init": True}]
         ann["conductor"] = True
+        ann["exec"] = "blackbox"
     return {"namespace": namespace, "name": record.name, "exec": exec_, "limits": limits,
             "annotations": kv(ann), "parameters": params, "publish": False}
 

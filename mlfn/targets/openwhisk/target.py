@@ -123,11 +123,10 @@ class OpenWhiskTarget(Target):
         generated = None
         if record.web and secret is None and record.require_auth:
             secret = generated = secrets.token_urlsafe(24)
-        router = ""
+        routes = None
         if len(versions) > 1:
-            router = codec.router_code(templates_dir(), self.client.resolved_namespace(), function, record.name,
-                                       record.weights)
-        body = codec.alias_body(function, self.client.namespace, record, versions, secret, router)
+            routes = codec.conductor_routes(self.client.resolved_namespace(), function, record.weights)
+        body = codec.alias_body(function, self.client.namespace, record, versions, secret, routes)
         self.client.put(("actions", function, record.name), body, overwrite=True)
         return AliasWritten(codec.alias_from(body, *self._alias_urls(function, record.name)), web_secret=generated)
 

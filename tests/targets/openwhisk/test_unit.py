@@ -126,23 +126,22 @@ def test_dry_run_redacts_the_web_secret():
     assert out.web_secret and out.web_secret not in json.dumps(out.requests)
 
 
-def test_router_code_picks_by_weight_and_passes_results_through():
+def test_a_weighted_alias_is_a_conductor_of_the_image_with_routes_and_no_code():
+    """Issue 11 item 3: the alias sends no code (the function keeps code actions off); its init
+    parameter MLFN_ALIAS_ROUTES is what the runtime conducts by, and 0% versions are left out."""
+    from mlfn_runtime.router import conduct, parse_routes
+
     out = offline_lifecycle().set_traffic("fn", "canary", {"v1": 80, "v2": 20, "v3": 0})
-    code = out.requests[-1]["body"]["exec"]["code"]  # the conductor action's code, as it would be sent
-    scope: dict = {}
-    exec(compile(code, "router", "exec"), scope)
-    main = scope["main"]
+    body = out.requests[-1]["body"]  # the conductor action, as it would be sent
+    assert "code" not in body["exec"] and body["exec"]["kind"] == "blackbox"
+    assert {"key": "conductor", "value": True} in body["annotations"]
+    (param,) = [p for p in body["parameters"] if p["key"] == "MLFN_ALIAS_ROUTES"]
+    assert param["init"] is True
+    routes = parse_routes(param["value"])
+    assert dict(routes) == {"/_/fn/v1": 80, "/_/fn/v2": 20}
     random.seed(7)
-    counts = collections.Counter()
-    for i in range(2000):
-        step = main({"image": "x", "i": i})
-        assert step["params"] == {"image": "x", "i": i}
-        counts[step["action"]] += 1
-    assert set(counts) == {"/_/fn/v1", "/_/fn/v2"}  # weight 0 is never picked
-    assert 1500 < counts["/_/fn/v1"] < 1700
-    # second step: the version's result (+ the state) comes back and is passed through
-    assert main({"predictions": [1], "$mlfn_router": 1}) == {"params": {"predictions": [1]}}
-    assert main({"error": "bad image", "$mlfn_router": 1}) == {"error": "bad image"}
+    counts = collections.Counter(conduct({"image": "x", "i": i}, routes)["action"] for i in range(2000))
+    assert 1500 < counts["/_/fn/v1"] < 1700 and set(counts) == {"/_/fn/v1", "/_/fn/v2"}
 
 
 def test_render_writes_a_wskdeploy_manifest(tmp_path):

@@ -71,7 +71,14 @@ class H(BaseHTTPRequestHandler):
             v = body.get("value") or {}
             for k, val in (v.get("env") or {}).items():
                 os.environ[k] = str(val)
-            if v.get("code"):
+            routes = (v.get("env") or {}).get("MLFN_ALIAS_ROUTES")
+            if routes:  # the weighted-alias conductor, as function images run it (mlfn_runtime.router)
+                from functools import partial
+
+                from mlfn_runtime.router import conduct, parse_routes
+
+                STATE["main"] = partial(conduct, routes=parse_routes(routes))
+            elif v.get("code"):
                 scope = {}
                 try:
                     exec(compile(v["code"], "action", "exec"), scope)
