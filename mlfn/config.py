@@ -107,6 +107,15 @@ class ServingConfig:
     num_threads: int = 1  # interpreter threads per invoke
     workers: int = 8  # HTTP handler threads
     events: EventsConfig = field(default_factory=EventsConfig)
+    # connections and shutdown (actions/README.md, "Connections and deadlines")
+    header_timeout_seconds: float = 10.0  # a request's headers must arrive within this
+    body_timeout_seconds: float = 30.0  # its body (and the answer's write) within this
+    idle_timeout_seconds: float = 120.0  # an idle keep-alive connection is closed after this
+    max_connections: int = 256  # open connections; more get 503 and are closed
+    drain_seconds: float = 20.0  # after SIGTERM, in-flight requests get this long (below the platforms' grace)
+    openwhisk: Optional[bool] = None  # serve /init and /run; default: yes, but not on Knative
+    code_actions: bool = False  # run code sent to /init (needs an init token; see actions/README.md)
+    init_token_sha256: Optional[str] = None  # SHA-256 of the init token code actions must carry
 
 
 @dataclass

@@ -19,11 +19,13 @@ import shutil
 from pathlib import Path
 from typing import Callable, Optional
 
-from mlfn.config import CONFIG_FILE, Config, EventsConfig, to_dict
+from mlfn.config import CONFIG_FILE, Config, ServingConfig, to_dict
 from mlfn.errors import ConfigError
 from mlfn.pipelines import file_params, load_pipelines, pipeline_entries, step_items, validate_pipelines
 
 FUNCTION_JSON = "function.json"
+LATER_SERVING_KEYS = ("events", "header_timeout_seconds", "body_timeout_seconds", "idle_timeout_seconds",
+                      "max_connections", "drain_seconds", "openwhisk", "code_actions", "init_token_sha256")
 
 
 class _Files:
@@ -79,9 +81,11 @@ def function_document(cfg: Config, models: list) -> dict:
         "models": models,
         "serving": to_dict(cfg.serving),
     }
-    # events and payload logging only when set: an unchanged function keeps its content hash
-    if doc["serving"]["events"] == to_dict(EventsConfig()):
-        del doc["serving"]["events"]
+    # settings newer than the first five only when set: an unchanged function keeps its content hash
+    defaults = to_dict(ServingConfig())
+    for key in LATER_SERVING_KEYS:
+        if doc["serving"][key] == defaults[key]:
+            del doc["serving"][key]
     if cfg.logging.sink:
         doc["logging"] = to_dict(cfg.logging)
     if cfg.auth.enabled:  # settings only: the keys live on the platform (mlfn_runtime.auth)

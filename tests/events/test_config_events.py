@@ -62,3 +62,16 @@ def test_the_version_in_event_sources(monkeypatch, env, version):
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     assert function_version() == version
+
+
+def test_connection_and_openwhisk_settings_of_mlfn_yaml_reach_the_runtime():
+    """serving.drain_seconds & co. in mlfn.yaml travel in function.json to the runtime's
+    Serving; left at their defaults, they are not written (the content hash stays)."""
+    from mlfn_runtime.serving import Serving
+
+    cfg = from_dict({"name": "digits", "serving": {"drain_seconds": 5, "max_connections": 64, "openwhisk": False}})
+    doc = function_document(cfg, [])
+    serving = Serving.from_dict(doc["serving"], environ={})
+    assert (serving.drain_seconds, serving.max_connections, serving.openwhisk) == (5, 64, False)
+    plain = function_document(from_dict({"name": "digits"}), [])["serving"]
+    assert "drain_seconds" not in plain and "openwhisk" not in plain
