@@ -16,6 +16,7 @@ from __future__ import annotations
 import select
 import threading
 import time
+import zlib
 from http.client import HTTPMessage
 from urllib.parse import parse_qsl, quote, urlsplit
 
@@ -216,7 +217,7 @@ class H2cConnection:
         trailers = [("grpc-status", str(reply.code))]
         if reply.message:
             trailers.append(("grpc-message", quote(reply.message, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~")))
-        head = [(":status", "200"), ("content-type", "application/grpc")]
+        head = [(":status", "200"), ("content-type", "application/grpc"), ("grpc-accept-encoding", "identity,deflate,gzip")]
         if reply.code != grpc_service.OK:  # trailers-only
             self._send(stream_id, head + trailers, b"", None, refuse_rest)
         else:
@@ -283,8 +284,8 @@ def unframe(stream: _Stream, max_payload: int) -> bytes:
         raise PayloadTooLarge(f"the gRPC message is larger than {max_payload} bytes (serving.max_payload_bytes)")
     if len(body) < GRPC_PREFIX:
         raise InvalidInput(f"the gRPC request body holds {len(body)} bytes; a message needs a 5-byte prefix")
-    if body[0] != 0:
-        raise InvalidInput(f"the gRPC message is compressed (flag {body[0]}); send it uncompressed (grpc-encoding identity)")
+    if body[0] not in (0, 1):
+        raise InvalidInput(f"the gRPC message's compressed flag is {body[0]}; it must be 0 or 1")
     length = int.from_bytes(body[1:GRPC_PREFIX], "big")
     if length > max_payload:
         raise PayloadTooLarge(f"the gRPC message is {length} bytes; this function takes at most {max_payload} "
@@ -292,7 +293,22 @@ def unframe(stream: _Stream, max_payload: int) -> bytes:
     if GRPC_PREFIX + length != len(body):
         raise InvalidInput(f"the gRPC length prefix says {length} bytes but {len(body) - GRPC_PREFIX} follow "
                            "(a unary call sends exactly one message)")
-    return bytes(body[GRPC_PREFIX:])
+    message = bytes(body[GRPC_PREFIX:])
+    return _decompress(message, stream.headers.get("grpc-encoding", "identity"), max_payload) if body[0] else message
+
+
+def _decompress(message: bytes, encoding: str, max_payload: int) -> bytes:
+    """A compressed gRPC message (gzip or deflate), bounded by serving.max_payload_bytes."""
+    if encoding not in ("gzip", "deflate"):
+        raise InvalidInput(f"the gRPC message is compressed with grpc-encoding {encoding!r}; use gzip, deflate or none")
+    d = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+    try:
+        out = d.decompress(message, max_payload + 1)
+    except zlib.error as e:
+        raise InvalidInput(f"the {encoding} gRPC message cannot be decompressed: {e}") from None
+    if len(out) > max_payload:
+        raise PayloadTooLarge(f"the gRPC message is more than {max_payload} bytes decompressed (serving.max_payload_bytes)")
+    return out
 
 
 def _headers(pairs: dict) -> HTTPMessage:
