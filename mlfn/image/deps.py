@@ -96,6 +96,8 @@ def requirements_for(cfg) -> list[str]:
     if need_pillow:
         v = _host_version("pillow")
         reqs.append(f"pillow=={v}" if v else "pillow")
+    if cfg.serving.grpc:  # HTTP/2 (h2c, pure Python) and protobuf for the OIP gRPC service
+        reqs += [f"{d}=={v}" if (v := _host_version(d)) else d for d in ("h2", "hpack", "hyperframe", "protobuf")]
     return sorted(reqs, key=str.lower)
 
 

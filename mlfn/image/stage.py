@@ -82,6 +82,8 @@ def function_document(cfg: Config, models: list) -> dict:
     # events and payload logging only when set: an unchanged function keeps its content hash
     if doc["serving"]["events"] == to_dict(EventsConfig()):
         del doc["serving"]["events"]
+    if not doc["serving"]["grpc"]:
+        del doc["serving"]["grpc"]
     if cfg.logging.sink:
         doc["logging"] = to_dict(cfg.logging)
     return doc
