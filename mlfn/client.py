@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 from mlfn.errors import MlfnError
 
-PROTOCOLS = ("predict", "openwhisk", "v2", "v1")
+PROTOCOLS = ("predict", "openwhisk", "v2", "v1", "grpc")
 
 
 class InvokeError(MlfnError):
@@ -147,7 +147,11 @@ def _v2_body(session, base: str, model: str, payload: dict, timeout: float) -> d
         return {k: v for k, v in payload.items() if k != "model"}
     meta = _json(session.get(f"{base}/v2/models/{model}", timeout=timeout))
     described = (meta or {}).get("inputs") if isinstance(meta, dict) else None
-    described = described or [{"name": "input_0"}]
+    return {"inputs": _v2_inputs(described or [{"name": "input_0"}], tensors, model)}
+
+
+def _v2_inputs(described: list, tensors: list, model: str) -> list:
+    """OIP v2 input tensors for [(input name or None, value)], given the model's inputs."""
     by_name = {d.get("name"): d for d in described}
     out = []
     for name, value in tensors:
@@ -156,7 +160,22 @@ def _v2_body(session, base: str, model: str, payload: dict, timeout: float) -> d
             known = ", ".join(str(k) for k in by_name)
             raise InvokeError(f"--json names input {name!r}, but model {model!r} takes: {known}.")
         out.append(_v2_tensor(spec, value, name or "inputs"))
-    return {"inputs": out}
+    return out
+
+
+def _grpc_infer(base: str, model: str, payload: dict, timeout: float) -> dict:
+    """The REST v2 request as a gRPC ModelInfer call; returns the REST v2 response document."""
+    from mlfn import grpc_client
+
+    tensors = _v2_tensors(payload)
+    if tensors is None:
+        raise InvokeError("--protocol grpc sends images (--image) or tensors ('inputs' or 'instances' in --json); "
+                          "OIP v2 tensor documents go with --protocol v2.")
+    try:
+        described = grpc_client.model_inputs(base, model, timeout)
+        return grpc_client.infer(base, model, _v2_inputs(described, tensors, model), timeout)
+    except grpc_client.GrpcInvokeError as e:
+        raise InvokeError(str(e)) from None
 
 
 def _v2_tensors(payload: dict) -> Optional[list]:
@@ -239,6 +258,10 @@ def invoke_url(url: str, payload: dict, protocol: str = "predict", timeout: floa
             resp = _post(s, f"{base}/run", body, timeout)
         else:
             model = model or _only_model(s, base, timeout)
+            if protocol == "grpc":
+                result = _grpc_infer(base, model, payload, timeout)
+                return {"result": result, "status_code": 200, "protocol": protocol,
+                        "duration_ms": round((time.perf_counter() - t0) * 1000, 2)}
             if protocol == "v2":
                 resp = _post(s, f"{base}/v2/models/{model}/infer", _v2_body(s, base, model, payload, timeout), timeout)
             else:

@@ -67,8 +67,8 @@ def run(config_path, image, port, no_docker, stop, env, output):
 @click.option("--image", "-i", "images", multiple=True, type=click.Path(), help="Image file to send (repeat for a batch).")
 @click.option("--json", "-j", "json_input", help="JSON request: a file or a literal document.")
 @click.option("--model", help="Model to ask when the function bundles several.")
-@click.option("--protocol", type=click.Choice(["predict", "openwhisk", "v2", "v1"]), default="predict",
-              show_default=True, help="With a URL: which endpoint to call (openwhisk = /init then /run; v2 = OIP v2 /v2/models/M/infer, v1 = TF Serving :predict, both answer the model's raw tensors).")
+@click.option("--protocol", type=click.Choice(["predict", "openwhisk", "v2", "v1", "grpc"]), default="predict",
+              show_default=True, help="With a URL: which endpoint to call (openwhisk = /init then /run; v2 = OIP v2 /v2/models/M/infer, v1 = TF Serving :predict, both answer the model's raw tensors; grpc = OIP v2 ModelInfer over gRPC on the same port, for functions built with serving.grpc: true, run with 'mlfn run' or on Knative; OpenWhisk's controller does not pass gRPC).")
 @click.option("--timeout", type=click.FloatRange(0, min_open=True), default=60.0, show_default=True, help="Seconds to wait for the answer.")
 @click.option("--repeat", type=click.IntRange(1, 100000), default=1,
               help="Deployed functions: invoke N times and count which version served (watch a canary).")
@@ -86,6 +86,7 @@ def invoke(ref, images, json_input, model, protocol, timeout, repeat, config_pat
       mlfn invoke http://127.0.0.1:8080 --image digit-3.png
       mlfn invoke http://127.0.0.1:8080 --protocol openwhisk --json '{"inputs": [[...]]}'
       mlfn invoke http://127.0.0.1:8080 --protocol v2 --image digit-3.png   # KServe/Triton
+      mlfn invoke http://127.0.0.1:8080 --protocol grpc --image digit-3.png # serving.grpc: true
       mlfn invoke digits@canary --image digit-3.png --output json
       mlfn invoke digits --image digit-3.png --repeat 200   # served by: v1 90%, v2 10%
     """
