@@ -163,7 +163,7 @@ def _v2_inputs(described: list, tensors: list, model: str) -> list:
     return out
 
 
-def _grpc_infer(base: str, model: str, payload: dict, timeout: float) -> dict:
+def _grpc_infer(base: str, model: str, payload: dict, timeout: float, host: Optional[str]) -> dict:
     """The REST v2 request as a gRPC ModelInfer call; returns the REST v2 response document."""
     from mlfn import grpc_client
 
@@ -172,8 +172,8 @@ def _grpc_infer(base: str, model: str, payload: dict, timeout: float) -> dict:
         raise InvokeError("--protocol grpc sends images (--image) or tensors ('inputs' or 'instances' in --json); "
                           "OIP v2 tensor documents go with --protocol v2.")
     try:
-        described = grpc_client.model_inputs(base, model, timeout)
-        return grpc_client.infer(base, model, _v2_inputs(described, tensors, model), timeout)
+        described = grpc_client.model_inputs(base, model, timeout, host)
+        return grpc_client.infer(base, model, _v2_inputs(described, tensors, model), timeout, host)
     except grpc_client.GrpcInvokeError as e:
         raise InvokeError(str(e)) from None
 
@@ -225,8 +225,10 @@ def _v1_body(payload: dict) -> dict:
     return {k: v for k, v in payload.items() if k != "model"}
 
 
-def invoke_url(url: str, payload: dict, protocol: str = "predict", timeout: float = 60.0) -> dict:
-    """Send payload to a running function at url; returns {"result", "status_code", "duration_ms"}."""
+def invoke_url(url: str, payload: dict, protocol: str = "predict", timeout: float = 60.0,
+               host: Optional[str] = None) -> dict:
+    """Send payload to a running function at url; returns {"result", "status_code", "duration_ms"}.
+    `host`: gRPC only, a Knative ingress address to call with the URL's host as authority."""
     import requests
 
     if protocol not in PROTOCOLS:
@@ -259,7 +261,7 @@ def invoke_url(url: str, payload: dict, protocol: str = "predict", timeout: floa
         else:
             model = model or _only_model(s, base, timeout)
             if protocol == "grpc":
-                result = _grpc_infer(base, model, payload, timeout)
+                result = _grpc_infer(base, model, payload, timeout, host)
                 return {"result": result, "status_code": 200, "protocol": protocol,
                         "duration_ms": round((time.perf_counter() - t0) * 1000, 2)}
             if protocol == "v2":

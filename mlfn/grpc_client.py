@@ -19,14 +19,17 @@ class GrpcInvokeError(MlfnError):
 
 
 def grpc_target(url: str, host: Optional[str] = None) -> tuple:
-    """(host:port, TLS?, authority) of a function URL; `host` overrides the authority (an
-    ingress reached by IP with the Knative route's Host)."""
+    """(address to connect to, TLS?, authority or None) of a function URL. With `host` (a
+    Knative ingress address, e.g. 127.0.0.1:31080) the call goes there with the URL's host
+    name as the authority, which the ingress routes by."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise GrpcInvokeError(f"{url} is not a valid URL; use http://HOST:PORT as printed by 'mlfn run'.")
     tls = parts.scheme == "https"
-    port = parts.port or (443 if tls else 80)
-    return f"{parts.hostname}:{port}", tls, host
+    address = f"{parts.hostname}:{parts.port or (443 if tls else 80)}"
+    if not host:
+        return address, tls, None
+    return (host if ":" in host else f"{host}:{443 if tls else 80}"), tls, parts.netloc
 
 
 def _rpc(channel, method: str, request, timeout: float, where: str):

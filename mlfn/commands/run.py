@@ -87,6 +87,7 @@ def invoke(ref, images, json_input, model, protocol, timeout, repeat, config_pat
       mlfn invoke http://127.0.0.1:8080 --protocol openwhisk --json '{"inputs": [[...]]}'
       mlfn invoke http://127.0.0.1:8080 --protocol v2 --image digit-3.png   # KServe/Triton
       mlfn invoke http://127.0.0.1:8080 --protocol grpc --image digit-3.png # serving.grpc: true
+      mlfn invoke http://digits.default.example.com --protocol grpc --host 127.0.0.1:31080 --image digit-3.png
       mlfn invoke digits@canary --image digit-3.png --output json
       mlfn invoke digits --image digit-3.png --repeat 200   # served by: v1 90%, v2 10%
     """
@@ -97,9 +98,14 @@ def invoke(ref, images, json_input, model, protocol, timeout, repeat, config_pat
         if repeat > 1:
             raise click.UsageError("--repeat counts which version served a deployed function (NAME[@ALIAS]); "
                                    f"{ref} is one running function, so drop --repeat.")
-        res = client.invoke_url(ref, payload, protocol=protocol, timeout=timeout)
+        res = client.invoke_url(ref, payload, protocol=protocol, timeout=timeout,
+                                host=kw.get("host") if protocol == "grpc" else None)
         emit(res, output, lambda r: client.summarize(r["result"]))
         return
+    if protocol == "grpc":
+        raise click.UsageError("--protocol grpc calls a URL: for a Knative function built with serving.grpc: true, "
+                               "pass its URL or tag URL ('mlfn status NAME --target knative'), with --host INGRESS "
+                               "if DNS does not reach it; OpenWhisk's controller does not pass gRPC.")
     # NAME[@ALIAS|:vN]: a deployed function, through the deploy target (mlfn.releases.invoke).
     client.check_strict_json(payload)
     from mlfn.releases import invoke as invoke_deployed, invoke_repeated

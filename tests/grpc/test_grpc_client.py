@@ -36,3 +36,17 @@ def test_invoke_grpc_errors_are_one_sentence(server, tmp_path):
     r = CliRunner().invoke(main, ["invoke", "http://127.0.0.1:9", "--protocol", "grpc", "--model", "m",
                                   "--json", '{"inputs": [[1]]}', "--timeout", "5"])
     assert r.exit_code != 0 and "Cannot connect to http://127.0.0.1:9 over gRPC" in r.output
+
+
+def test_invoke_grpc_through_an_ingress_address_sends_the_url_host_as_authority(server, tmp_path):
+    """--host: connect to the ingress address; the function URL's host is the :authority
+    (what a Knative ingress routes by); here the function itself stands in for the ingress."""
+    from mlfn.grpc_client import grpc_target
+
+    assert grpc_target("http://digits.default.example.com", "127.0.0.1:31080") == (
+        "127.0.0.1:31080", False, "digits.default.example.com")
+    r = CliRunner().invoke(main, ["invoke", "http://digits.default.example.com", "--protocol", "grpc",
+                                  "--host", server[0], "--model", "digits", "--json", '{"inputs": [[0.5]]}'])
+    assert r.exit_code != 0 and "INVALID_ARGUMENT" in r.output  # reached the function: it judged the input
+    r = CliRunner().invoke(main, ["invoke", "digits", "--protocol", "grpc", "--json", '{"inputs": [[1]]}'])
+    assert r.exit_code == 2 and "--protocol grpc calls a URL" in r.output
