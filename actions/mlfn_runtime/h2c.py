@@ -5,7 +5,8 @@ speaks once the container port is named `h2c`.
 `http_server` hands a connection whose first line is the HTTP/2 preface (`PRI * HTTP/2.0`)
 to `serve_connection`; the `h2` package (sans-IO, pure Python; in the image only with
 serving.grpc) parses frames. One thread reads the connection; each finished request stream
-is answered in its own thread (inside a serving.workers slot, as over HTTP/1.1), and
+is answered in a thread of the connection's pool (inside a serving.workers slot, as over
+HTTP/1.1), and
 responses are written under one lock, respecting the client's flow-control windows.
 A gRPC message is a 5-byte prefix (compressed flag, big-endian length) + protobuf bytes;
 a request larger than serving.max_payload_bytes is answered at once (RESOURCE_EXHAUSTED /
@@ -17,6 +18,7 @@ import select
 import threading
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from http.client import HTTPMessage
 from urllib.parse import parse_qsl, quote, urlsplit
 
@@ -75,7 +77,9 @@ class H2cConnection:
         self.conn = new_server_connection(WINDOW, MAX_STREAMS)
         self.cond = threading.Condition()  # guards self.conn and the socket's writes
         self.streams: dict = {}
-        self.workers: list = []
+        # answers run in reused threads (a thread per request costs more than a small inference)
+        self.workers = ThreadPoolExecutor(max_workers=MAX_STREAMS, thread_name_prefix="h2c")
+        self.pending: set = set()
         self.open = True
 
     def serve(self, data: bytes) -> None:
@@ -93,11 +97,10 @@ class H2cConnection:
                     h2c_frames.goaway(self.conn)
                     self._flush()
                 goaway = True
-            if goaway and not any(w.is_alive() for w in self.workers):
+            if goaway and not self.pending:
                 break
             data = self._read()
-        for w in self.workers:
-            w.join()
+        self.workers.shutdown(wait=True)
         with self.cond:
             self.open = False
             self.cond.notify_all()
@@ -159,9 +162,9 @@ class H2cConnection:
         return route.body_limit(max_payload)
 
     def _start(self, stream_id: int, stream: _Stream) -> None:
-        worker = threading.Thread(target=self._answer, args=(stream_id, stream), daemon=True)
-        self.workers = [w for w in self.workers if w.is_alive()] + [worker]
-        worker.start()
+        self.pending.add(stream_id)
+        self.workers.submit(self._answer, stream_id, stream).add_done_callback(
+            lambda _: self.pending.discard(stream_id))
 
     def _answer(self, stream_id: int, stream: _Stream) -> None:
         t0 = time.perf_counter()
