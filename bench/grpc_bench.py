@@ -6,10 +6,13 @@
 
 Serves each model with `python -m mlfn_runtime` (a subprocess, so the clients do not share
 its GIL) on loopback, and measures with keep-alive connections, per protocol, batch size
-(1, 32) and client count (1, 8): p50/p99 latency (ms) and requests/s.
+(1, 32; 1, 8 for --model) and client count (1, 8): p50/p99 latency (ms) and requests/s.
  - rest:  POST /v2/models/M/infer, JSON tensors (HTTP/1.1, http.client)
  - h2c:   the same JSON request over HTTP/2 with prior knowledge (the `h2` package)
- - grpc:  inference.GRPCInferenceService/ModelInfer with raw_input_contents (grpcio)
+ - grpc:  inference.GRPCInferenceService/ModelInfer with raw_input_contents (grpcio client)
+ - grpcio: the same call to the alternative not taken, a grpcio (C core) server on its own
+   port over the same grpc_service.call (the floor of "grpcio on an internal port behind an
+   h2c proxy": the proxy hop would add to it); only with --grpcio
 Prints a table; --json prints one JSON document.
 """
 from __future__ import annotations
@@ -62,6 +65,32 @@ def serve(fdir: Path) -> tuple:
             time.sleep(0.1)
     proc.kill()
     raise RuntimeError("the function did not start")
+
+
+def serve_grpcio(fdir: str, port: int) -> None:
+    """(subprocess) grpcio's server answering ModelInfer with grpc_service.call."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
+
+    from mlfn_runtime import grpc_service
+    from mlfn_runtime.server_state import ServerState
+    from mlfn_runtime.function import load_function
+
+    state = ServerState(load_function(fdir))
+
+    def infer(request: bytes, context):
+        reply = grpc_service.call(state, "/inference.GRPCInferenceService/ModelInfer", request)
+        if reply.code:
+            context.abort(next(c for c in grpc.StatusCode if c.value[0] == reply.code), reply.message)
+        return reply.body
+
+    handler = grpc.method_handlers_generic_handler("inference.GRPCInferenceService", {
+        "ModelInfer": grpc.unary_unary_rpc_method_handler(infer)})
+    server = grpc.server(ThreadPoolExecutor(8), handlers=[handler])
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    server.wait_for_termination()
 
 
 def input_spec(port: int, model: str) -> tuple:
@@ -186,27 +215,40 @@ def measure(make, clients: int, calls: int) -> dict:
             "rps": round(len(times) / wall, 1)}
 
 
-def bench_model(path: Path, name: str, calls: int) -> list:
+def bench_model(path: Path, name: str, calls: int, batches=(1, 32), with_grpcio=False) -> list:
     tmp = Path(tempfile.mkdtemp(prefix="mlfn-grpc-bench-"))
-    proc, port = serve(function_dir(tmp / name, path, name))
+    fdir = function_dir(tmp / name, path, name)
+    proc, port = serve(fdir)
+    alt = None
+    if with_grpcio:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            alt_port = s.getsockname()[1]
+        alt = subprocess.Popen([sys.executable, __file__, "--serve-grpcio", str(fdir), str(alt_port)],
+                               env=dict(os.environ, PYTHONPATH=str(ROOT / "actions")), stderr=subprocess.DEVNULL)
+        time.sleep(3)
     rows = []
     try:
         input_name, dims = input_spec(port, name)
         clients = {"rest": RestClient, "h2c": H2cClient, "grpc": GrpcClient}
-        for batch in (1, 32):
+        if alt is not None:
+            clients["grpcio"] = lambda _port, model, req: GrpcClient(alt_port, model, req)
+        for batch in batches:
             reqs = requests_for(name, input_name, dims, batch)
             for n_clients in (1, 8):
                 for proto, cls in clients.items():
-                    n = max(5, calls // (8 if batch == 32 else 1) // n_clients)
-                    r = measure(lambda: cls(port, name, reqs[proto]), n_clients, n)
+                    n = max(5, calls // (8 if batch > 1 else 1) // n_clients)
+                    r = measure(lambda: cls(port, name, reqs["grpc" if proto == "grpcio" else proto]), n_clients, n)
                     rows.append({"model": name, "input": "x".join(map(str, dims)), "batch": batch,
                                  "clients": n_clients, "protocol": proto, **r})
                     print(f"{name:10} {rows[-1]['input']:>9} b{batch:<3} c{n_clients} {proto:5} "
                           f"p50 {r['p50_ms']:8.2f} ms  p99 {r['p99_ms']:8.2f} ms  {r['rps']:8.1f} req/s",
                           file=sys.stderr, flush=True)
     finally:
-        proc.terminate()
-        proc.wait(10)
+        for p in (proc, alt):
+            if p is not None:
+                p.terminate()
+                p.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
     return rows
 
@@ -216,11 +258,16 @@ def main() -> int:
     p.add_argument("--models", type=Path, required=True, help="folder from tests/runtime/make_models.py")
     p.add_argument("--model", type=Path, help="another .tflite (e.g. MobileNetV2 224x224x3 int8) to bench too")
     p.add_argument("--calls", type=int, default=300, help="requests per client at batch 1 (batch 32: 1/8 of it)")
+    p.add_argument("--grpcio", action="store_true", help="also the grpcio-server alternative (see above)")
     p.add_argument("--json", action="store_true")
+    if sys.argv[1:2] == ["--serve-grpcio"]:
+        serve_grpcio(sys.argv[2], int(sys.argv[3]))
+        return 0
     args = p.parse_args()
-    rows = bench_model(args.models / "digits_int8.tflite", "digits", args.calls)
+    rows = bench_model(args.models / "digits_int8.tflite", "digits", args.calls, with_grpcio=args.grpcio)
     if args.model:
-        rows += bench_model(args.model, "big", max(20, args.calls // 10))
+        # batch 8, not 32: 32 images of 224x224x3 are ~100 MB of JSON for the REST requests
+        rows += bench_model(args.model, "big", max(20, args.calls // 10), batches=(1, 8), with_grpcio=args.grpcio)
     if args.json:
         print(json.dumps(rows, indent=2))
     return 0
