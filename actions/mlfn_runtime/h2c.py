@@ -22,10 +22,15 @@ from concurrent.futures import ThreadPoolExecutor
 from http.client import HTTPMessage
 from urllib.parse import parse_qsl, quote, urlsplit
 
-from mlfn_runtime import grpc_service, routes
+from mlfn_runtime import routes
 from mlfn_runtime.errors import InvalidInput, PayloadTooLarge
 from mlfn_runtime.http_messages import Request, Response, encode_json, error_response
 from mlfn_runtime.runtime_log import log
+
+try:
+    from mlfn_runtime import grpc_service, h2c_frames
+except ImportError:  # no `h2`/`protobuf` in this image (serving.grpc off)
+    grpc_service = h2c_frames = None
 
 PREFACE_LINE = b"PRI * HTTP/2.0\r\n"  # what http_server reads as the request line
 PREFACE_REST = b"\r\nSM\r\n\r\n"
@@ -36,9 +41,7 @@ MAX_STREAMS = 64
 
 def serve_connection(state, sock, rfile) -> None:
     """Serve one h2c connection whose request line `PREFACE_LINE` was already read from `rfile`."""
-    try:
-        from mlfn_runtime.h2c_frames import new_server_connection  # noqa: F401 (checks h2 is here)
-    except ImportError:
+    if h2c_frames is None:
         log("an HTTP/2 (h2c) connection arrived, but this image has no HTTP/2 support "
             "(build it with serving.grpc: true); closed it")
         return
@@ -71,10 +74,8 @@ class _Stream:
 
 class H2cConnection:
     def __init__(self, state, sock):
-        from mlfn_runtime.h2c_frames import new_server_connection
-
         self.state, self.sock = state, sock
-        self.conn = new_server_connection(WINDOW, MAX_STREAMS)
+        self.conn = h2c_frames.new_server_connection(WINDOW, MAX_STREAMS)
         self.cond = threading.Condition()  # guards self.conn and the socket's writes
         self.streams: dict = {}
         # answers run in reused threads (a thread per request costs more than a small inference)
@@ -83,8 +84,6 @@ class H2cConnection:
         self.open = True
 
     def serve(self, data: bytes) -> None:
-        from mlfn_runtime import h2c_frames
-
         with self.cond:
             h2c_frames.start(self.conn, WINDOW)
             self._flush()
@@ -116,8 +115,6 @@ class H2cConnection:
             return None
 
     def _receive(self, data: bytes) -> bool:
-        from mlfn_runtime import h2c_frames
-
         with self.cond:
             try:
                 events = self.conn.receive_data(data)
@@ -182,7 +179,7 @@ class H2cConnection:
         finally:
             self.state.metrics.observe(model, endpoint, status, time.perf_counter() - t0)
 
-    def _grpc(self, stream: _Stream) -> "grpc_service.GrpcReply":
+    def _grpc(self, stream: _Stream):
         path = stream.headers.get(":path", "")
         try:
             message = unframe(stream, self.state.serving.max_payload_bytes)
@@ -246,8 +243,6 @@ class H2cConnection:
 
     def _send(self, stream_id: int, headers: list, body: bytes, trailers, refuse_rest: bool) -> None:
         """Write one response (headers, body within the flow-control windows, trailers)."""
-        from mlfn_runtime import h2c_frames
-
         with self.cond:
             try:
                 self.conn.send_headers(stream_id, headers, end_stream=not body and not trailers)

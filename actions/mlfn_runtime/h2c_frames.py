@@ -38,11 +38,10 @@ def goaway(conn) -> None:
     conn.close_connection(error_code=h2.errors.ErrorCodes.NO_ERROR)
 
 
-def fail(conn, error: Exception) -> None:
+def fail(conn, error: h2.exceptions.ProtocolError) -> None:
     """GOAWAY for a connection that broke the protocol."""
-    code = getattr(error, "error_code", None) or h2.errors.ErrorCodes.PROTOCOL_ERROR
     try:
-        conn.close_connection(error_code=code)
+        conn.close_connection(error_code=error.error_code)
     except ProtocolError:
         pass
 

@@ -146,3 +146,16 @@ def test_drain_sends_goaway_and_finishes(digits_dir):
         except (ConnectionError, OSError):
             pass
         assert any(isinstance(e, h2.events.ConnectionTerminated) for e in events)
+
+
+def test_an_image_without_http2_support_closes_h2c_connections_and_keeps_serving(server, monkeypatch):
+    import requests
+
+    from mlfn_runtime import h2c
+
+    monkeypatch.setattr(h2c, "h2c_frames", None)  # as in an image built without serving.grpc
+    sock = socket.create_connection(server[0].rsplit(":", 1), timeout=10)
+    sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+    assert sock.recv(65536) == b""
+    sock.close()
+    assert requests.get(f"http://{server[0]}/v2/health/ready", timeout=10).json() == {"ready": True}
