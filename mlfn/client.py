@@ -114,12 +114,16 @@ def _json(resp) -> Any:
         raise InvokeError(f"{resp.url} answered HTTP {resp.status_code} with a body that is not JSON.") from None
 
 
-def _only_model(session, base: str, timeout: float) -> str:
-    """The model to address on /v2 and /v1 when --model is not given: the function's only one."""
+def _only_model(session, base: str, timeout: float, host: Optional[str] = None) -> str:
+    """The model to address on /v2 and /v1 when --model is not given: the function's only one.
+    `host`: an ingress address to ask instead, with the URL's host in the Host header."""
     import requests
+    from urllib.parse import urlsplit
 
+    parts = urlsplit(base)
+    url, headers = (f"{parts.scheme}://{host}/healthz", {"Host": parts.netloc}) if host else (f"{base}/healthz", {})
     try:
-        resp = session.get(f"{base}/healthz", timeout=timeout)
+        resp = session.get(url, headers=headers, timeout=timeout)
     except (requests.RequestException, ValueError):
         raise InvokeError(f"Cannot connect to {base}/healthz; is the function running (mlfn run)?") from None
     models = (_json(resp) or {}).get("models") if resp.status_code == 200 else None
@@ -259,7 +263,7 @@ def invoke_url(url: str, payload: dict, protocol: str = "predict", timeout: floa
             }
             resp = _post(s, f"{base}/run", body, timeout)
         else:
-            model = model or _only_model(s, base, timeout)
+            model = model or _only_model(s, base, timeout, host)
             if protocol == "grpc":
                 result = _grpc_infer(base, model, payload, timeout, host)
                 return {"result": result, "status_code": 200, "protocol": protocol,
