@@ -11,7 +11,7 @@ from tests.runtime.conftest import digit_png
 SERVICE = "/inference.GRPCInferenceService/"
 
 
-def call(target: str, method: str, request, **kwargs):
+def call(target: str, method: str, request, timeout: float = 20, **kwargs):
     """One unary call with the project's own message classes (typed contents, raw bytes)."""
     import grpc
 
@@ -21,7 +21,7 @@ def call(target: str, method: str, request, **kwargs):
     with grpc.insecure_channel(target) as channel:
         stub = channel.unary_unary(SERVICE + method, request_serializer=lambda m: m.SerializeToString(),
                                    response_deserializer=response_class.FromString)
-        return stub(request, timeout=20, **kwargs)
+        return stub(request, timeout=timeout, **kwargs)
 
 
 def message(type_name: str, **fields):

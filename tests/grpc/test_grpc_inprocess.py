@@ -84,3 +84,21 @@ def test_rest_routes_over_h2c_prior_knowledge_with_curl(server, digits, tmp_path
     assert status == "2 413" and "serving.max_payload_bytes" in json.loads(body)["error"]
     status, body = curl(base + "/metrics")
     assert status == "2 200" and 'endpoint="v2_infer",status="200"' in body
+
+
+def test_the_in_flight_limit_holds_model_infer_but_not_health(server):
+    import grpc
+
+    target, srv = server
+    slots = srv.state.serving.workers
+    for _ in range(slots):
+        srv.state.slots.acquire()  # every worker busy
+    try:
+        with pytest.raises(grpc.RpcError) as info:
+            call(target, "ModelMetadata", message("ModelMetadataRequest", name="digits"), timeout=1)
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert call(target, "ServerLive", message("ServerLiveRequest")).live is True  # probes are not limited
+    finally:
+        for _ in range(slots):
+            srv.state.slots.release()
+    assert call(target, "ModelMetadata", message("ModelMetadataRequest", name="digits")).name == "digits"
