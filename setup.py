@@ -10,5 +10,6 @@ runtime = ["mlfn_runtime"] + [
 setup(
     packages=find_packages(include=["mlfn", "mlfn.*"]) + runtime + ["mlfn.templates"],
     package_dir={"mlfn_runtime": "actions/mlfn_runtime", "mlfn.templates": "templates"},
-    package_data={"mlfn.templates": ["*.j2", "*.yaml", "*.py", "knative/*.j2", "knative/*.yaml", "openwhisk/*.j2"]},
+    package_data={"mlfn.templates": ["*.j2", "*.yaml", "*.py", "knative/*.j2", "knative/*.yaml", "openwhisk/*.j2"],
+                  "mlfn_runtime.oip_grpc": ["*.desc"]},
 )

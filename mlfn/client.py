@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 from mlfn.errors import MlfnError
 
-PROTOCOLS = ("predict", "openwhisk", "v2", "v1")
+PROTOCOLS = ("predict", "openwhisk", "v2", "v1", "grpc")
 
 
 class InvokeError(MlfnError):
@@ -114,12 +114,16 @@ def _json(resp) -> Any:
         raise InvokeError(f"{resp.url} answered HTTP {resp.status_code} with a body that is not JSON.") from None
 
 
-def _only_model(session, base: str, timeout: float) -> str:
-    """The model to address on /v2 and /v1 when --model is not given: the function's only one."""
+def _only_model(session, base: str, timeout: float, host: Optional[str] = None) -> str:
+    """The model to address on /v2 and /v1 when --model is not given: the function's only one.
+    `host`: an ingress address to ask instead, with the URL's host in the Host header."""
     import requests
+    from urllib.parse import urlsplit
 
+    parts = urlsplit(base)
+    url, headers = (f"{parts.scheme}://{host}/healthz", {"Host": parts.netloc}) if host else (f"{base}/healthz", {})
     try:
-        resp = session.get(f"{base}/healthz", timeout=timeout)
+        resp = session.get(url, headers=headers, timeout=timeout)
     except (requests.RequestException, ValueError):
         raise InvokeError(f"Cannot connect to {base}/healthz; is the function running (mlfn run)?") from None
     models = (_json(resp) or {}).get("models") if resp.status_code == 200 else None
@@ -147,7 +151,11 @@ def _v2_body(session, base: str, model: str, payload: dict, timeout: float) -> d
         return {k: v for k, v in payload.items() if k != "model"}
     meta = _json(session.get(f"{base}/v2/models/{model}", timeout=timeout))
     described = (meta or {}).get("inputs") if isinstance(meta, dict) else None
-    described = described or [{"name": "input_0"}]
+    return {"inputs": _v2_inputs(described or [{"name": "input_0"}], tensors, model)}
+
+
+def _v2_inputs(described: list, tensors: list, model: str) -> list:
+    """OIP v2 input tensors for [(input name or None, value)], given the model's inputs."""
     by_name = {d.get("name"): d for d in described}
     out = []
     for name, value in tensors:
@@ -156,7 +164,22 @@ def _v2_body(session, base: str, model: str, payload: dict, timeout: float) -> d
             known = ", ".join(str(k) for k in by_name)
             raise InvokeError(f"--json names input {name!r}, but model {model!r} takes: {known}.")
         out.append(_v2_tensor(spec, value, name or "inputs"))
-    return {"inputs": out}
+    return out
+
+
+def _grpc_infer(base: str, model: str, payload: dict, timeout: float, host: Optional[str]) -> dict:
+    """The REST v2 request as a gRPC ModelInfer call; returns the REST v2 response document."""
+    from mlfn import grpc_client
+
+    tensors = _v2_tensors(payload)
+    if tensors is None:
+        raise InvokeError("--protocol grpc sends images (--image) or tensors ('inputs' or 'instances' in --json); "
+                          "OIP v2 tensor documents go with --protocol v2.")
+    try:
+        described = grpc_client.model_inputs(base, model, timeout, host)
+        return grpc_client.infer(base, model, _v2_inputs(described, tensors, model), timeout, host)
+    except grpc_client.GrpcInvokeError as e:
+        raise InvokeError(str(e)) from None
 
 
 def _v2_tensors(payload: dict) -> Optional[list]:
@@ -206,8 +229,10 @@ def _v1_body(payload: dict) -> dict:
     return {k: v for k, v in payload.items() if k != "model"}
 
 
-def invoke_url(url: str, payload: dict, protocol: str = "predict", timeout: float = 60.0) -> dict:
-    """Send payload to a running function at url; returns {"result", "status_code", "duration_ms"}."""
+def invoke_url(url: str, payload: dict, protocol: str = "predict", timeout: float = 60.0,
+               host: Optional[str] = None) -> dict:
+    """Send payload to a running function at url; returns {"result", "status_code", "duration_ms"}.
+    `host`: gRPC only, a Knative ingress address to call with the URL's host as authority."""
     import requests
 
     if protocol not in PROTOCOLS:
@@ -238,7 +263,11 @@ def invoke_url(url: str, payload: dict, protocol: str = "predict", timeout: floa
             }
             resp = _post(s, f"{base}/run", body, timeout)
         else:
-            model = model or _only_model(s, base, timeout)
+            model = model or _only_model(s, base, timeout, host)
+            if protocol == "grpc":
+                result = _grpc_infer(base, model, payload, timeout, host)
+                return {"result": result, "status_code": 200, "protocol": protocol,
+                        "duration_ms": round((time.perf_counter() - t0) * 1000, 2)}
             if protocol == "v2":
                 resp = _post(s, f"{base}/v2/models/{model}/infer", _v2_body(s, base, model, payload, timeout), timeout)
             else:

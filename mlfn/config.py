@@ -106,6 +106,7 @@ class ServingConfig:
     interpreter: str = "per-thread"  # per-thread | lock (LiteRT interpreters are not thread-safe)
     num_threads: int = 1  # interpreter threads per invoke
     workers: int = 8  # HTTP handler threads
+    grpc: bool = False  # also the OIP v2 gRPC service, over h2c on the same port (mlfn run, Knative; not OpenWhisk)
     events: EventsConfig = field(default_factory=EventsConfig)
     # connections and shutdown (actions/README.md, "Connections and deadlines")
     header_timeout_seconds: float = 10.0  # a request's headers must arrive within this

@@ -183,10 +183,12 @@ def parse_ref(ref: str) -> tuple:
 
 
 def invoke(ref: str, payload: Any, options: Optional[TargetOptions] = None, cfg=None,
-           timeout: float = 120.0) -> InvokeResult:
-    """Call a deployed function through an alias or one version; says which version served."""
+           timeout: float = 120.0, protocol: str = "predict") -> InvokeResult:
+    """Call a deployed function through an alias or one version; says which version served.
+    `protocol` "grpc": OIP ModelInfer (Knative with serving.grpc; OpenWhisk refuses)."""
     name, alias, version = parse_ref(ref)
-    return open_target(cfg, options).invoke(name, payload, alias=alias, version=version, timeout=timeout)
+    return open_target(cfg, options).invoke(name, payload, alias=alias, version=version, timeout=timeout,
+                                            protocol=protocol)
 
 
 @dataclass

@@ -24,6 +24,10 @@ class InvalidInput(RuntimeFunctionError, ValueError):
     status = 400
 
 
+class BatchTooLarge(InvalidInput):
+    """A request holds more inputs than serving.max_batch_size (gRPC: RESOURCE_EXHAUSTED)."""
+
+
 class NotFound(RuntimeFunctionError, LookupError):
     """An unknown model, route or output name."""
 

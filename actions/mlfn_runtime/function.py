@@ -27,7 +27,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from mlfn_runtime.errors import ConfigurationError, CustomStepError, InvalidInput, NotFound
+from mlfn_runtime.errors import BatchTooLarge, ConfigurationError, CustomStepError, InvalidInput, NotFound
 from mlfn_runtime.interpreter import ModelRunner, TensorInfo
 from mlfn_runtime.memory_budget import MemoryBudget
 from mlfn_runtime.pipeline import POST, PRE, Pipeline
@@ -120,7 +120,7 @@ class Function:
         """At most serving.max_batch_size inputs per request; `what` names them."""
         limit = self.serving.max_batch_size
         if n > limit:
-            raise InvalidInput(
+            raise BatchTooLarge(
                 f"{what} holds {n} inputs; this function takes at most {limit} per request (serving.max_batch_size)"
             )
 

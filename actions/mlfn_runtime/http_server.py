@@ -111,6 +111,12 @@ class Handler(BaseHTTPRequestHandler):
                 return False
 
     def parse_request(self):
+        if self.raw_requestline == b"PRI * HTTP/2.0\r\n":  # HTTP/2 with prior knowledge: gRPC and REST (h2c)
+            from mlfn_runtime import h2c
+
+            self.close_connection = True
+            h2c.serve_connection(self.state, self.connection, self.rfile)
+            return False
         ok = super().parse_request()
         self.server.connections.track(self, idle=False)
         return ok

@@ -17,14 +17,13 @@ checked by the data plane (`Function.infer`, `tensors`). Routes: `mlfn_runtime.r
 from __future__ import annotations
 
 import json
-import struct
 
 import numpy as np
 
 from mlfn_runtime.version import VERSION
 from mlfn_runtime.errors import InvalidInput, NotFound
 from mlfn_runtime.http_messages import Response, parse_json
-from mlfn_runtime.tensors import NUMPY_OF_V2, V2_OF_NUMPY, buffer_array, typed_array
+from mlfn_runtime.tensors import NUMPY_OF_V2, V2_OF_NUMPY, buffer_array, bytes_elements, typed_array
 
 
 def server_metadata(state, req, params) -> Response:
@@ -167,13 +166,7 @@ def _decode_bytes(t, where, shape, count, size, binary, offset):
     """BYTES: 4-byte little-endian length + bytes per element (binary), or strings (JSON)."""
     if size is not None:
         chunk, offset = _take(binary, offset, size, where)
-        items, pos = [], 0
-        while pos < len(chunk):
-            if pos + 4 > len(chunk):
-                raise InvalidInput(f"{where} BYTES binary data is truncated")
-            (n,) = struct.unpack_from("<I", chunk, pos)
-            items.append(bytes(chunk[pos + 4:pos + 4 + n]))
-            pos += 4 + n
+        items = bytes_elements(chunk, where)
     else:
         items = _flatten(t.get("data"), where)
         if not all(isinstance(x, str) for x in items):

@@ -5,6 +5,7 @@
 - `to_numeric`: a JSON number/nested list -> array (400 when ragged, non-numeric, NaN/Inf);
 - `typed_array`: values a client declared with a datatype (OIP v2) -> array of that dtype;
 - `as_input_dtype`: an array -> the dtype a model input takes, exactly or a 400;
+- `bytes_elements`: Triton's length-prefixed BYTES serialization -> elements;
 - `check_finite`, `fit_shape`, `jsonable`.
 Protocol modules decode their wire format with these and never re-check what they check."""
 from __future__ import annotations
@@ -134,6 +135,21 @@ def buffer_array(data, shape: list, datatype: str, where: str) -> np.ndarray:
     arr = np.frombuffer(data, dtype=dtype).reshape(shape)
     check_finite(arr, where)
     return arr
+
+
+def bytes_elements(chunk, where: str) -> list:
+    """Triton's serialized BYTES tensor (a 4-byte little-endian length, then that many bytes,
+    per element; REST binary data and gRPC raw contents) -> the elements as bytes."""
+    items, pos, end = [], 0, len(chunk)
+    while pos < end:
+        if pos + 4 > end:
+            raise InvalidInput(f"{where} BYTES binary data is truncated")
+        n = int.from_bytes(chunk[pos:pos + 4], "little")
+        if pos + 4 + n > end:
+            raise InvalidInput(f"{where} BYTES element at byte {pos} declares {n} bytes but only {end - pos - 4} follow")
+        items.append(bytes(chunk[pos + 4:pos + 4 + n]))
+        pos += 4 + n
+    return items
 
 
 def fit_shape(a: np.ndarray, t, label: str, model: str) -> np.ndarray:

@@ -67,8 +67,8 @@ def run(config_path, image, port, no_docker, stop, env, output):
 @click.option("--image", "-i", "images", multiple=True, type=click.Path(), help="Image file to send (repeat for a batch).")
 @click.option("--json", "-j", "json_input", help="JSON request: a file or a literal document.")
 @click.option("--model", help="Model to ask when the function bundles several.")
-@click.option("--protocol", type=click.Choice(["predict", "openwhisk", "v2", "v1"]), default="predict",
-              show_default=True, help="With a URL: which endpoint to call (openwhisk = /init then /run; v2 = OIP v2 /v2/models/M/infer, v1 = TF Serving :predict, both answer the model's raw tensors).")
+@click.option("--protocol", type=click.Choice(["predict", "openwhisk", "v2", "v1", "grpc"]), default="predict",
+              show_default=True, help="With a URL: which endpoint to call (openwhisk = /init then /run; v2 = OIP v2 /v2/models/M/infer, v1 = TF Serving :predict, both answer the model's raw tensors; grpc = OIP v2 ModelInfer over gRPC on the same port, for functions built with serving.grpc: true, run with 'mlfn run' or deployed on Knative (URL or NAME); OpenWhisk's controller does not pass gRPC).")
 @click.option("--timeout", type=click.FloatRange(0, min_open=True), default=60.0, show_default=True, help="Seconds to wait for the answer.")
 @click.option("--repeat", type=click.IntRange(1, 100000), default=1,
               help="Deployed functions: invoke N times and count which version served (watch a canary).")
@@ -86,6 +86,9 @@ def invoke(ref, images, json_input, model, protocol, timeout, repeat, config_pat
       mlfn invoke http://127.0.0.1:8080 --image digit-3.png
       mlfn invoke http://127.0.0.1:8080 --protocol openwhisk --json '{"inputs": [[...]]}'
       mlfn invoke http://127.0.0.1:8080 --protocol v2 --image digit-3.png   # KServe/Triton
+      mlfn invoke http://127.0.0.1:8080 --protocol grpc --image digit-3.png # serving.grpc: true
+      mlfn invoke http://digits.default.example.com --protocol grpc --host 127.0.0.1:31080 --image digit-3.png
+      mlfn invoke digits@canary --target knative --protocol grpc --image digit-3.png  # not on OpenWhisk
       mlfn invoke digits@canary --image digit-3.png --output json
       mlfn invoke digits --image digit-3.png --repeat 200   # served by: v1 90%, v2 10%
     """
@@ -96,13 +99,16 @@ def invoke(ref, images, json_input, model, protocol, timeout, repeat, config_pat
         if repeat > 1:
             raise click.UsageError("--repeat counts which version served a deployed function (NAME[@ALIAS]); "
                                    f"{ref} is one running function, so drop --repeat.")
-        res = client.invoke_url(ref, payload, protocol=protocol, timeout=timeout)
+        res = client.invoke_url(ref, payload, protocol=protocol, timeout=timeout,
+                                host=kw.get("host") if protocol == "grpc" else None)
         emit(res, output, lambda r: client.summarize(r["result"]))
         return
     # NAME[@ALIAS|:vN]: a deployed function, through the deploy target (mlfn.releases.invoke).
     client.check_strict_json(payload)
     from mlfn.releases import invoke as invoke_deployed, invoke_repeated
 
+    if repeat > 1 and protocol == "grpc":
+        raise click.UsageError("--repeat counts versions through the platform's invoke; drop --protocol grpc.")
     if repeat > 1:
         summary = invoke_repeated(ref, payload, repeat, options=target_from(kw), cfg=project_config(config_path),
                                   timeout=timeout)
@@ -110,6 +116,7 @@ def invoke(ref, images, json_input, model, protocol, timeout, repeat, config_pat
             f"{v} {c} ({s.share[v]:.0%})" for v, c in s.served.items())
             + f"\nlatency p50 {s.latency_ms_p50} ms, p90 {s.latency_ms_p90} ms over {s.calls} calls")
         return
-    res = invoke_deployed(ref, payload, options=target_from(kw), cfg=project_config(config_path), timeout=timeout)
+    res = invoke_deployed(ref, payload, options=target_from(kw), cfg=project_config(config_path), timeout=timeout,
+                          protocol=protocol)
     emit(res, output, lambda r: f"{client.summarize(r.result)}\n(served by {r.version or '?'}, "
                                 f"activation {r.activation_id or '-'}, {r.duration_ms} ms)")

@@ -98,6 +98,8 @@ def requirements_for(cfg) -> list[str]:
         reqs.append(f"pillow=={v}" if v else "pillow")
     if cfg.auth.enabled and cfg.auth.jwt:  # JWT signatures (mlfn_runtime.jwt_verify); API keys need nothing
         reqs += [f"{d}=={_host_version(d)}" if _host_version(d) else d for d in ("cryptography", "cffi")]
+    if cfg.serving.grpc:  # HTTP/2 (h2c, pure Python) and protobuf for the OIP gRPC service
+        reqs += [f"{d}=={v}" if (v := _host_version(d)) else d for d in ("h2", "hpack", "hyperframe", "protobuf")]
     return sorted(reqs, key=str.lower)
 
 

@@ -189,9 +189,12 @@ class Target(abc.ABC):
 
     @abc.abstractmethod
     def invoke(self, function: str, payload: Any, alias: Optional[str] = None,
-               version: Optional[str] = None, timeout: Optional[float] = None) -> InvokeResult:
+               version: Optional[str] = None, timeout: Optional[float] = None,
+               protocol: str = "predict") -> InvokeResult:
         """Call the function through an alias (default alias when both are None) or a version;
-        wait at most `timeout` seconds (None: the target's default)."""
+        wait at most `timeout` seconds (None: the target's default). `protocol`: "predict"
+        (the platform's invoke, /predict), or "grpc" (OIP ModelInfer, where the platform
+        passes gRPC: Knative; the others raise TargetError)."""
 
     @abc.abstractmethod
     def render(self, spec: VersionSpec, out_dir: str) -> list:

@@ -171,6 +171,7 @@ def render_service(cfg, spec, number: int, *, namespace: Optional[str], traffic:
         timeout_seconds=int(timeout),
         image=spec.image,
         port=PORT,
+        port_name="h2c" if cfg.serving.grpc else "http1",  # h2c: queue-proxy speaks HTTP/2 (gRPC and REST)
         env=container_env(spec.env),
         requests=requests,
         limits=limits,

@@ -299,7 +299,8 @@ class KnativeTarget(Target):
     # ------------------------------------------------------------------ invoking
 
     def invoke(self, function: str, payload: Any, alias: Optional[str] = None,
-               version: Optional[str] = None, timeout: Optional[float] = None) -> InvokeResult:
+               version: Optional[str] = None, timeout: Optional[float] = None,
+               protocol: str = "predict") -> InvokeResult:
         """POST payload to `<url>/predict` of the default alias, a named alias (its tag URL) or
         a version (tag `vN`). With `host` (an ingress address, e.g. `127.0.0.1:31080`) the
         request goes there with the URL's host name in the Host header. `timeout` defaults to
@@ -307,6 +308,11 @@ class KnativeTarget(Target):
         url, served, name = self._route(function, alias, version)
         if timeout is None:
             timeout = max(30.0, self.cfg.deploy.timeout / 1000 + 10)
+        if protocol == "grpc":  # serving.grpc: true named the port h2c
+            from mlfn.client import invoke_url
+
+            res = invoke_url(url, payload, protocol="grpc", timeout=timeout, host=self.host)
+            return InvokeResult(result=res["result"], version=served, duration_ms=res["duration_ms"], status_code=200)
         return _post(f"{function} ({name})", url.rstrip("/") + "/predict", self.host, payload, timeout, served)
 
     def _route(self, function: str, alias: Optional[str], version: Optional[str]) -> tuple:

@@ -167,7 +167,11 @@ class OpenWhiskTarget(Target):
     # ---- invoking ---------------------------------------------------------------------------
 
     def invoke(self, function: str, payload: Any, alias: Optional[str] = None,
-               version: Optional[str] = None, timeout: Optional[float] = None) -> InvokeResult:
+               version: Optional[str] = None, timeout: Optional[float] = None,
+               protocol: str = "predict") -> InvokeResult:
+        if protocol != "predict":
+            raise TargetError(f"{self.name} invokes through the OpenWhisk controller, which passes no gRPC; "
+                              "call the function with --protocol grpc under 'mlfn run' or on Knative.")
         entity = version or alias or DEFAULT_ALIAS
         timeout = 120.0 if timeout is None else timeout
         t0 = time.monotonic()

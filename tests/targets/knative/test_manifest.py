@@ -40,6 +40,7 @@ CONFIGS = {
     "hpa": {"deploy": {"knative": {"autoscaling_class": "hpa.autoscaling.knative.dev", "metric": "cpu",
                                    "min_scale": 1, "target": 70}}},
     "env": {"deploy": {"env": {"MODEL_THREADS": 2, "GREETING": "hello: world"}}},
+    "grpc": {"serving": {"grpc": True}},
 }
 
 
@@ -85,6 +86,13 @@ def test_manifest_layout():
     assert c["resources"] == {"requests": {"memory": "512Mi", "cpu": "250m"}, "limits": {"memory": "768Mi", "cpu": "1"}}
     assert m["spec"]["traffic"][0] == {"revisionName": "digits-v2", "percent": 100}
     assert int(m["metadata"]["annotations"][codec.ANN_LAST]) == 3
+
+
+def test_grpc_names_the_port_h2c_and_only_then():
+    (c,) = render(config(CONFIGS["grpc"]))["spec"]["template"]["spec"]["containers"]
+    assert c["ports"] == [{"name": "h2c", "containerPort": 8080}]
+    (c,) = render(config({}))["spec"]["template"]["spec"]["containers"]
+    assert c["ports"] == [{"name": "http1", "containerPort": 8080}]
 
 
 def test_defaults_scale_to_zero_and_timeout_from_deploy_timeout():
