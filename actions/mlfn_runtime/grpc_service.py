@@ -12,17 +12,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import Mapping, Optional
+
 import numpy as np
 
-from mlfn_runtime.errors import BatchTooLarge, InvalidInput, NotFound, describe_error
+from mlfn_runtime.auth import Denied
+from mlfn_runtime.errors import BatchTooLarge, InvalidInput, describe_error
 from mlfn_runtime.oip_grpc import RPCS, SERVICE
 from mlfn_runtime.tensors import NUMPY_OF_V2, V2_OF_NUMPY, buffer_array, bytes_elements, typed_array
 from mlfn_runtime.version import VERSION
 
 OK, INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED, RESOURCE_EXHAUSTED = 0, 3, 5, 7, 8
-UNIMPLEMENTED, INTERNAL, UNAVAILABLE = 12, 13, 14
-GRPC_CODE_OF_STATUS = {400: INVALID_ARGUMENT, 403: PERMISSION_DENIED, 404: NOT_FOUND, 405: UNIMPLEMENTED,
-                       413: RESOURCE_EXHAUSTED, 503: UNAVAILABLE}
+UNIMPLEMENTED, INTERNAL, UNAVAILABLE, UNAUTHENTICATED = 12, 13, 14, 16
+GRPC_CODE_OF_STATUS = {400: INVALID_ARGUMENT, 401: UNAUTHENTICATED, 403: PERMISSION_DENIED, 404: NOT_FOUND,
+                       405: UNIMPLEMENTED, 413: RESOURCE_EXHAUSTED, 429: RESOURCE_EXHAUSTED, 503: UNAVAILABLE}
+# what a caller must be allowed to do (mlfn_runtime.auth), as for the REST v2 routes; None: open
+SCOPE_OF_METHOD = {"ServerLive": None, "ServerReady": None, "ModelReady": None, "ServerMetadata": "metadata",
+                   "ModelMetadata": "metadata", "ModelInfer": "infer"}
 # datatype -> the typed `contents` field that holds it (FP16 travels only as raw contents)
 CONTENTS_FIELD = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents",
                   "INT32": "int_contents", "INT64": "int64_contents", "UINT8": "uint_contents",
@@ -44,8 +50,9 @@ class GrpcReply:
     endpoint: str = "grpc_unknown"
 
 
-def call(state, path: str, request: bytes) -> GrpcReply:
-    """Answer one unary call to `path` (`/inference.GRPCInferenceService/<Method>`)."""
+def call(state, path: str, request: bytes, headers: Optional[Mapping] = None) -> GrpcReply:
+    """Answer one unary call to `path` (`/inference.GRPCInferenceService/<Method>`); `headers`
+    (the call's metadata) carry the credentials the function's auth settings demand."""
     service, _, method = path.lstrip("/").partition("/")
     rpc = RPCS.get(method) if service == SERVICE else None
     if rpc is None:
@@ -60,12 +67,17 @@ def call(state, path: str, request: bytes) -> GrpcReply:
         except Exception:  # protobuf's DecodeError (the class differs between implementations)
             raise InvalidInput(f"the {method} request is not a valid {request_class.DESCRIPTOR.full_name} message") from None
         model = getattr(message, MODEL_FIELD[method]) if method in MODEL_FIELD else ""
+        state.auth.admit(headers or {}, SCOPE_OF_METHOD.get(method, "metadata"),
+                         state.auth.models(state.function, {"name": model} if model else {}, {}))
         if limited:
             with state.slots:
                 response = handler(state, message, response_class)
         else:
             response = handler(state, message, response_class)
         return GrpcReply(OK, "", response.SerializeToString(), 200, model, endpoint)
+    except Denied as d:  # 401/403/429: the one sentence, never the credential
+        return GrpcReply(GRPC_CODE_OF_STATUS.get(d.status, PERMISSION_DENIED), d.message, b"", d.status, model,
+                         endpoint)
     except Exception as e:
         status, text = describe_error(e, f"gRPC {method}")
         return GrpcReply(_code(e, status), text, b"", status, model, endpoint)

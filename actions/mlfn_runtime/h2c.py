@@ -23,6 +23,7 @@ from http.client import HTTPMessage
 from urllib.parse import parse_qsl, quote, urlsplit
 
 from mlfn_runtime import routes
+from mlfn_runtime.auth import Denied
 from mlfn_runtime.errors import InvalidInput, PayloadTooLarge
 from mlfn_runtime.http_messages import Request, Response, encode_json, error_response
 from mlfn_runtime.runtime_log import log
@@ -156,7 +157,7 @@ class H2cConnection:
             return max_payload + GRPC_PREFIX
         path = urlsplit(headers.get(":path", "/")).path.rstrip("/") or "/"
         route, _ = routes.match(headers.get(":method", "GET"), path)
-        return route.body_limit(max_payload)
+        return route.body_limit(self.state.serving)
 
     def _start(self, stream_id: int, stream: _Stream) -> None:
         self.pending.add(stream_id)
@@ -185,7 +186,7 @@ class H2cConnection:
             message = unframe(stream, self.state.serving.max_payload_bytes)
         except (InvalidInput, PayloadTooLarge) as e:
             return grpc_service.error_reply(e, path)
-        return grpc_service.call(self.state, path, message)
+        return grpc_service.call(self.state, path, message, stream.headers)
 
     def _rest(self, stream: _Stream):
         """(response, metrics endpoint) of a REST route over h2c."""
@@ -193,20 +194,27 @@ class H2cConnection:
         parts = urlsplit(stream.headers.get(":path", "/"))
         path = parts.path.rstrip("/") or "/"
         route, params = routes.match(method, path)
-        req = None
-        try:
+        req, query, headers = None, dict(parse_qsl(parts.query)), _headers(stream.headers)
+        try:  # the same admission as over HTTP/1.1 (http_server.Handler._dispatch)
+            caller = self.state.auth.admit(headers, route.scope, self.state.auth.models(self.state.function, params, query))
+            if route.admit is not None:
+                route.admit(self.state)
             if stream.too_large:
-                limit = route.body_limit(self.state.serving.max_payload_bytes)
-                raise PayloadTooLarge(f"the request body is larger than {limit} bytes (serving.max_payload_bytes)")
+                limit = route.body_limit(self.state.serving)
+                raise PayloadTooLarge(f"the request body is larger than {limit} bytes ({route.limit_name})")
             encoding = (stream.headers.get("content-encoding") or "identity").strip().lower()
             if encoding not in ("identity", ""):
                 raise InvalidInput(f"Content-Encoding {encoding!r} is not supported over HTTP/2; send the body uncompressed")
-            req = Request(method, path, dict(parse_qsl(parts.query)), _headers(stream.headers), bytes(stream.body))
+            req = Request(method, path, query, headers, bytes(stream.body))
             if route.limited:
                 with self.state.slots:
                     resp = route.handler(self.state, req, params)
             else:
                 resp = route.handler(self.state, req, params)
+            if caller is not None:
+                self.state.metrics.observe_caller(caller.id, resp.status)
+        except Denied as d:
+            resp = d.response()
         except Exception as e:
             resp = error_response(e, f"{method} {path} (h2c)")
         if req is not None:
