@@ -96,17 +96,42 @@ def bare_probe(url: str) -> bool:
     return requests.get(url + "/", timeout=5).status_code == 200
 
 
-def node_cold_start(image: str, png: bytes, runs: int) -> dict:
-    """(b): the function and a bare stdlib server in the same image, interleaved."""
+def node_cold_start(images: list, png: bytes, runs: int) -> dict:
+    """(b): per image, the function and a bare stdlib server in that image; all
+    interleaved round by round, so machine load falls on every side alike."""
     bare_cmd = ["python3", "-m", "http.server", "8080", "--directory", "/tmp"]
-    first_answer(image, [], run_probe(png))  # page cache warm for both
-    first_answer(image, bare_cmd, bare_probe)
-    fn, bare = [], []
-    for _ in range(runs):
-        fn.append(first_answer(image, [], run_probe(png)))
-        bare.append(first_answer(image, bare_cmd, bare_probe))
-    return {"function_ms": statistics.median(fn) * 1000, "bare_ms": statistics.median(bare) * 1000,
-            "delta_ms": (statistics.median(fn) - statistics.median(bare)) * 1000, "runs": runs}
+    times = {image: ([], []) for image in images}
+    for round_no in range(runs + 1):  # round 0 warms the page cache and is not counted
+        for image in images:
+            fn_s = first_answer(image, [], run_probe(png))
+            bare_s = first_answer(image, bare_cmd, bare_probe)
+            if round_no:
+                times[image][0].append(fn_s)
+                times[image][1].append(bare_s)
+    return {image: {"function_ms": statistics.median(fn) * 1000, "bare_ms": statistics.median(bare) * 1000,
+                    "delta_ms": statistics.median([f - b for f, b in zip(fn, bare)]) * 1000, "runs": runs}
+            for image, (fn, bare) in times.items()}
+
+
+# Run inside an image: median wall time of fresh `python3 -c ...` processes.
+IMPORT_TIMES = r"""
+import statistics, subprocess, sys, time
+def t(code, n=15):
+    xs = []
+    for _ in range(n):
+        t0 = time.perf_counter(); subprocess.run([sys.executable, "-c", code], check=True)
+        xs.append(time.perf_counter() - t0)
+    return round(statistics.median(xs) * 1000, 1)
+print(t("pass"), t("import numpy"), t("import numpy; from ai_edge_litert.interpreter import Interpreter; "
+                                       "import PIL.Image; import mlfn_runtime.serving"))
+"""
+
+
+def import_times(image: str) -> dict:
+    """(b'): in one container, `python3 -c pass`, `import numpy` and every import of a request."""
+    out = sh("docker", "run", "--rm", "--read-only", "--tmpfs", "/tmp", image, "python3", "-c", IMPORT_TIMES)
+    floor, numpy, everything = (float(x) for x in out.split()[-3:])
+    return {"python_ms": floor, "import_numpy_ms": numpy, "all_imports_ms": everything}
 
 
 def registry_cold_start(image: str, registry: str, name: str, probe, also_remove: str = "") -> dict:
@@ -148,6 +173,8 @@ def main() -> int:
     ap.add_argument("--skip-registry", action="store_true")
     ap.add_argument("--skip-baseline", action="store_true", help="no Flask + TensorFlow baseline in (c)")
     ap.add_argument("--json", default=None, help="also write the numbers to this file")
+    ap.add_argument("--compare-with", action="append", default=[], metavar="IMAGE",
+                    help="another digits image (e.g. one built before a change) measured in the same rounds")
     ap.add_argument("--cold-node", action="store_true",
                     help="also remove the base before the function's pull (every layer is pulled; "
                          "only for a base tag no other image uses; it is rebuilt afterwards)")
@@ -166,7 +193,8 @@ def main() -> int:
         out["size"] = sizes(built)
         png = (project / "inputs" / "digit-7.png").read_bytes()
         log(f"(b) node cold start, {a.runs} runs each")
-        out["node_cold_start"] = node_cold_start(built.image, png, a.runs)
+        out["node_cold_start"] = node_cold_start([built.image] + a.compare_with, png, a.runs)
+        out["import_times"] = {image: import_times(image) for image in [built.image] + a.compare_with}
         log(json.dumps(out, indent=2))
         if not a.skip_registry:
             out["registry"] = registry_part(a, project, built.image, png)
@@ -230,13 +258,17 @@ def print_tables(out: dict) -> None:
         pk = ", ".join(f"{k} {v}" for k, v in layer["packages_mb"].items())
         print(f"| {layer['name']} | {layer['size_mb']:.1f} MB | {layer['compressed_mb']:.1f} MB | {pk} |")
     print(f"| **total** | **{s['size_mb']:.1f} MB** | **{s['compressed_mb']:.1f} MB** | |")
-    c = out["node_cold_start"]
     print()
-    print(f"| cold start on a node that has the image (median of {c['runs']}) | ms |")
-    print("|---|---|")
-    print(f"| bare `python3 -m http.server`, same image (first 200) | {c['bare_ms']:.0f} |")
-    print(f"| mlfn digits function (first correct /run) | {c['function_ms']:.0f} |")
-    print(f"| difference (goal <= 60) | {c['delta_ms']:+.0f} |")
+    print("| cold start on a node that has the image, medians | bare `http.server` (first 200) "
+          "| function (first correct /run) | difference (goal <= 60 ms) |")
+    print("|---|---|---|---|")
+    for image, c in out["node_cold_start"].items():
+        print(f"| {image} ({c['runs']} rounds) | {c['bare_ms']:.0f} ms | {c['function_ms']:.0f} ms | {c['delta_ms']:+.0f} ms |")
+    print()
+    print("| inside the container (15 runs, median) | `python3 -c pass` | `import numpy` | numpy + LiteRT + Pillow + runtime |")
+    print("|---|---|---|---|")
+    for image, t in out["import_times"].items():
+        print(f"| {image} | {t['python_ms']:.0f} ms | {t['import_numpy_ms']:.0f} ms | {t['all_imports_ms']:.0f} ms |")
     if "registry" in out:
         print()
         print("| cold start from a local registry | compressed | pull | start -> first answer | total |")
