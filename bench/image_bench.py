@@ -9,8 +9,10 @@
 (b) full build time (fresh project, conversion + context + docker build, deps cached) and
     the rebuild after changing only post-processing. Goal: rebuild <= 10 s.
 (c) two `--builder oci` builds of the same inputs in different folders: same digest.
-(d) cold start (docker run -> /init -> first 200 from /run) of the digits image with precompiled
-    unchecked-hash .pyc (as built) and with every __pycache__ removed, read-only root.
+(d) cold start (docker run -> /init -> first 200 from /run) of the digits image, read-only root.
+    (The base and the deps layer hold sourceless .pyc since issue 17, so there is no
+    "without .pyc" variant any more; bench/image_size_bench.py compares the cold start
+    with a bare http.server in the same image and measures pulls from a registry.)
 
 Needs Docker, mlfn-base:3.11 (built if missing), TensorFlow (to train and convert) and
 network access to PyPI the first time (wheels are cached under <mlfn cache>/bench).
@@ -200,38 +202,6 @@ def cold_start(ref: str, png: bytes, runs: int) -> list:
     return times
 
 
-def without_pyc(result, tag: str) -> str:
-    """The same function image with every __pycache__ removed (base stdlib too)."""
-    import tarfile
-
-    from mlfn.image.base_image import base_cache_dir, base_image_config
-
-    client = docker()
-    nopyc_base = f"{PREFIX}/base-nopyc:3.11"
-    rootfs = base_cache_dir(BASE) / "rootfs.tar"
-    with tempfile.TemporaryDirectory(prefix="mlfn-bench-") as tmp:
-        filtered = Path(tmp) / "rootfs.tar"
-        with tarfile.open(rootfs) as src, tarfile.open(filtered, "w", format=tarfile.PAX_FORMAT) as dst:
-            for m in src:
-                if "__pycache__" in m.name:
-                    continue
-                dst.addfile(m, src.extractfile(m) if m.isreg() else None)
-        cfg = base_image_config(False)
-        changes = [f"ENV {k}={v}" for k, v in cfg["Env"].items()] + [f"USER {cfg['User']}", "CMD [\"python3\"]"]
-        repo, t = nopyc_base.rsplit(":", 1)
-        client.api.import_image_from_file(str(filtered), repository=repo, tag=t, changes=changes)
-        ctx = Path(tmp) / "ctx"
-        shutil.copytree(result.context_dir, ctx, symlinks=True)
-        for p in list(ctx.rglob("__pycache__")):
-            shutil.rmtree(p)
-        df = (ctx / "Dockerfile").read_text().replace(f"FROM {BASE}", f"FROM {nopyc_base}")
-        (ctx / "Dockerfile").write_text(df)
-        for chunk in client.api.build(path=str(ctx), tag=tag, rm=True, decode=True):
-            if "error" in chunk:
-                raise RuntimeError(chunk["error"])
-    return tag
-
-
 # -- main -------------------------------------------------------------------------------
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -283,17 +253,10 @@ def main() -> int:
         out["oci_reproducible"] = oci_a.digest == oci_b.digest
         out["digits_oci_compressed_mb"] = oci_a.compressed_size_bytes / MB
 
-        # (d) .pyc effect on cold start
+        # (d) cold start
         png = (digits / "inputs" / "digit-7.png").read_bytes()
-        nopyc = without_pyc(full, f"{PREFIX}/digits:nopyc")
-        created += [nopyc, f"{PREFIX}/base-nopyc:3.11"]
         cold_start(full.image, png, 1)  # warm the page cache
-        with_pyc_t = cold_start(full.image, png, args.runs)
-        cold_start(nopyc, png, 1)
-        no_pyc_t = cold_start(nopyc, png, args.runs)
-        out["cold_start_pyc_median_ms"] = statistics.median(with_pyc_t) * 1000
-        out["cold_start_nopyc_median_ms"] = statistics.median(no_pyc_t) * 1000
-        out["nopyc_size_mb"] = image_size(nopyc) / MB
+        out["cold_start_median_ms"] = statistics.median(cold_start(full.image, png, args.runs)) * 1000
 
         if not args.skip_baseline:
             tf_digits = build_baseline(digits, f"{PREFIX}/digits-tf-flask:latest", "L", 8, 1, 1 / 255, 0.0)
@@ -348,9 +311,7 @@ def main() -> int:
           f"{out['digits_oci_compressed_mb']:.1f} MB compressed | |")
     print(f"| oci digests, two folders | {'identical' if out['oci_reproducible'] else 'DIFFERENT'} "
           f"({out['oci_digest_a'][:19]}…) | identical |")
-    print(f"| cold start to first /run, with .pyc (median of {args.runs}) | {out['cold_start_pyc_median_ms']:.0f} ms | |")
-    print(f"| cold start, no .pyc anywhere (median of {args.runs}) | {out['cold_start_nopyc_median_ms']:.0f} ms "
-          f"(image {out['nopyc_size_mb']:.1f} MB) | |")
+    print(f"| cold start to first /run (median of {args.runs}) | {out['cold_start_median_ms']:.0f} ms | |")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
     return 0

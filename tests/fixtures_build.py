@@ -9,9 +9,11 @@ Runtime and deploy tests run this image; keep the names and types stable.
 """
 from __future__ import annotations
 
+import os
+
 import pytest
 
-BASE_TAG = "mlfn-base:3.11"
+BASE_TAG = os.environ.get("MLFN_BUILD__BASE_IMAGE") or "mlfn-base:3.11"  # the base the digits config builds on
 
 
 @pytest.fixture(scope="session")

@@ -1,13 +1,19 @@
 """`mlfn base build`: a distroless-style Python 3.11 base image from Debian packages.
 
 How: mmdebstrap's `extract` variant unpacks python3.11-minimal, libpython3.11-stdlib,
-libstdc++6, libgcc-s1 and zlib1g (plus their library dependencies) into a directory,
-running no maintainer scripts; mlfn then removes what a function never uses (dpkg, apt
-state, tar, docs, man pages, locales, the test suite, ...), adds `/usr/bin/python3`,
-`/etc/passwd` with a non-root user 65532, precompiles the standard library with
-unchecked-hash .pyc files (no recompilation on every cold start under a read-only root),
-writes a deterministic root file-system tar, and imports it into Docker with
-`docker import` (ENV, USER, CMD as changes).
+libstdc++6, libgcc-s1, zlib1g and python3-numpy (plus their library dependencies) into a
+directory, running no maintainer scripts; mlfn then removes what a function never uses
+(dpkg, apt state, tar, docs, man pages, locales, the test suite, numpy's tests and build
+tools, ...), adds `/usr/bin/python3`, `/etc/passwd` with a non-root user 65532, the BLAS
+and LAPACK links update-alternatives would have made, compiles the standard library and
+numpy to sourceless unchecked-hash .pyc files (one copy of each module; no recompilation
+under a read-only root), writes a deterministic root file-system tar, and imports it
+into Docker with `docker import` (ENV, USER, CMD as changes).
+
+numpy comes from Debian (1.24, linked to the reference BLAS/LAPACK, about 20 MB with
+them) rather than from the wheel (about 50 MB with its bundled OpenBLAS, and 137 ms of
+OpenBLAS start-up on every cold start); the label `dev.mlfn.base.python-packages`
+names it, so the dependency layer of a function on this base leaves numpy out.
 
 The same tar and config are kept under the cache (`<cache>/base/<tag>/`) so the
 daemonless builder (`mlfn.image.oci`) can use the base without a Docker daemon.
@@ -29,13 +35,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+from mlfn.image.slim import DIST_PACKAGES, compile_sourceless, rootfs_sizes, slim_numpy
 from mlfn.image.tarball import open_tar, sha256_file, write_tree
 from mlfn.errors import BuildError
 
 DEFAULT_BASE_TAG = "mlfn-base:3.11"
 NONROOT_UID = 65532
 SUITE = "bookworm"
-PACKAGES = ["python3.11-minimal", "libpython3.11-stdlib", "libstdc++6", "libgcc-s1", "zlib1g"]
+PACKAGES = ["python3.11-minimal", "libpython3.11-stdlib", "libstdc++6", "libgcc-s1", "zlib1g", "python3-numpy"]
+# Bumped when the base's layout changes: a cached base of another format is rebuilt.
+BASE_FORMAT = 2
+FORMAT_LABEL = "dev.mlfn.base.format"
+PACKAGES_LABEL = "dev.mlfn.base.python-packages"  # "numpy==1.24.2": what the dependency layer can leave out
+SIZES_LABEL = "dev.mlfn.base.sizes"  # "python=BYTES stdlib=BYTES numpy=BYTES ...", see rootfs_sizes
+
 DEBUG_PACKAGES = ["busybox"]
 DEFAULT_SOURCES = [
     "deb http://deb.debian.org/debian bookworm main",
@@ -65,6 +78,13 @@ PRUNE = [
     "usr/lib/python3.11/lib2to3", "usr/lib/python3.11/pydoc_data", "usr/lib/python3.11/tkinter",
     "usr/lib/python3.11/turtledemo", "usr/lib/python3.11/turtle.py",
     "usr/lib/python3.11/config-3.11-x86_64-linux-gnu",
+    # python3-numpy's own dependencies that nothing imports: setuptools' pkg_resources,
+    # Debian's Python helper scripts
+    "usr/lib/python3/dist-packages/pkg_resources", "usr/share/python3",
+    "usr/lib/python3.11/distutils", "usr/lib/python3.11/_distutils_system_mod.py",
+    # a second copy of numpy's core extension that python3-numpy ships outside sys.path
+    "usr/lib/python3.11/dist-packages",
+
 ]
 # Glob patterns (relative to the root) removed too: stdlib modules for terminals, NIS,
 # Berkeley DB, SQLite and TLS, and the shared libraries only they load (measured: -15 MB).
@@ -84,6 +104,11 @@ PRUNE_GLOBS = [
     "usr/lib/python3.11/_pydecimal.py", "usr/lib/python3.11/pydoc.py", "usr/lib/python3.11/doctest.py",
     "usr/lib/python3.11/__phello__", "usr/lib/python3.11/venv",
     "usr/lib/python3.11/dbm", "usr/lib/python3.11/sqlite3",
+    # PEP 594's dead batteries (deprecated, gone in Python 3.13) and the easter eggs
+    *(f"usr/lib/python3.11/{m}.py" for m in (
+        "aifc", "asynchat", "asyncore", "cgi", "cgitb", "chunk", "crypt", "imghdr", "mailcap", "nntplib",
+        "pipes", "smtpd", "sndhdr", "sunau", "telnetlib", "uu", "xdrlib", "antigravity", "this", "__hello__")),
+    "usr/lib/python3.11/lib-dynload/_crypt.*", "usr/lib/python3.11/lib-dynload/spwd.*",
 ] + [
     f"{d}/{lib}" for d in ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu")
     for lib in ("libssl.so*", "libcrypto.so*", "libdb-5.3.so", "libsqlite3.so*", "libnsl.so*", "libtirpc.so*", "libgssapi_krb5.so*",
@@ -114,6 +139,7 @@ class BaseResult:
     rootfs_sha256: Optional[str] = None
     packages: list = field(default_factory=list)
     seconds: float = 0.0
+    python_packages: dict = field(default_factory=dict)  # {"numpy": "1.24.2"}: provided by the base
 
 
 def cache_dir() -> Path:
@@ -206,37 +232,68 @@ def build_base_image(
     """Build (or reuse) the base image `tag` and keep its root file system in the cache.
 
     docker_import=False needs no Docker engine: the root file system and config stay in
-    the cache only, which is all the daemonless builder (`--builder oci`) needs."""
+    the cache only, which is all the daemonless builder (`--builder oci`) needs. A base
+    of an older layout (BASE_FORMAT) is rebuilt even without `force`."""
     import time
 
     say = progress or (lambda m: None)
     t0 = time.monotonic()
     client = docker_client() if docker_import else None
     cache = base_cache_dir(tag)
-    if client is None and not force and (cache / "rootfs.tar").exists() and (cache / "config.json").exists():
-        say(f"{tag} is in the cache ({cache}); reusing it (pass --force to rebuild).")
-        tar = cache / "rootfs.tar"
-        return BaseResult(image=tag, image_id=None, size_bytes=tar.stat().st_size, built=False,
-                          debug_shell=json.loads((cache / "config.json").read_text())["Labels"].get(
-                              "dev.mlfn.base.debug-shell") == "true",
-                          rootfs_tar=str(tar), seconds=time.monotonic() - t0)
-    existing = image_exists(client, tag) if client is not None else None
-    cached = (cache / "rootfs.tar").exists() and (cache / "config.json").exists()
-    if existing is not None and not force and cached:
-        say(f"{tag} exists ({existing.id[:19]}); reusing it (pass --force to rebuild).")
-        return BaseResult(
-            image=tag, image_id=existing.id, size_bytes=int(existing.attrs.get("Size", 0)), built=False,
-            debug_shell=existing.labels.get("dev.mlfn.base.debug-shell") == "true",
-            rootfs_tar=str(cache / "rootfs.tar"), seconds=time.monotonic() - t0,
-        )
-    if existing is not None and not force:
-        # The daemonless builder and the compressed-size report read the cached root file
-        # system; an image without it (cache cleared, or imported elsewhere) is rebuilt.
-        say(f"{tag} exists, but its root file system is not in mlfn's cache ({cache}); rebuilding it.")
+    reused = None if force else _reuse(client, tag, cache, say)
+    if reused is not None:
+        reused.seconds = time.monotonic() - t0
+        return reused
     if shutil.which("mmdebstrap") is None:
         raise BuildError("mmdebstrap is not installed; run 'apt-get install mmdebstrap' to build the base image.")
-
     packages = PACKAGES + (DEBUG_PACKAGES if debug_shell else [])
+    tar_path, labels = _make_rootfs(cache, packages, debug_shell, sources, say)
+    config = base_image_config(debug_shell, labels)
+    (cache / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    result = BaseResult(
+        image=tag, image_id=None, size_bytes=tar_path.stat().st_size, built=True, debug_shell=debug_shell,
+        rootfs_tar=str(tar_path), rootfs_sha256="sha256:" + sha256_file(tar_path), packages=packages,
+        python_packages=python_packages(config["Labels"]),
+    )
+    if client is None:
+        say(f"Kept {tag} in {cache} for the daemonless builder (mlfn build --builder oci)")
+    else:
+        say(f"Importing into Docker as {tag}")
+        result.image_id, result.size_bytes = _docker_import(client, tag, tar_path, config)
+    result.seconds = time.monotonic() - t0
+    return result
+
+
+def _reuse(client, tag: str, cache: Path, say) -> Optional[BaseResult]:
+    """The existing base `tag` when it is cached (and in Docker, with a client) in the
+    current format; else None (it is to be built)."""
+    if not ((cache / "rootfs.tar").exists() and (cache / "config.json").exists()):
+        if client is not None and image_exists(client, tag) is not None:
+            # The daemonless builder and the compressed-size report read the cached root
+            # file system; an image without it (cache cleared, imported elsewhere) is rebuilt.
+            say(f"{tag} exists, but its root file system is not in mlfn's cache ({cache}); rebuilding it.")
+        return None
+    labels = json.loads((cache / "config.json").read_text()).get("Labels") or {}
+    if labels.get(FORMAT_LABEL) != str(BASE_FORMAT):
+        say(f"{tag} in the cache has an older layout; rebuilding it (base format {BASE_FORMAT}).")
+        return None
+    tar = cache / "rootfs.tar"
+    debug = labels.get("dev.mlfn.base.debug-shell") == "true"
+    if client is None:
+        say(f"{tag} is in the cache ({cache}); reusing it (pass --force to rebuild).")
+        return BaseResult(image=tag, image_id=None, size_bytes=tar.stat().st_size, built=False, debug_shell=debug,
+                          rootfs_tar=str(tar), python_packages=python_packages(labels))
+    existing = image_exists(client, tag)
+    if existing is None or existing.labels.get(FORMAT_LABEL) != str(BASE_FORMAT):
+        return None
+    say(f"{tag} exists ({existing.id[:19]}); reusing it (pass --force to rebuild).")
+    return BaseResult(image=tag, image_id=existing.id, size_bytes=int(existing.attrs.get("Size", 0)), built=False,
+                      debug_shell=debug, rootfs_tar=str(tar), python_packages=python_packages(existing.labels))
+
+
+def _make_rootfs(cache: Path, packages: list, debug_shell: bool, sources, say) -> tuple:
+    """Unpack, prune and compile the root file system into `<cache>/rootfs.tar`;
+    return (its path, the labels that describe it)."""
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="mlfn-base-", dir=str(cache.parent)) as tmp:
         root = Path(tmp) / "rootfs"
@@ -254,41 +311,43 @@ def build_base_image(
             raise BuildError(f"mmdebstrap failed to unpack the base packages: {tail}")
         say("Pruning package manager state, docs and tools; adding the non-root user")
         customize_rootfs(root, debug_shell=debug_shell)
-        say("Precompiling the standard library (unchecked-hash .pyc)")
-        compile_tree(root / "usr/lib/python3.11", ddir="/usr/lib/python3.11")
+        numpy_version = slim_numpy(root)
+        say("Compiling the standard library and numpy (sourceless unchecked-hash .pyc)")
+        compile_sourceless(root / "usr/lib/python3.11", ddir="/usr/lib/python3.11")
+        compile_sourceless(root / DIST_PACKAGES, ddir="/" + DIST_PACKAGES)
+        sizes = " ".join(f"{k}={v}" for k, v in rootfs_sizes(root).items())
+        labels = {FORMAT_LABEL: str(BASE_FORMAT), SIZES_LABEL: sizes}
+        if numpy_version:
+            labels[PACKAGES_LABEL] = f"numpy=={numpy_version}"
         tar_path = cache / "rootfs.tar"
         partial = cache / "rootfs.tar.partial"
         with open(partial, "wb") as f, open_tar(f) as tar:
             write_tree(tar, root, keep_owner=True, keep_mode=True, skip=lambda rel: rel.startswith("dev/"))
         os.replace(partial, tar_path)
+    return tar_path, labels
 
-    config = base_image_config(debug_shell)
-    (cache / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
-    if client is None:
-        say(f"Kept {tag} in {cache} for the daemonless builder (mlfn build --builder oci)")
-        return BaseResult(
-            image=tag, image_id=None, size_bytes=tar_path.stat().st_size, built=True, debug_shell=debug_shell,
-            rootfs_tar=str(tar_path), rootfs_sha256="sha256:" + sha256_file(tar_path), packages=packages,
-            seconds=time.monotonic() - t0,
-        )
-    say(f"Importing into Docker as {tag}")
+
+def _docker_import(client, tag: str, tar_path: Path, config: dict) -> tuple:
+    """`docker import` the root file system with the config as changes; (image id, size)."""
     changes = [f"ENV {k}={v}" for k, v in config["Env"].items()]
     changes += [f"USER {config['User']}", f"WORKDIR {config['WorkingDir']}", "CMD " + json.dumps(config["Cmd"])]
-    changes += [f'LABEL {k}="{v}"' for k, v in sorted(config["Labels"].items())]
+    changes += [f"LABEL {k}={json.dumps(v)}" for k, v in sorted(config["Labels"].items())]
     repo, _, t = tag.rpartition(":") if ":" in tag.split("/")[-1] else (tag, "", "latest")
     try:
         client.api.import_image_from_file(str(tar_path), repository=repo, tag=t, changes=changes)
     except Exception as e:
         raise BuildError(f"docker import of {tag} failed: {_short(e)}") from None
     image = client.images.get(tag)
-    return BaseResult(
-        image=tag, image_id=image.id, size_bytes=int(image.attrs.get("Size", 0)), built=True,
-        debug_shell=debug_shell, rootfs_tar=str(tar_path), rootfs_sha256="sha256:" + sha256_file(tar_path),
-        packages=packages, seconds=time.monotonic() - t0,
-    )
+    return image.id, int(image.attrs.get("Size", 0))
 
 
-def base_image_config(debug_shell: bool) -> dict:
+def python_packages(labels: dict) -> dict:
+    """{distribution: version} a base image provides, from its PACKAGES_LABEL ({} when none)."""
+    text = (labels or {}).get(PACKAGES_LABEL) or ""
+    return dict(item.split("==", 1) for item in text.split() if "==" in item)
+
+
+def base_image_config(debug_shell: bool, labels: Optional[dict] = None) -> dict:
     """The runtime config of the base image (used for docker import and the OCI builder)."""
     return {
         "Env": dict(BASE_ENV),
@@ -299,6 +358,7 @@ def base_image_config(debug_shell: bool) -> dict:
             "org.opencontainers.image.title": "mlfn-base",
             "org.opencontainers.image.description": "Distroless-style Python 3.11 from Debian bookworm for mlfn functions",
             "dev.mlfn.base.debug-shell": "true" if debug_shell else "false",
+            **(labels or {}),
         },
     }
 

@@ -82,14 +82,16 @@ def build_image(cfg, *, tag: Optional[str] = None, push: Optional[str] = None, b
 
 
 def _build_docker(cfg, *, tag, push, progress, quantize) -> BuildResult:
-    from mlfn.image.base_image import docker_client
+    from mlfn.image.base_image import docker_client, python_packages
+    from mlfn.image.slim import add_package_sizes
     from mlfn.image.context import prepare_context
     from mlfn.image.docker_builder import docker_build, docker_push, ensure_base, image_layers, parse_push_ref
 
     say = progress or (lambda m: None)
     client = docker_client()
     base = ensure_base(client, cfg.build.base_image, progress)
-    ctx = prepare_context(cfg, base_id=base.id, progress=progress, quantize=quantize)
+    ctx = prepare_context(cfg, base_id=base.id, progress=progress, quantize=quantize,
+                          base_packages=python_packages(base.labels))
     ref = _split_tag(tag, ctx.repository, ctx.default_tag)
 
     existing = None
@@ -106,7 +108,8 @@ def _build_docker(cfg, *, tag, push, progress, quantize) -> BuildResult:
         say(f"Building {ref} from {ctx.path}")
         image_id, cached = docker_build(client, ctx, ref, progress=say), False
     attrs = client.api.inspect_image(image_id)
-    layers = image_layers(client, image_id, base.id, int(base.attrs.get("Size", 0)))
+    layers = add_package_sizes(image_layers(client, image_id, base.id, int(base.attrs.get("Size", 0))),
+                               ctx.path, base.labels)
     digest, repo_digest, compressed = image_id, None, None
     if push:
         repo, ptag = parse_push_ref(push, ref.rsplit(":", 1)[1])

@@ -174,8 +174,10 @@ def oci_labels(cfg, ctx_tag: str, reproducible: bool = False) -> dict:
 
 
 def prepare_context(cfg, *, base_id: str = "", progress: Optional[Callable[[str], None]] = None,
-                    quantize: Optional[Callable] = None, reproducible: bool = False) -> BuildContext:
-    """Stage the function, the deps and the runtime into the build context folder."""
+                    quantize: Optional[Callable] = None, reproducible: bool = False,
+                    base_packages: Optional[dict] = None) -> BuildContext:
+    """Stage the function, the deps and the runtime into the build context folder.
+    base_packages: {distribution: version} the base provides (left out of the deps layer)."""
     say = progress or (lambda m: None)
     project = cfg.project_dir
     path = Path(cfg.resolve(cfg.build.context_dir)) if cfg.build.context_dir else project / ".mlfn" / "build"
@@ -184,7 +186,7 @@ def prepare_context(cfg, *, base_id: str = "", progress: Optional[Callable[[str]
 
     function_dir = stage_function(cfg, function_dir, progress=progress, quantize=quantize)
     doc = json.loads((function_dir / FUNCTION_JSON).read_text())
-    reqs = requirements_for(cfg)
+    reqs = requirements_for(cfg, base_packages or {})
     site = ensure_deps(reqs, progress=progress)
 
     say(f"Assembling the build context in {path}")

@@ -6,9 +6,14 @@ requirement set, and cached under `<cache>/deps/<key>/site`. Versions are pinned
 ones installed next to mlfn when present, so the image runs the same numpy/LiteRT the
 build side tested with.
 
+numpy is left out when the base image provides it (mlfn's base carries Debian's numpy,
+see base_image.py): `requirements_for(cfg, base_packages)`.
+
 Then the tree is pruned of what a function never uses (console scripts, tests, C
-headers, type stubs, LiteRT's WebGPU accelerator and its AOT compiler tools, ...) and
-precompiled to unchecked-hash .pyc files (deterministic; never re-validated at start-up).
+headers, type stubs, LiteRT's WebGPU accelerator and its AOT compiler tools, Pillow's
+AVIF codec, ...), the shared objects of LiteRT and Pillow are stripped of unneeded
+symbols, and the modules are compiled to sourceless unchecked-hash .pyc files
+(deterministic; never re-validated at start-up; see slim.py).
 """
 from __future__ import annotations
 
@@ -19,14 +24,16 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from types import MappingProxyType
+from typing import Callable, Iterable, Mapping, Optional
 
-from mlfn.image.base_image import cache_dir, compile_tree
+from mlfn.image.base_image import cache_dir
+from mlfn.image.slim import compile_sourceless, prune, strip_shared_objects
 from mlfn.errors import BuildError
 
 PYTHON_VERSION = "3.11"
 PLATFORMS = ["manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_27_x86_64", "manylinux_2_28_x86_64"]
-DEPS_FORMAT = 4  # bump when pruning/compiling changes, to invalidate caches
+DEPS_FORMAT = 6  # bump when pruning/compiling changes, to invalidate caches
 
 # Relative paths (fnmatch patterns, matched against the POSIX path in the target dir)
 # removed after install. Verified: the interpreter still loads and runs a model.
@@ -48,9 +55,14 @@ PRUNE_PATTERNS = [
     "ai_edge_litert/tflite/converter/*", "ai_edge_litert/*_pb2.py", "ai_edge_litert/schema_py_generated.py",
     # Pillow: fonts (FreeType/HarfBuzz) and colour management are never used to decode inputs
     "PIL/_imagingft.*", "PIL/_imagingcms.*", "pillow.libs/libfreetype*", "pillow.libs/libharfbuzz*",
+    # nor AVIF (5 MB of AV1 codecs; Debian's and most Pillow builds read no AVIF either)
+    "PIL/_avif.*", "pillow.libs/libavif*", "pillow.libs/libaom*", "pillow.libs/libdav1d*",
     "pillow.libs/libbrotli*", "pillow.libs/liblcms2*", "pillow.libs/libpng16*",
     "*.dist-info/RECORD", "*.dist-info/INSTALLER", "*.dist-info/REQUESTED", "*.dist-info/direct_url.json",
     "PIL/ImageTk.py", "PIL/_imagingtk*.so",
+    # modules that cannot import in any function image: Tk (not in the base), olefile
+    # (not installed: Pillow skips these formats), and a module for type checkers only
+    "PIL/_tkinter_finder.py", "PIL/FpxImagePlugin.py", "PIL/MicImagePlugin.py", "PIL/_typing.py",
 ]
 
 
@@ -81,18 +93,24 @@ def pipeline_decodes_images(steps_lists: Iterable[list]) -> bool:
     return False
 
 
-def requirements_for(cfg) -> list[str]:
-    """The pinned requirement set of a function's image (sorted, stable)."""
+def requirements_for(cfg, base_packages: Mapping[str, str] = MappingProxyType({})) -> list[str]:
+    """The pinned requirement set of a function's image (sorted, stable).
+
+    base_packages: {distribution: version} the base image already provides (its
+    `dev.mlfn.base.python-packages` label; base_image.python_packages); numpy is left
+    out when the base has it (Debian's 1.24 satisfies LiteRT's numpy>=1.23.2 and
+    tflite-runtime's numpy<2)."""
     steps = [cfg.pipeline.pre] + [m.pre for m in cfg.models if m.pre is not None]
     need_pillow = pipeline_decodes_images(steps)
     reqs = []
     if cfg.build.runtime == "tflite-runtime":
-        reqs += ["tflite-runtime==2.14.*", "numpy<2"]
+        reqs += ["tflite-runtime==2.14.*"] + ([] if "numpy" in base_packages else ["numpy<2"])
     else:
         v = _host_version("ai-edge-litert")
         reqs.append(f"ai-edge-litert=={v}" if v else "ai-edge-litert")
         v = _host_version("numpy")
-        reqs.append(f"numpy=={v}" if v and int(v.split(".")[0]) >= 2 else "numpy>=2")
+        if "numpy" not in base_packages:
+            reqs.append(f"numpy=={v}" if v and int(v.split(".")[0]) >= 2 else "numpy>=2")
     if need_pillow:
         v = _host_version("pillow")
         reqs.append(f"pillow=={v}" if v else "pillow")
@@ -135,9 +153,9 @@ def ensure_deps(requirements: list[str], progress: Optional[Callable[[str], None
         if "No space left" in proc.stderr:
             raise BuildError(f"The disk holding {root} is full while installing the image dependencies.")
         raise BuildError(f"Installing the image dependencies ({', '.join(requirements)}) failed: {detail}")
-    removed = prune_deps(tmp)
-    removed += strip_binaries(tmp)
-    compile_tree(tmp, ddir="/opt/mlfn/deps")
+    removed = prune(tmp, PRUNE_PATTERNS)
+    removed += strip_shared_objects(f for pkg in STRIP_PACKAGES for f in (tmp / pkg).glob("*.so*"))
+    compile_sourceless(tmp, ddir="/opt/mlfn/deps")
     if site.exists():
         shutil.rmtree(site)
     os.replace(tmp, site)
@@ -145,46 +163,8 @@ def ensure_deps(requirements: list[str], progress: Optional[Callable[[str], None
     return site
 
 
-def prune_deps(site: Path) -> int:
-    """Delete PRUNE_PATTERNS and stray __pycache__ under `site`; return bytes removed."""
-    import fnmatch
-
-    removed = 0
-    paths = sorted((p for p in site.rglob("*")), key=lambda p: len(p.parts))
-    for p in paths:
-        if not p.exists() and not p.is_symlink():
-            continue
-        rel = p.relative_to(site).as_posix()
-        if p.name == "__pycache__" or any(fnmatch.fnmatchcase(rel, pat) for pat in PRUNE_PATTERNS):
-            removed += _size(p)
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p)
-            else:
-                p.unlink()
-    return removed
-
-
-# Packages whose shared objects are stripped of symbols. Only these: wheels repaired by
-# auditwheel (numpy, Pillow) carry patchelf-edited ELF files that `strip` corrupts
-# ("ELF load command address/offset not page-aligned"); LiteRT's are plain builds.
-STRIP_PACKAGES = ("ai_edge_litert", "tflite_runtime")
-
-
-def strip_binaries(site: Path) -> int:
-    """`strip --strip-unneeded` the .so files of STRIP_PACKAGES (when binutils is installed)."""
-    strip = shutil.which("strip")
-    if not strip:
-        return 0
-    saved = 0
-    for pkg in STRIP_PACKAGES:
-        for so in sorted((site / pkg).glob("*.so")):
-            before = so.stat().st_size
-            if subprocess.run([strip, "--strip-unneeded", str(so)], capture_output=True).returncode == 0:
-                saved += before - so.stat().st_size
-    return saved
-
-
-def _size(p: Path) -> int:
-    if p.is_symlink() or p.is_file():
-        return p.lstat().st_size
-    return sum(f.lstat().st_size for f in p.rglob("*") if f.is_file() and not f.is_symlink())
+# Folders whose shared objects are stripped of unneeded symbols (Pillow's _imaging: 3.5
+# -> 0.8 MB). Not numpy's: its wheel's OpenBLAS is stripped already, and patchelf-edited
+# files have been corrupted by older binutils; these load and decode after strip
+# (binutils 2.40; the vendored pillow.libs do not get smaller; checked by tests/image/test_image_slim.py in the built image).
+STRIP_PACKAGES = ("ai_edge_litert", "tflite_runtime", "PIL")

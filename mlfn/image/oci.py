@@ -237,14 +237,17 @@ def write_layout(out: Path, blobs: list, config: bytes, manifest: bytes, ref_nam
 
 def build_oci(cfg, *, tag=None, push=None, progress=None, oci_layout=None, quantize=None):
     """Assemble the function image without a daemon; see the module doc."""
+    from mlfn.image.base_image import python_packages
     from mlfn.image.context import prepare_context
     from mlfn.image.docker_builder import parse_push_ref
+    from mlfn.image.slim import add_package_sizes
     from mlfn.image.build import BuildResult, _split_tag
 
     say = progress or (lambda m: None)
     epoch = source_date_epoch()
     base = load_base(cfg.build.base_image, progress)
-    ctx = prepare_context(cfg, base_id=base.identity, progress=progress, quantize=quantize, reproducible=True)
+    ctx = prepare_context(cfg, base_id=base.identity, progress=progress, quantize=quantize, reproducible=True,
+                          base_packages=python_packages(base.config.get("Labels") or {}))
     ref = _split_tag(tag, ctx.repository, ctx.default_tag)
     repo_name, ref_tag = ref.rsplit(":", 1)
 
@@ -299,6 +302,7 @@ def build_oci(cfg, *, tag=None, push=None, progress=None, oci_layout=None, quant
     for name, dest, b in layers:
         result_layers.append({"name": name, "path": dest, "size_bytes": b.uncompressed_size,
                               "compressed_size_bytes": b.size, "diff_id": b.diff_id, "digest": b.digest})
+    add_package_sizes(result_layers, ctx.path, base.config.get("Labels") or {})
     return BuildResult(
         image=pushed_ref or ref, image_id=config_digest, digest=digest, repo_digest=repo_digest,
         size_bytes=sum(b.uncompressed_size or 0 for b in all_blobs),

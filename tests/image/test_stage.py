@@ -136,7 +136,7 @@ def test_context_holds_exactly_the_layers(project):
     assert (ctx.path / "runtime/mlfn_runtime/__init__.py").is_file()
     assert list((ctx.path / "runtime/mlfn_runtime/__pycache__").glob("*.cpython-311.pyc"))
     deps = ctx.path / "deps"
-    assert (deps / "ai_edge_litert/interpreter.py").is_file() and (deps / "numpy").is_dir() and (deps / "PIL").is_dir()
+    assert (deps / "ai_edge_litert/interpreter.pyc").is_file() and (deps / "numpy").is_dir() and (deps / "PIL").is_dir()
     assert not (deps / "ai_edge_litert/libLiteRtWebGpuAccelerator.so").exists()
     assert not list(deps.glob("numpy/_core/tests"))
     assert not (deps / "bin").exists()

@@ -1,0 +1,178 @@
+"""Smaller image trees, same behaviour: sourceless bytecode, stripped shared objects, and
+the size report per package that `mlfn build --output json` shows.
+
+Sourceless bytecode: each module's `.pyc` (unchecked-hash, deterministic) is written in
+its legacy place beside the source (`os.pyc` next to `os.py`, as `compileall -b` does)
+and the `.py` is then removed. CPython imports such a module with its sourceless loader
+(and finds its standard library by `os.pyc`), so the image ships one copy of each module
+instead of two. Tracebacks keep file names and line numbers but show no source lines.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterable
+
+DIST_PACKAGES = "usr/lib/python3/dist-packages"  # Debian's site of the base image's numpy
+
+# Debian's python3-numpy (in the base image), pruned of what a function never imports:
+# the test suites, the build and Fortran tooling, C headers and static libraries, type
+# stubs, the SIMD test module, and numpy.testing (it needs unittest, which the base
+# does not ship). Verified by tests/image/test_image_slim.py (every module left imports).
+NUMPY_PRUNE = [
+    "tests", "*/tests", "conftest.py", "setup.py", "*/setup.py", "*.pyi", "*.pxd", "*/py.typed", "*/LICENSE.txt",
+    # (core/_multiarray_tests stays: numpy 1.24's `import numpy` documents a function of it)
+    "core/include", "core/lib", "core/_simd.*", "core/_rational_tests.*",
+    "core/_umath_tests.*", "core/_operand_flag_tests.*", "core/_struct_ufunc_tests.*", "f2py", "distutils", "doc", "_pyinstaller", "testing",
+    "typing/mypy_plugin.py", "random/lib",
+    # build-time code generators and test helpers, and a module for type checkers only
+    "core/cversions.py", "core/generate_numpy_api.py", "core/setup_common.py", "core/umath_tests.py",
+    "ma/testutils.py", "ma/timer_comparison.py", "_typing/_extended_precision.py", "random/_examples", "random/*.h",
+]
+
+
+def compile_sourceless(path: Path, ddir: str) -> None:
+    """Replace every compilable `X.py` under `path` by `X.pyc` (unchecked-hash), in place.
+
+    Runs `python -I -m compileall -b` in a fresh process (marshal output depends on
+    reference counts, so a busy process is not reproducible). Needs Python 3.11 (the
+    image's bytecode version); on another version the tree is left as it is."""
+    if sys.version_info[:2] != (3, 11) or not Path(path).is_dir():
+        return
+    cmd = [sys.executable, "-I", "-m", "compileall", "-b", "-q", "-q", "-j", "1", "-d", ddir,
+           "--invalidation-mode", "unchecked-hash", str(path)]
+    env = {"PYTHONHASHSEED": "0", "PATH": os.environ.get("PATH", "")}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode not in (0, 1):  # 1: some file did not compile (py2 leftovers); keep its source
+        from mlfn.errors import BuildError
+
+        raise BuildError(f"Precompiling {path} failed: {proc.stderr.strip()[-300:]}")
+    for source in sorted(Path(path).rglob("*.py")):
+        if source.with_suffix(".pyc").is_file():
+            source.unlink()
+    for cache in sorted(Path(path).rglob("__pycache__"), reverse=True):
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+def strip_shared_objects(files: Iterable[Path]) -> int:
+    """`strip --strip-unneeded` each file (when binutils is installed); return bytes saved."""
+    strip = shutil.which("strip")
+    if not strip:
+        return 0
+    saved = 0
+    for so in sorted(files):
+        if so.is_symlink() or not so.is_file():
+            continue
+        before = so.stat().st_size
+        if subprocess.run([strip, "--strip-unneeded", str(so)], capture_output=True).returncode == 0:
+            saved += before - so.stat().st_size
+    return saved
+
+
+def prune(root: Path, patterns: Iterable[str]) -> int:
+    """Delete what matches the fnmatch `patterns` (POSIX paths relative to `root`); bytes removed."""
+    import fnmatch
+
+    patterns = list(patterns)
+    removed = 0
+    for p in sorted(root.rglob("*"), key=lambda p: len(p.parts)):
+        if not p.exists() and not p.is_symlink():
+            continue
+        rel = p.relative_to(root).as_posix()
+        if p.name == "__pycache__" or any(fnmatch.fnmatchcase(rel, pat) for pat in patterns):
+            removed += tree_size(p)
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+    return removed
+
+
+def tree_size(p: Path) -> int:
+    """Bytes of a file or of the regular files under a folder (symlinks count as their own size)."""
+    if p.is_symlink() or p.is_file():
+        return p.lstat().st_size
+    return sum(f.lstat().st_size for f in p.rglob("*") if f.is_file() or f.is_symlink())
+
+
+def package_sizes(site: Path) -> dict:
+    """{import name: bytes} of a `pip --target` tree, largest first. A wheel's vendored
+    libraries (`numpy.libs`, `pillow.libs`) and its metadata (`*.dist-info`) count for
+    the package they come with."""
+    sizes: dict = {}
+    for entry in sorted(Path(site).iterdir()):
+        name = entry.name
+        if name.endswith((".libs", ".dist-info")):
+            name = name.rsplit(".", 1)[0].split("-")[0]
+        elif entry.is_file():
+            name = name.split(".")[0]
+        name = DIST_IMPORT_NAMES.get(name.lower(), name)
+        sizes[name] = sizes.get(name, 0) + tree_size(entry)
+    return dict(sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+# distribution (or vendored-libraries folder) name -> import name, where they differ
+DIST_IMPORT_NAMES = {"pillow": "PIL"}
+
+
+def slim_numpy(root: Path) -> Optional[str]:
+    """Prune Debian's numpy to what a function imports and link the reference BLAS and
+    LAPACK where numpy looks for them (update-alternatives, which would do it, never ran).
+    Returns numpy's version, or None when the root has no numpy."""
+    numpy = root / DIST_PACKAGES / "numpy"
+    if not numpy.is_dir():
+        return None
+    prune(numpy, NUMPY_PRUNE)
+    libdir = root / "usr/lib/x86_64-linux-gnu"
+    for name in ("blas/libblas.so.3", "lapack/liblapack.so.3"):
+        link = libdir / Path(name).name
+        if (libdir / name).exists() and not link.exists():
+            link.symlink_to(name)
+    for info in sorted((root / DIST_PACKAGES).glob("numpy-*.egg-info")):
+        for line in (info / "PKG-INFO").read_text(errors="replace").splitlines():
+            if line.startswith("Version:"):
+                return line.split(":", 1)[1].strip()
+    return None
+
+
+# What the size report groups a base's root file system into (first match wins).
+SIZE_GROUPS = [
+    ("python", ("usr/bin/python3.11",)),
+    ("stdlib", ("usr/lib/python3.11",)),
+    ("numpy", (DIST_PACKAGES,)),
+    ("blas-lapack", ("usr/lib/x86_64-linux-gnu/blas", "usr/lib/x86_64-linux-gnu/lapack",
+                     "usr/lib/x86_64-linux-gnu/libgfortran", "usr/lib/x86_64-linux-gnu/libquadmath")),
+    ("libc", ("lib/x86_64-linux-gnu/libc.", "lib/x86_64-linux-gnu/libm.", "lib/x86_64-linux-gnu/ld-",
+              "usr/lib/x86_64-linux-gnu/libc.", "usr/lib/x86_64-linux-gnu/libm.", "usr/lib/x86_64-linux-gnu/ld-")),
+    ("libstdc++", ("usr/lib/x86_64-linux-gnu/libstdc++",)),
+]
+
+
+def rootfs_sizes(root: Path) -> dict:
+    """{group: bytes} of a base root file system (SIZE_GROUPS, the rest as "other")."""
+    sizes = {name: 0 for name, _ in SIZE_GROUPS}
+    sizes["other"] = 0
+    for p in root.rglob("*"):
+        if p.is_dir() and not p.is_symlink():
+            continue
+        rel = p.relative_to(root).as_posix()
+        group = next((name for name, prefixes in SIZE_GROUPS if rel.startswith(prefixes)), "other")
+        sizes[group] += tree_size(p)
+    return sizes
+
+
+def add_package_sizes(layers: list, context_dir: Path, base_labels: dict) -> list:
+    """Give the base and deps entries of a build's `layers` a `packages` map ({name: bytes}):
+    the base's from its `dev.mlfn.base.sizes` label (mlfn's base only), the dependency
+    layer's from the context's deps folder. Returns `layers` (changed in place)."""
+    text = (base_labels or {}).get("dev.mlfn.base.sizes") or ""
+    base_sizes = {k: int(v) for k, _, v in (item.partition("=") for item in text.split()) if v.isdigit()}
+    for layer in layers:
+        if layer.get("name") == "base" and base_sizes:
+            layer["packages"] = base_sizes
+        elif layer.get("name") == "deps" and (Path(context_dir) / "deps").is_dir():
+            layer["packages"] = package_sizes(Path(context_dir) / "deps")
+    return layers

@@ -1,0 +1,127 @@
+"""The slim image (issue 17): numpy from the base, sourceless bytecode, stripped shared
+objects, per-package sizes, and, inside the REAL digits image, every module the runtime
+can reach imports and one prediction is right."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from mlfn.image.base_image import PACKAGES_LABEL, python_packages
+from mlfn.image.deps import requirements_for
+from mlfn.image.slim import add_package_sizes, compile_sourceless, package_sizes
+
+
+def _cfg(pre, runtime="ai-edge-litert"):
+    return SimpleNamespace(pipeline=SimpleNamespace(pre=pre), models=[], build=SimpleNamespace(runtime=runtime))
+
+
+def test_numpy_is_left_out_of_the_deps_when_the_base_provides_it():
+    images = _cfg(["decode_image", {"resize": {"width": 8, "height": 8}}])
+    on_other_base = requirements_for(images)
+    on_mlfn_base = requirements_for(images, python_packages({PACKAGES_LABEL: "numpy==1.24.2"}))
+    assert any(r.startswith("numpy") for r in on_other_base)
+    assert not any(r.startswith("numpy") for r in on_mlfn_base)
+    assert [r for r in on_other_base if not r.startswith("numpy")] == on_mlfn_base
+    legacy = requirements_for(_cfg([], runtime="tflite-runtime"), {"numpy": "1.24.2"})
+    assert legacy == ["tflite-runtime==2.14.*"]
+
+
+def test_python_packages_reads_the_base_label():
+    assert python_packages({PACKAGES_LABEL: "numpy==1.24.2 foo==2"}) == {"numpy": "1.24.2", "foo": "2"}
+    assert python_packages({}) == {}
+
+
+@pytest.mark.skipif(sys.version_info[:2] != (3, 11), reason="image bytecode is compiled by Python 3.11")
+def test_sourceless_modules_import_without_their_source(tmp_path):
+    pkg = tmp_path / "site" / "pkg"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "mod.py").write_text("def answer():\n    return 6 * 7\n")
+    (pkg / "broken.py").write_text("def (:\n")  # does not compile: its source stays
+    compile_sourceless(tmp_path / "site", ddir="/opt/site")
+    assert not (pkg / "mod.py").exists() and (pkg / "mod.pyc").is_file()
+    assert (pkg / "broken.py").exists() and not list(pkg.rglob("__pycache__"))
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import pkg.mod as m; "
+            "print(m.answer(), type(m.__spec__.loader).__name__, m.answer.__code__.co_filename)")
+    out = subprocess.run([sys.executable, "-I", "-c", code, str(tmp_path / "site")],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["42", "SourcelessFileLoader", "/opt/site/pkg/mod.py"]
+
+
+def test_package_sizes_count_vendored_libraries_and_metadata_with_their_package(tmp_path):
+    (tmp_path / "PIL").mkdir()
+    (tmp_path / "PIL" / "Image.pyc").write_bytes(b"x" * 100)
+    (tmp_path / "pillow.libs").mkdir()
+    (tmp_path / "pillow.libs" / "libjpeg.so").write_bytes(b"x" * 1000)
+    (tmp_path / "pillow-13.0.0.dist-info").mkdir()
+    (tmp_path / "pillow-13.0.0.dist-info" / "METADATA").write_bytes(b"x" * 10)
+    (tmp_path / "ai_edge_litert").mkdir()
+    (tmp_path / "ai_edge_litert" / "lib.so").write_bytes(b"x" * 5000)
+    assert package_sizes(tmp_path) == {"ai_edge_litert": 5000, "PIL": 1110}
+    layers = add_package_sizes([{"name": "base"}, {"name": "deps"}], tmp_path.parent / "none", {
+        "dev.mlfn.base.sizes": "python=5 numpy=7"})
+    assert layers == [{"name": "base", "packages": {"python": 5, "numpy": 7}}, {"name": "deps"}]
+
+
+# Run inside the image: import every module of mlfn_runtime, numpy, PIL (when bundled)
+# and the LiteRT interpreter; report failures, where numpy comes from, and whether any
+# standard-library source is left.
+IMPORT_ALL = r'''
+import importlib, json, os, pkgutil, sys
+failed = {}
+def walk(name):
+    try:
+        pkg = importlib.import_module(name)
+    except Exception as e:
+        failed[name] = repr(e); return
+    for m in pkgutil.walk_packages(getattr(pkg, "__path__", []), name + "."):
+        try:
+            importlib.import_module(m.name)
+        except Exception as e:
+            failed[m.name] = repr(e)
+import warnings; warnings.simplefilter("ignore")
+for top in ("mlfn_runtime", "numpy", "PIL"):
+    walk(top)
+importlib.import_module("ai_edge_litert.interpreter")
+import numpy
+stdlib = os.path.dirname(os.__file__)
+sources = [os.path.join(d, f) for d, _, fs in os.walk(stdlib) for f in fs if f.endswith(".py")]
+print(json.dumps({"failed": failed, "numpy": numpy.__file__, "numpy_version": numpy.__version__,
+                  "stdlib_sources": len(sources), "modules": len(sys.modules)}))
+'''
+
+@pytest.mark.docker
+def test_every_module_the_runtime_can_reach_imports_in_the_image(digits_image, docker_client):
+    out = docker_client.containers.run(
+        digits_image.image, ["python3", "-c", IMPORT_ALL], remove=True, read_only=True, tmpfs={"/tmp": ""},
+        labels={"dev.mlfn.test": "build"})
+    report = json.loads(out.decode().strip().splitlines()[-1])
+    assert report["failed"] == {}
+    assert report["modules"] > 300  # the walk really imported the packages
+    base = docker_client.images.get(digits_image.labels.get("org.opencontainers.image.base.name") or "mlfn-base:3.11")
+    provided = python_packages(base.labels)
+    if provided.get("numpy"):  # mlfn's own base: numpy is Debian's, sourceless stdlib
+        assert report["numpy"].startswith("/usr/lib/python3/dist-packages/numpy/")
+        assert report["numpy_version"] == provided["numpy"]
+        assert report["stdlib_sources"] == 0
+        deps = next(layer for layer in digits_image.layers if layer["name"] == "deps")
+        assert "numpy" not in deps["packages"] and {"ai_edge_litert", "PIL"} <= set(deps["packages"])
+
+
+@pytest.mark.docker
+def test_the_slim_image_answers_right_under_a_read_only_root(digits_image, digits_project):
+    import base64
+
+    import requests
+
+    from tests.image.conftest import running
+
+    png = (digits_project / "inputs" / "digit-7.png").read_bytes()
+    with running(digits_image.image, read_only=True, wait="/v2/health/ready") as url:
+        r = requests.post(url + "/run", json={"value": {"image": base64.b64encode(png).decode()}}, timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.json()["predictions"][0]["label"] == "7"
