@@ -18,9 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from mlfn.config_sections import CONFIG_FILE, AuthConfig, JwtConfig, RolloutConfig, check_auth  # noqa: F401
 from mlfn.errors import ConfigError
-
-CONFIG_FILE = "mlfn.yaml"
 
 QUANTIZE_MODES = ("none", "dynamic", "float16", "int8", "int16x8")
 RUNTIME_TARGETS = ("litert", "tflite-runtime")
@@ -171,57 +170,6 @@ class DeployConfig:
 
 
 @dataclass
-class RolloutConfig:
-    """`mlfn rollout` / `mlfn deploy --rollout` defaults (flags win); see mlfn.rollout.settings."""
-
-    steps: Optional[str] = None  # e.g. "10,25,50,100"
-    interval: Optional[str] = None  # e.g. "60s"
-    max_error_rate: Optional[str] = None  # e.g. "1%"
-    max_p99: Optional[str] = None  # e.g. "250ms"
-    min_requests: Optional[int] = None
-    failures: Optional[int] = None
-    max_wait: Optional[str] = None  # e.g. "10m"
-    alias: Optional[str] = None
-    probe: Optional[str] = None  # .npz (x, y) or an image folder with label sub-folders
-    max_accuracy_drop: Optional[float] = None  # accuracy points (MSE for regression)
-    min_agreement: Optional[str] = None  # e.g. "98%" (probe without labels)
-    load: Optional[str] = None  # folder of inputs for synthetic load
-    rate: Optional[float] = None  # synthetic requests per second
-    pre_step: Optional[str] = None  # shell command before each traffic increase
-    post_step: Optional[str] = None  # shell command after each traffic increase
-    prometheus: Optional[str] = None  # Prometheus URL (Knative)
-    queries: dict = field(default_factory=dict)  # PromQL templates: requests, errors, p99
-    compare_stable: Optional[bool] = None  # thresholds bound how much worse than stable (same window)
-
-
-@dataclass
-class JwtConfig:
-    """JWT / OIDC access tokens the function accepts (verified offline; PyJWT goes into the image)."""
-
-    algorithms: list = field(default_factory=lambda: ["RS256", "ES256", "EdDSA"])  # and/or HS256
-    issuer: Optional[str] = None  # required `iss`
-    audience: Optional[str] = None  # required `aud`
-    leeway: int = 30  # seconds of clock skew allowed on exp/nbf
-    scope_claim: str = "scope"  # claim holding MODEL:ROUTE scopes (space-separated string or list)
-    jwks_file: Optional[str] = None  # JWKS path inside the container (else the key set's jwks, else jwks_env)
-    jwks_env: str = "MLFN_JWKS"  # environment variable holding a JWKS
-    hs256_secret_env: Optional[str] = None  # environment variable holding the HS256 secret
-    rate: Optional[str] = None  # per token subject, e.g. 20/s
-    burst: Optional[int] = None
-
-
-@dataclass
-class AuthConfig:
-    """API keys and tokens demanded by the function (keys: `mlfn keys`; kept on the platform)."""
-
-    enabled: bool = False
-    reload_seconds: int = 5  # the mounted key set is re-read at most this often: the rotation bound
-    open: list = field(default_factory=lambda: ["metrics", "openapi"])  # route scopes needing no credential
-    secret: Optional[str] = None  # Knative: the Secret holding keys.json; default <name>-mlfn-auth
-    jwt: Optional[JwtConfig] = None
-
-
-@dataclass
 class Config:
     """The whole mlfn.yaml."""
 
@@ -286,7 +234,7 @@ class Config:
         if self.logging.sink is not None and not self.logging.sink.startswith(("http://", "https://")):
             raise ConfigError(f"logging.sink in {self.source or CONFIG_FILE} is {self.logging.sink!r}; "
                               "use an http:// or https:// URL.")
-        _check_auth(self.auth, self.source)
+        check_auth(self.auth, self.source)
         names = [self.model_name] + [m.name for m in self.models]
         for i, m in enumerate(self.models):
             if not m.name or not m.path:
@@ -323,17 +271,6 @@ def check_function_name(name: str, where: str) -> None:
         fixed = re.sub(r"[^a-z0-9]+", "-", (name or "").lower()).strip("-")[:63].strip("-") or "my-model"
         raise ConfigError(f"{where} is {name!r}, which cannot name the function's image; use lower-case letters "
                           f"and digits with '-', '_' or '.' between them (at most 63), e.g. {fixed!r}.")
-
-
-def _check_auth(auth: AuthConfig, source) -> None:
-    bad = [s for s in auth.open if s not in ("metrics", "openapi", "metadata", "predict", "infer")]
-    if bad:
-        raise ConfigError(f"auth.open in {source or CONFIG_FILE} holds {bad[0]!r}; choose from metrics, openapi, "
-                          "metadata, predict, infer.")
-    if auth.reload_seconds < 1:
-        raise ConfigError(f"auth.reload_seconds in {source or CONFIG_FILE} must be at least 1.")
-    for alg in (auth.jwt.algorithms if auth.jwt else []):
-        _check_choice(alg, ("RS256", "ES256", "EdDSA", "HS256"), "auth.jwt.algorithms", source)
 
 
 def _check_choice(value, choices, key, source):
