@@ -25,7 +25,7 @@ def build_base_image(tag="mlfn-base:3.11", **kwargs):
 
 def __getattr__(name):
     if name == "BuildResult":
-        from mlfn.image.build import BuildResult
+        from mlfn.image.result import BuildResult
 
         return BuildResult
     if name == "BaseResult":

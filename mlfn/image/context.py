@@ -205,8 +205,22 @@ def prepare_context(cfg, *, base_id: str = "", progress: Optional[Callable[[str]
     dockerfile = render_dockerfile(cfg.build.base_image)  # without labels: they hold the build time
     (path / ".dockerignore").write_text("Dockerfile\n.dockerignore\n")
 
-    files_hash = tree_hash(path / "config", skip=lambda rel: rel == FUNCTION_JSON)
-    phash = pipeline_hash({**doc, "_files": files_hash})
+    phash = pipeline_hash({**doc, "_files": tree_hash(path / "config", skip=lambda rel: rel == FUNCTION_JSON)})
+    first = doc["models"][0]
+    ctx = BuildContext(
+        path=path, function_dir=function_dir, base_image=cfg.build.base_image,
+        repository=cfg.image_repository, requirements=reqs,
+        content_hash=content_hash(cfg, path, doc, reqs, base_id, dockerfile),
+        model_sha256=first["sha256"], quantization=first["quantization"], pipeline_hash=phash,
+        function=doc,
+    )
+    ctx.labels = image_labels(cfg, ctx, reproducible)
+    (path / "Dockerfile").write_text(render_dockerfile(cfg.build.base_image, ctx.labels))
+    return ctx
+
+
+def content_hash(cfg, path: Path, doc: dict, reqs: list, base_id: str, dockerfile: str) -> str:
+    """The identity of a function's content: equal hashes, same image behaviour (a version)."""
     parts = {
         "mlfn": __version__,
         "base": cfg.build.base_image,
@@ -217,25 +231,22 @@ def prepare_context(cfg, *, base_id: str = "", progress: Optional[Callable[[str]
         "function": tree_hash(path / "config"),
         "dockerfile": hashlib.sha256(dockerfile.encode()).hexdigest(),
     }
-    content_hash = "sha256:" + hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
-    first = doc["models"][0]
-    ctx = BuildContext(
-        path=path, function_dir=function_dir, base_image=cfg.build.base_image,
-        repository=cfg.image_repository, requirements=reqs, content_hash=content_hash,
-        model_sha256=first["sha256"], quantization=first["quantization"], pipeline_hash=phash,
-        function=doc,
-    )
-    ctx.labels = {
+    return "sha256:" + hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def image_labels(cfg, ctx: "BuildContext", reproducible: bool) -> dict:
+    """The OCI labels and mlfn's own (function, model, pipeline, content hash)."""
+    labels = {
         **oci_labels(cfg, ctx.default_tag, reproducible),
         "dev.mlfn.function": cfg.name,
         "dev.mlfn.model.sha256": ctx.model_sha256,
         "dev.mlfn.quantization": ctx.quantization,
-        "dev.mlfn.pipeline.hash": phash,
-        "dev.mlfn.content-hash": content_hash,
+        "dev.mlfn.pipeline.hash": ctx.pipeline_hash,
+        "dev.mlfn.content-hash": ctx.content_hash,
         "dev.mlfn.runtime": cfg.build.runtime,
         "dev.mlfn.version": __version__,
     }
-    if len(doc["models"]) > 1:
-        ctx.labels["dev.mlfn.models"] = json.dumps({m["name"]: m["sha256"] for m in doc["models"]}, sort_keys=True)
-    (path / "Dockerfile").write_text(render_dockerfile(cfg.build.base_image, ctx.labels))
-    return ctx
+    models = ctx.function["models"]
+    if len(models) > 1:
+        labels["dev.mlfn.models"] = json.dumps({m["name"]: m["sha256"] for m in models}, sort_keys=True)
+    return labels

@@ -235,20 +235,53 @@ def write_layout(out: Path, blobs: list, config: bytes, manifest: bytes, ref_nam
     index_path.write_text(json.dumps(index, indent=2, sort_keys=True))
 
 
+def push_oci(push: str, ref_tag: str, blobs: list, config: bytes, config_digest: str, manifest: bytes,
+             digest: str, say) -> tuple:
+    """Upload the blobs, the config and the manifest to the registry `push` names:
+    (pushed reference, reference by digest)."""
+    from mlfn.image.docker_builder import parse_push_ref
+
+    prepo, ptag = parse_push_ref(push, ref_tag)
+    host, repo, _, _ = split_reference(prepo)
+    reg = Registry(host, repo, credentials_for(host))
+    say(f"Pushing {prepo}:{ptag}")
+    tmp_cfg = Path(tempfile.mkstemp(prefix="mlfn-config-")[1])
+    try:
+        tmp_cfg.write_bytes(config)
+        for b in blobs:
+            reg.upload_blob(b.path, b.digest, b.size)
+        reg.upload_blob(tmp_cfg, config_digest, len(config))
+    finally:
+        tmp_cfg.unlink(missing_ok=True)
+    got = reg.put_manifest(ptag, manifest, OCI_MANIFEST)
+    if got != digest:
+        raise BuildError(f"The registry {host} stored the manifest as {got}, not {digest}.")
+    return f"{prepo}:{ptag}", f"{prepo}@{digest}"
+
+
+def layer_report(base, layers: list) -> list:
+    """`BuildResult.layers`: the base's layers as one entry, then each layer mlfn added."""
+    out = [{"name": "base", "size_bytes": sum(b.uncompressed_size or 0 for b in base.layers) or None,
+            "compressed_size_bytes": sum(b.size for b in base.layers), "diff_ids": [b.diff_id for b in base.layers]}]
+    for name, dest, b in layers:
+        out.append({"name": name, "path": dest, "size_bytes": b.uncompressed_size, "compressed_size_bytes": b.size,
+                    "diff_id": b.diff_id, "digest": b.digest})
+    return out
+
+
 def build_oci(cfg, *, tag=None, push=None, progress=None, oci_layout=None, quantize=None):
     """Assemble the function image without a daemon; see the module doc."""
     from mlfn.image.base_image import python_packages
     from mlfn.image.context import prepare_context
-    from mlfn.image.docker_builder import parse_push_ref
     from mlfn.image.slim import add_package_sizes
-    from mlfn.image.build import BuildResult, _split_tag
+    from mlfn.image.result import BuildResult, image_reference
 
     say = progress or (lambda m: None)
     epoch = source_date_epoch()
     base = load_base(cfg.build.base_image, progress)
     ctx = prepare_context(cfg, base_id=base.identity, progress=progress, quantize=quantize, reproducible=True,
                           base_packages=python_packages(base.config.get("Labels") or {}))
-    ref = _split_tag(tag, ctx.repository, ctx.default_tag)
+    ref = image_reference(tag, ctx.repository, ctx.default_tag)
     repo_name, ref_tag = ref.rsplit(":", 1)
 
     say("Writing the layers (tar + gzip + sha256)")
@@ -274,34 +307,10 @@ def build_oci(cfg, *, tag=None, push=None, progress=None, oci_layout=None, quant
         say(f"Writing the OCI image layout {layout}")
         write_layout(layout, all_blobs, config, manifest, ref_tag)
 
-    repo_digest = None
-    pushed_ref = None
+    repo_digest = pushed_ref = None
     if push:
-        prepo, ptag = parse_push_ref(push, ref_tag)
-        host, repo, _, _ = split_reference(prepo)
-        reg = Registry(host, repo, credentials_for(host))
-        say(f"Pushing {prepo}:{ptag}")
-        tmp_cfg = Path(tempfile.mkstemp(prefix="mlfn-config-")[1])
-        try:
-            tmp_cfg.write_bytes(config)
-            for b in all_blobs:
-                reg.upload_blob(b.path, b.digest, b.size)
-            reg.upload_blob(tmp_cfg, config_digest, len(config))
-        finally:
-            tmp_cfg.unlink(missing_ok=True)
-        got = reg.put_manifest(ptag, manifest, OCI_MANIFEST)
-        if got != digest:
-            raise BuildError(f"The registry {host} stored the manifest as {got}, not {digest}.")
-        repo_digest = f"{prepo}@{digest}"
-        pushed_ref = f"{prepo}:{ptag}"
-
-    base_size = sum(b.uncompressed_size or 0 for b in base.layers)
-    result_layers = [{"name": "base", "size_bytes": base_size or None,
-                      "compressed_size_bytes": sum(b.size for b in base.layers),
-                      "diff_ids": [b.diff_id for b in base.layers]}]
-    for name, dest, b in layers:
-        result_layers.append({"name": name, "path": dest, "size_bytes": b.uncompressed_size,
-                              "compressed_size_bytes": b.size, "diff_id": b.diff_id, "digest": b.digest})
+        pushed_ref, repo_digest = push_oci(push, ref_tag, all_blobs, config, config_digest, manifest, digest, say)
+    result_layers = layer_report(base, layers)
     add_package_sizes(result_layers, ctx.path, base.config.get("Labels") or {})
     return BuildResult(
         image=pushed_ref or ref, image_id=config_digest, digest=digest, repo_digest=repo_digest,

@@ -10,7 +10,7 @@ import pytest
 from mlfn.image.context import LAYERS, oci_labels, render_dockerfile, repository_url
 from mlfn.image.deps import pipeline_decodes_images, requirements_for
 from mlfn.image.docker_builder import parse_push_ref
-from mlfn.image.build import _split_tag
+from mlfn.image.result import image_reference
 from mlfn.config import from_dict
 from mlfn.errors import BuildError
 
@@ -70,10 +70,10 @@ def test_requirements_follow_the_pipeline():
 
 
 def test_tags_and_push_references():
-    assert _split_tag(None, "mlfn/digits", "abc123") == "mlfn/digits:abc123"
-    assert _split_tag("dev", "mlfn/digits", "abc123") == "mlfn/digits:dev"
-    assert _split_tag("localhost:5000/x/digits", "mlfn/digits", "abc") == "localhost:5000/x/digits:abc"
-    assert _split_tag("me/digits:v2", "mlfn/digits", "abc") == "me/digits:v2"
+    assert image_reference(None, "mlfn/digits", "abc123") == "mlfn/digits:abc123"
+    assert image_reference("dev", "mlfn/digits", "abc123") == "mlfn/digits:dev"
+    assert image_reference("localhost:5000/x/digits", "mlfn/digits", "abc") == "localhost:5000/x/digits:abc"
+    assert image_reference("me/digits:v2", "mlfn/digits", "abc") == "me/digits:v2"
     assert parse_push_ref("localhost:5000/team/digits", "abc") == ("localhost:5000/team/digits", "abc")
     assert parse_push_ref("localhost:5000/team/digits:v1", "abc") == ("localhost:5000/team/digits", "v1")
     with pytest.raises(BuildError, match="not a valid image reference"):
