@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import pytest
 
@@ -15,8 +14,10 @@ from mlfn.image.deps import requirements_for
 from mlfn.image.slim import add_package_sizes, compile_sourceless, package_sizes
 
 
-def _cfg(pre, runtime="ai-edge-litert"):
-    return SimpleNamespace(pipeline=SimpleNamespace(pre=pre), models=[], build=SimpleNamespace(runtime=runtime))
+def _cfg(pre, runtime="litert"):
+    from mlfn.config import from_dict
+
+    return from_dict({"name": "slim", "pipeline": {"pre": pre}, "build": {"runtime": runtime}})
 
 
 def test_numpy_is_left_out_of_the_deps_when_the_base_provides_it():
@@ -94,13 +95,22 @@ print(json.dumps({"failed": failed, "numpy": numpy.__file__, "numpy_version": nu
                   "stdlib_sources": len(sources), "modules": len(sys.modules)}))
 '''
 
+FEATURE_MODULES = {"mlfn_runtime.grpc_service", "mlfn_runtime.h2c", "mlfn_runtime.h2c_frames", "mlfn_runtime.oip_grpc",
+                   "mlfn_runtime.jwt_verify"}
+FEATURE_PACKAGES = ("google", "h2", "hpack", "hyperframe", "cryptography")
+
+
 @pytest.mark.docker
 def test_every_module_the_runtime_can_reach_imports_in_the_image(digits_image, docker_client):
     out = docker_client.containers.run(
         digits_image.image, ["python3", "-c", IMPORT_ALL], remove=True, read_only=True, tmpfs={"/tmp": ""},
         labels={"dev.mlfn.test": "build"})
     report = json.loads(out.decode().strip().splitlines()[-1])
-    assert report["failed"] == {}
+    # modules of features this function does not use need packages its image does not carry
+    # (serving.grpc: h2 and protobuf; auth.jwt: cryptography); nothing else may fail
+    missing_feature = [m for m, e in report["failed"].items()
+                       if m in FEATURE_MODULES and any(f"'{p}'" in e for p in FEATURE_PACKAGES)]
+    assert {m: e for m, e in report["failed"].items() if m not in missing_feature} == {}
     assert report["modules"] > 300  # the walk really imported the packages
     base = docker_client.images.get(digits_image.labels.get("org.opencontainers.image.base.name") or "mlfn-base:3.11")
     provided = python_packages(base.labels)
@@ -122,6 +132,7 @@ def test_the_slim_image_answers_right_under_a_read_only_root(digits_image, digit
 
     png = (digits_project / "inputs" / "digit-7.png").read_bytes()
     with running(digits_image.image, read_only=True, wait="/v2/health/ready") as url:
+        assert requests.post(url + "/init", json={"value": {"name": "digits", "env": {}}}, timeout=30).ok
         r = requests.post(url + "/run", json={"value": {"image": base64.b64encode(png).decode()}}, timeout=30)
     assert r.status_code == 200, r.text
     assert r.json()["predictions"][0]["label"] == "7"
