@@ -22,10 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 from http.client import HTTPMessage
 from urllib.parse import parse_qsl, quote, urlsplit
 
-from mlfn_runtime import routes
-from mlfn_runtime.auth import Denied
+from mlfn_runtime import dispatch, routes
 from mlfn_runtime.errors import InvalidInput, PayloadTooLarge
-from mlfn_runtime.http_messages import Request, Response, encode_json, error_response
+from mlfn_runtime.http_messages import Response, encode_json
 from mlfn_runtime.runtime_log import log
 
 try:
@@ -194,9 +193,8 @@ class H2cConnection:
         parts = urlsplit(stream.headers.get(":path", "/"))
         path = parts.path.rstrip("/") or "/"
         route, params = routes.match(method, path)
-        req, query, headers = None, dict(parse_qsl(parts.query)), _headers(stream.headers)
-        try:  # the same admission as over HTTP/1.1 (http_server.Handler._dispatch)
-            caller = self.state.auth.admit(headers, route.scope, self.state.auth.models(self.state.function, params, query))
+
+        def read_body() -> bytes:  # the stream is already received: admit and check it as HTTP/1.1 does
             if route.admit is not None:
                 route.admit(self.state)
             if stream.too_large:
@@ -205,20 +203,10 @@ class H2cConnection:
             encoding = (stream.headers.get("content-encoding") or "identity").strip().lower()
             if encoding not in ("identity", ""):
                 raise InvalidInput(f"Content-Encoding {encoding!r} is not supported over HTTP/2; send the body uncompressed")
-            req = Request(method, path, query, headers, bytes(stream.body))
-            if route.limited:
-                with self.state.slots:
-                    resp = route.handler(self.state, req, params)
-            else:
-                resp = route.handler(self.state, req, params)
-            if caller is not None:
-                self.state.metrics.observe_caller(caller.id, resp.status)
-        except Denied as d:
-            resp = d.response()
-        except Exception as e:
-            resp = error_response(e, f"{method} {path} (h2c)")
-        if req is not None:
-            self.state.payload_log.record(route.endpoint, req, resp)
+            return bytes(stream.body)
+
+        resp = dispatch.answer(self.state, route, params, method, path, dict(parse_qsl(parts.query)),
+                               _headers(stream.headers), read_body, f"{method} {path} (h2c)")
         return resp, route.endpoint
 
     def _send_grpc(self, stream_id: int, reply, refuse_rest: bool) -> None:

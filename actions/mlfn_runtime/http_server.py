@@ -29,11 +29,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Optional
 from urllib.parse import parse_qsl, urlsplit
 
-from mlfn_runtime import routes
-from mlfn_runtime.auth import Denied
+from mlfn_runtime import dispatch, routes
 from mlfn_runtime.connections import Connections, DeadlineReader, Refuser
 from mlfn_runtime.errors import RuntimeFunctionError
-from mlfn_runtime.http_messages import Request, Response, encode_json, error_response
+from mlfn_runtime.http_messages import Response, encode_json
 from mlfn_runtime.request_body import read_body
 from mlfn_runtime.runtime_log import log
 from mlfn_runtime.server_state import ServerState
@@ -155,35 +154,24 @@ class Handler(BaseHTTPRequestHandler):
         state.metrics.start()
         parts = urlsplit(self.path)
         path = parts.path.rstrip("/") or "/"
-        route, params, req, caller = routes.UNKNOWN, {}, None, None
-        try:
-            route, params = routes.match(self.command, path)
-            query = dict(parse_qsl(parts.query))
-            caller = state.auth.admit(self.headers, route.scope, state.auth.models(state.function, params, query))
-            body = self._read_body(route)
-            req = Request(self.command, path, query, self.headers, body)
-            if route.limited:
-                with state.slots:
-                    resp = route.handler(state, req, params)
-            else:
-                resp = route.handler(state, req, params)
-        except Denied as d:  # a body is left unread: then this connection ends
-            resp = d.response()
-            unread = self.headers.get("Transfer-Encoding") or self.headers.get("Content-Length", "0") != "0"
-            self.close_connection |= bool(unread)
-        except Exception as e:
-            resp = error_response(e, f"{self.command} {path}")
+        route, params = routes.match(self.command, path)
+        bodies = []
+
+        def read_body() -> bytes:
+            bodies.append(self._read_body(route))
+            return bodies[-1]
+
+        resp = dispatch.answer(state, route, params, self.command, path, dict(parse_qsl(parts.query)), self.headers,
+                               read_body, f"{self.command} {path}")
+        if not bodies and (self.headers.get("Transfer-Encoding") or self.headers.get("Content-Length", "0") != "0"):
+            self.close_connection = True  # refused before its body was read (auth): the rest is unread
         if state.draining:
             self.close_connection = True
-        if req is not None:
-            state.payload_log.record(route.endpoint, req, resp)  # queued: never blocks the request
         try:
             resp = self._send(resp)
         finally:
             state.metrics.observe(resp.model or params.get("name", ""), route.endpoint, resp.status,
                                   time.perf_counter() - t0)
-            if caller is not None:
-                state.metrics.observe_caller(caller.id, resp.status)
 
     def _read_body(self, route: routes.Route) -> bytes:
         """Admit the request, then read its body before the body deadline; the connection
