@@ -21,7 +21,7 @@ mlfn build -c "$S"
 
 step "Run it locally"
 URL=$(mlfn run -c "$S" | head -n1)
-echo "the function answers at $URL (container mlfn-digits: read-only root, non-root user)"
+echo "the function answers at $URL (its container: read-only root, non-root user)"
 trap 'mlfn run --stop -c "$S" >/dev/null 2>&1 || true' EXIT
 
 step "Invoke through the OpenWhisk action protocol (/init, /run)"
