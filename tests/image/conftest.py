@@ -112,9 +112,11 @@ def skopeo(*args: str) -> str:
 
 @pytest.fixture
 def project_copy(digits_project, tmp_path):
-    """A private copy of the trained digits project, sharing its conversion cache."""
+    """A private copy of the trained digits project (tests edit its mlfn.yaml), sharing its
+    conversion cache, without a model.tflite an earlier `mlfn quantize` of the shared project
+    may have written."""
     dest = tmp_path / "digits"
-    _shutil.copytree(digits_project, dest, ignore=_shutil.ignore_patterns(".mlfn"))
+    _shutil.copytree(digits_project, dest, ignore=_shutil.ignore_patterns(".mlfn", "model.tflite"))
     cache = digits_project / ".mlfn" / "cache"
     if cache.exists():
         _shutil.copytree(cache, dest / ".mlfn" / "cache")

@@ -2,7 +2,6 @@
 configs that would build but not serve are refused, naming mlfn.yaml."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -10,25 +9,14 @@ import yaml
 
 from mlfn.config import load_config
 from mlfn.errors import ConfigError
+from tests.image.conftest import edit_yaml
 from mlfn.image import stage_function
 from tests.model.small_models import small_models  # noqa: F401  (fixture)
 
 
 @pytest.fixture
-def project(digits_project, tmp_path) -> Path:
-    dest = tmp_path / "digits"
-    shutil.copytree(digits_project, dest, ignore=shutil.ignore_patterns(".mlfn", "model.tflite"))
-    cache = digits_project / ".mlfn" / "cache"
-    if cache.exists():
-        shutil.copytree(cache, dest / ".mlfn" / "cache")
-    return dest
-
-
-def _edit(project: Path, change) -> None:
-    path = project / "mlfn.yaml"
-    data = yaml.safe_load(path.read_text())
-    change(data)
-    path.write_text(yaml.safe_dump(data))
+def project(project_copy) -> Path:
+    return project_copy
 
 
 def _stage_error(project: Path, tmp_path: Path) -> str:
@@ -44,7 +32,7 @@ def _stage_error(project: Path, tmp_path: Path) -> str:
 ])
 def test_a_broken_custom_step_fails_the_build(project, tmp_path, source, expected):
     (project / "steps.py").write_text(source)
-    _edit(project, lambda d: d["pipeline"]["pre"].append({"custom": {"file": "steps.py", "function": "pre"}}))
+    edit_yaml(project, lambda d: d["pipeline"]["pre"].append({"custom": {"file": "steps.py", "function": "pre"}}))
     def never(*args, **kwargs):
         raise AssertionError("quantized before the custom step was checked")
 
@@ -54,7 +42,7 @@ def test_a_broken_custom_step_fails_the_build(project, tmp_path, source, expecte
 
 
 def test_a_resize_that_does_not_match_the_model_fails_the_build(project, tmp_path):
-    _edit(project, lambda d: d["pipeline"]["pre"].__setitem__(2, {"resize": {"width": 28, "height": 28}}))
+    edit_yaml(project, lambda d: d["pipeline"]["pre"].__setitem__(2, {"resize": {"width": 28, "height": 28}}))
     message = _stage_error(project, tmp_path)
     assert "fails on an input of the model's shape" in message and "resize to" in message and "[28, 28, 1]" in message and "[8, 8, 1]" in message
 
@@ -68,7 +56,7 @@ def test_a_labels_file_shorter_than_the_outputs_fails_the_build(project, tmp_pat
 def test_quantize_rejects_the_unknown_steps_build_rejects(project):
     from mlfn.model import quantize_model
 
-    _edit(project, lambda d: d["pipeline"]["post"].insert(0, "sofmax"))
+    edit_yaml(project, lambda d: d["pipeline"]["post"].insert(0, "sofmax"))
     with pytest.raises(ConfigError, match=r"pipeline\.post in .*mlfn\.yaml.*'sofmax' is unknown"):
         quantize_model(load_config(str(project)), mode="none")
 
@@ -87,7 +75,7 @@ def test_a_softmax_step_after_a_softmax_output_is_a_build_warning(small_models, 
 def test_post_steps_that_cannot_follow_each_other_fail_the_build(project, tmp_path):
     """argmax after top_k gets top_k's dict, which the runtime cannot score."""
     (project / "labels.txt").write_text("".join(f"digit {i}\n" for i in range(10)))
-    _edit(project, lambda d: d["pipeline"].update(post=["softmax", {"top_k": {"k": 2}}, "argmax"]))
+    edit_yaml(project, lambda d: d["pipeline"].update(post=["softmax", {"top_k": {"k": 2}}, "argmax"]))
     assert "fails on an input of the model's shape" in _stage_error(project, tmp_path)
 
 

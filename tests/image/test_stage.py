@@ -3,35 +3,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import pytest
-import yaml
 
 from mlfn.image import stage_function
 from mlfn.config import load_config
 from mlfn.errors import ConfigError
+from tests.image.conftest import edit_yaml
 
 
 @pytest.fixture
-def project(digits_project, tmp_path) -> Path:
-    """A private copy of the trained digits project (tests edit its mlfn.yaml), without a
-    model.tflite an earlier `mlfn quantize` of the shared project may have written."""
-    dest = tmp_path / "digits"
-    shutil.copytree(digits_project, dest, ignore=shutil.ignore_patterns(".mlfn", "model.tflite"))
-    # share the conversion cache so the int8 model is converted once per session
-    cache = digits_project / ".mlfn" / "cache"
-    if cache.exists():
-        shutil.copytree(cache, dest / ".mlfn" / "cache")
-    return dest
-
-
-def _edit(project: Path, change) -> None:
-    path = project / "mlfn.yaml"
-    data = yaml.safe_load(path.read_text())
-    change(data)
-    path.write_text(yaml.safe_dump(data))
+def project(project_copy) -> Path:
+    return project_copy
 
 
 def test_function_json_matches_the_contract(project, tmp_path):
@@ -83,7 +67,7 @@ def test_custom_step_files_and_outside_labels_are_bundled(project, tmp_path):
         d["pipeline"]["post"].insert(0, {"custom": {"file": "steps/post.py", "function": "clip"}})
         d.setdefault("build", {})["custom_files"] = ["extra.txt"]
 
-    _edit(project, change)
+    edit_yaml(project, change)
     out = stage_function(load_config(str(project)), tmp_path / "fn")
     doc = json.loads((out / "function.json").read_text())
     post = doc["models"][0]["post"]
@@ -94,7 +78,7 @@ def test_custom_step_files_and_outside_labels_are_bundled(project, tmp_path):
 
 
 def test_bad_pipeline_is_a_config_error_naming_mlfn_yaml(project, tmp_path):
-    _edit(project, lambda d: d["pipeline"]["pre"].append({"resize": {"width": "wide"}}))
+    edit_yaml(project, lambda d: d["pipeline"]["pre"].append({"resize": {"width": "wide"}}))
     with pytest.raises(ConfigError) as e:
         stage_function(load_config(str(project)), tmp_path / "fn")
     assert "mlfn.yaml" in str(e.value) and "pipeline.pre" in str(e.value) and "resize" in str(e.value)
@@ -102,20 +86,20 @@ def test_bad_pipeline_is_a_config_error_naming_mlfn_yaml(project, tmp_path):
 
 
 def test_unknown_step_is_rejected(project, tmp_path):
-    _edit(project, lambda d: d["pipeline"]["post"].append("teleport"))
+    edit_yaml(project, lambda d: d["pipeline"]["post"].append("teleport"))
     with pytest.raises(ConfigError, match="teleport"):
         stage_function(load_config(str(project)), tmp_path / "fn")
 
 
 def test_step_in_the_wrong_stage_is_rejected(project, tmp_path):
-    _edit(project, lambda d: d["pipeline"]["pre"].append("softmax"))
+    edit_yaml(project, lambda d: d["pipeline"]["pre"].append("softmax"))
     with pytest.raises(ConfigError) as e:
         stage_function(load_config(str(project)), tmp_path / "fn")
     assert "pipeline.pre" in str(e.value) and "softmax" in str(e.value) and "post-processing" in str(e.value)
 
 
 def test_missing_labels_file_names_the_key(project, tmp_path):
-    _edit(project, lambda d: d["pipeline"].update(labels="nope.txt"))
+    edit_yaml(project, lambda d: d["pipeline"].update(labels="nope.txt"))
     with pytest.raises(ConfigError, match=r"pipeline.labels .*nope.txt.*does not exist"):
         stage_function(load_config(str(project)), tmp_path / "fn")
 
@@ -154,7 +138,7 @@ def test_argmax_and_threshold_labels_are_bundled_and_defaulted(project, tmp_path
     (labels file missing) or answers indices instead of labels."""
     (project / "classes").mkdir()
     (project / "classes" / "names.txt").write_text("".join(f"digit {i}\n" for i in range(10)))
-    _edit(project, lambda d: d["pipeline"].update(post=[
+    edit_yaml(project, lambda d: d["pipeline"].update(post=[
         "softmax", {"argmax": {"labels": "classes/names.txt"}}]))
     out = stage_function(load_config(str(project)), tmp_path / "fn")
     doc = json.loads((out / "function.json").read_text())
@@ -166,7 +150,7 @@ def test_argmax_and_threshold_labels_are_bundled_and_defaulted(project, tmp_path
     post = load_function(str(out)).default_model.post
     assert post.steps[-1].names[:2] == ["digit 0", "digit 1"]
 
-    _edit(project, lambda d: d["pipeline"].update(post=["sigmoid", {"threshold": {"value": 0.5}}]))
+    edit_yaml(project, lambda d: d["pipeline"].update(post=["sigmoid", {"threshold": {"value": 0.5}}]))
     out = stage_function(load_config(str(project)), tmp_path / "fn2")
     post = json.loads((out / "function.json").read_text())["models"][0]["post"]
     assert post[-1] == {"threshold": {"value": 0.5, "labels": "labels.txt"}}
@@ -178,7 +162,7 @@ def test_outside_files_with_the_same_name_do_not_overwrite_each_other(project, t
     for path, word in ((a, "alpha"), (b, "beta")):
         path.parent.mkdir()
         path.write_text("".join(f"{word} {i}\n" for i in range(10)))
-    _edit(project, lambda d: d["pipeline"].update(post=[
+    edit_yaml(project, lambda d: d["pipeline"].update(post=[
         "softmax", {"top_k": {"k": 2, "labels": str(a)}}, {"threshold": {"value": 0.1, "labels": str(b)}}]))
     out = stage_function(load_config(str(project)), tmp_path / "fn")
     post = json.loads((out / "function.json").read_text())["models"][0]["post"]
@@ -201,7 +185,7 @@ def test_a_model_name_that_is_not_one_path_segment_is_a_config_error(project, tm
         else:
             d.setdefault("model", {})["name"] = name
 
-    _edit(project, change)
+    edit_yaml(project, change)
     with pytest.raises(ConfigError, match="a model name cannot be") as e:
         stage_function(load_config(str(project)), tmp_path / "out" / "fn")
     assert repr(name) in str(e.value) and "mlfn.yaml" in str(e.value)
