@@ -62,11 +62,10 @@ def main(argv=None) -> int:
 
     image = a.image
     if not image:
-        import docker
+        sys.path.insert(0, str(ROOT))
+        from tests.targets.openwhisk.action.build import build_action_image
 
-        image = "mlfnow-test-action:1"
-        docker.from_env().images.build(path=str(ROOT / "tests/targets/openwhisk/action"), tag=image, rm=True,
-                                       buildargs={"BASE": a.base})
+        image = build_action_image(a.base, "mlfnow-bench-action:1")
     payload = json.loads(Path(a.payload).read_text()) if a.payload else {"x": [1, 2, 3]}
 
     server = controller = None

@@ -33,7 +33,7 @@ def percentile(xs, p):
 
 
 def spec(fn: str, image: str, content: str):
-    from mlfn.targets.base import VersionSpec
+    from mlfn.targets.interface import VersionSpec
 
     return VersionSpec(function=fn, image=image, digest="", model_sha256="", quantization="", pipeline_hash="",
                        content_hash=content)
@@ -159,22 +159,22 @@ def main(argv=None) -> int:
 
     from mlfn.targets.local.api import close, make_server
     from mlfn.targets.local.home import owner_id
-    from mlfn.targets.openwhisk import OpenWhiskTarget
-    from mlfn.targets.wskprops import GUEST_AUTH, WskProps
+    from mlfn.lifecycle import Lifecycle
+    from mlfn.targets.openwhisk.target import openwhisk_target
+    from mlfn.targets.openwhisk.wskprops import GUEST_AUTH, WskProps
 
     image = a.image
     if not image:
-        import docker
+        sys.path.insert(0, str(ROOT))
+        from tests.targets.openwhisk.action.build import build_action_image
 
-        image = "mlfnow-test-action:1"
-        docker.from_env().images.build(path=str(ROOT / "tests/targets/openwhisk/action"), tag=image, rm=True,
-                                       buildargs={"BASE": a.base})
+        image = build_action_image(a.base, "mlfnow-bench-action:1")
     payload = json.loads(Path(a.payload).read_text()) if a.payload else {"x": [1, 2, 3]}
     home = Path(tempfile.mkdtemp(prefix="mlfn-bench-"))
     server, controller = make_server(home, port=0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     props = WskProps(apihost=f"http://127.0.0.1:{server.server_address[1]}", auth=GUEST_AUTH, namespace="guest")
-    target = OpenWhiskTarget(props=props)
+    target = Lifecycle(openwhisk_target(props=props))
     stamp = int(time.time())
     warm_fn, cold_fn = f"bw-{stamp}", f"bc-{stamp}"
     try:

@@ -11,29 +11,21 @@ see tests/targets/openwhisk/action/action_server.py).
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 
 from tests.targets.conftest import _no_openwhisk_action_env  # noqa: F401 - autouse fixture
-from tests.targets.openwhisk.conftest import (HERE as ACTION_HERE, action_image, fn_name,  # noqa: F401
-                                              local_api, make_lifecycle, spec)
+from tests.targets.openwhisk.conftest import (action_image, fn_name, local_api, make_lifecycle,  # noqa: F401
+                                              spec)
 
 ROLLOUT_IMAGE = "mlfn-rollout-test-action:1"
 
 
 @pytest.fixture(scope="session")
 def rollout_image(base_image, tmp_path_factory, local_api):
-    import docker
-    import mlfn_runtime.router
+    from tests.targets.openwhisk.action.build import build_action_image
 
-    context = tmp_path_factory.mktemp("rollout-action-image")
-    shutil.copytree(ACTION_HERE / "action", context, dirs_exist_ok=True)
-    (context / "mlfn_runtime").mkdir()
-    (context / "mlfn_runtime" / "__init__.py").write_text("")
-    shutil.copy(mlfn_runtime.router.__file__, context / "mlfn_runtime" / "router.py")
-    docker.from_env().images.build(path=str(context), tag=ROLLOUT_IMAGE, rm=True, buildargs={"BASE": base_image})
-    return ROLLOUT_IMAGE
+    return build_action_image(base_image, ROLLOUT_IMAGE)
 
 
 @pytest.fixture

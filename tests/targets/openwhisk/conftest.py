@@ -46,20 +46,10 @@ def swagger(specs_dir) -> Swagger:
 
 @pytest.fixture(scope="session")
 def action_image(base_image, tmp_path_factory):
-    """Like a function image, it holds mlfn_runtime.router (weighted aliases run it as code)."""
-    import shutil
+    """Like a function image, it holds mlfn_runtime.router (weighted aliases conduct with it)."""
+    from tests.targets.openwhisk.action.build import build_action_image
 
-    import docker
-    import mlfn_runtime.router
-
-    context = tmp_path_factory.mktemp("action-image")
-    shutil.copytree(HERE / "action", context, dirs_exist_ok=True)
-    (context / "mlfn_runtime").mkdir()
-    (context / "mlfn_runtime" / "__init__.py").write_text("")
-    shutil.copy(mlfn_runtime.router.__file__, context / "mlfn_runtime" / "router.py")
-    client = docker.from_env()
-    client.images.build(path=str(context), tag=ACTION_IMAGE, rm=True, buildargs={"BASE": base_image})
-    return ACTION_IMAGE
+    return build_action_image(base_image, ACTION_IMAGE)
 
 
 def _serve(home, docker_client=None):
