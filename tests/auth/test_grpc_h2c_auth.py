@@ -10,21 +10,13 @@ import grpc
 import numpy as np
 import pytest
 
-from tests.auth.credentials import AUTH_SETTINGS, HS_ENV
-from tests.auth.test_guard_http import make_auth_dir
+from tests.auth.test_guard_http import auth_server  # noqa: F401  (fixture)
 
 
 @pytest.fixture()
-def grpc_auth_server(tmp_path, rt_models, material, monkeypatch):
-    from tests.runtime.conftest import running
-
-    monkeypatch.setenv(HS_ENV, material.hs_secret)
-    keys_file = tmp_path / "auth" / "keys.json"
-    keys_file.parent.mkdir()
-    keys_file.write_text(json.dumps(material.key_set))
-    fn = make_auth_dir(tmp_path / "fn", rt_models, {**AUTH_SETTINGS, "keys_file": str(keys_file)})
-    with running(fn) as (url, _):
-        yield url
+def grpc_auth_server(auth_server):
+    """The auth-enabled server of test_guard_http: its URL."""
+    return auth_server[0]
 
 
 def _infer_request(meta, x):
