@@ -49,12 +49,12 @@ def test_the_scan_finds_every_kind_of_escape_and_only_those(tmp_path):
 
 def test_the_guard_tells_beside_from_inside(tmp_path):
     parent = tmp_path / "parent"
-    for folder in ("checkout/tests", "shared/specs", ".cache/mlfn"):
+    for folder in ("checkout/tests", "sibling/specs", ".cache/mlfn"):
         (parent / folder).mkdir(parents=True)
     guard = OutsideReads(parent / "checkout")
     (parent / "made-by-a-test").mkdir()  # created after the guard started: not a sibling
-    assert guard.outside(str(parent / "shared" / "specs" / "x.json"))
-    assert guard.outside(str(parent / "checkout" / ".." / "shared"))
+    assert guard.outside(str(parent / "sibling" / "specs" / "x.json"))
+    assert guard.outside(str(parent / "checkout" / ".." / "sibling"))
     assert not guard.outside(str(parent / "checkout" / "tests" / "specs" / "README.md"))
     assert not guard.outside(str(parent / ".cache" / "mlfn" / "x"))  # a home folder's hidden entries
     assert not guard.outside(str(parent / "made-by-a-test" / "x"))
