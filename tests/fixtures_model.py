@@ -40,6 +40,18 @@ def digits_project(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def validation_png(digits_project) -> bytes:
+    """The first held-out digit of the sample as a PNG file (pixel = round(x * 255), x in 0..1)."""
+    import numpy as np
+
+    from tests.runtime.conftest import digit_png
+
+    d = np.load(digits_project / "validation.npz")
+    x = d[d.files[0]][0].reshape(8, 8)
+    return digit_png(x / 16.0 if x.max() > 1.5 else x)
+
+
+@pytest.fixture(scope="session")
 def digits_tflite(digits_project):
     from mlfn.config import load_config
     from mlfn.model import quantize_model

@@ -7,7 +7,6 @@ import json
 import threading
 import time
 
-import numpy as np
 import pytest
 import requests
 
@@ -40,17 +39,8 @@ def container(auth_image, key_dir, material):
 
 
 @pytest.fixture(scope="module")
-def png(digits_project):
-    import io
-
-    from PIL import Image
-
-    d = np.load(digits_project / "validation.npz")
-    x = d[d.files[0]][0].reshape(8, 8)
-    x = x / 16.0 if x.max() > 1.5 else x
-    buf = io.BytesIO()
-    Image.fromarray(np.rint(x * 255).astype(np.uint8), "L").save(buf, "PNG")
-    return buf.getvalue()
+def png(validation_png):
+    return validation_png
 
 
 def _call(s, url, path, headers, png):

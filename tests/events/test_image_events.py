@@ -20,18 +20,8 @@ UPLOADED = "com.example.image.uploaded"
 
 
 @pytest.fixture(scope="module")
-def png(digits_project):
-    import io
-
-    import numpy as np
-    from PIL import Image
-
-    d = np.load(digits_project / "validation.npz")
-    x = d[d.files[0]][0].reshape(8, 8)
-    x = x / 16.0 if x.max() > 1.5 else x
-    buf = io.BytesIO()
-    Image.fromarray(np.rint(x * 255).astype(np.uint8), "L").save(buf, "PNG")
-    return buf.getvalue()
+def png(validation_png):
+    return validation_png
 
 
 @pytest.fixture(scope="module")
