@@ -40,15 +40,22 @@ def digits_project(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def validation_png(digits_project) -> bytes:
-    """The first held-out digit of the sample as a PNG file (pixel = round(x * 255), x in 0..1)."""
+def validation_digits(digits_project) -> tuple:
+    """(x, y) of the sample's held-out digits: x as float32 (n, 8, 8) in 0..1, y as int labels."""
     import numpy as np
 
+    d = np.load(digits_project / "validation.npz")
+    x, y = d[d.files[0]], d[d.files[1]]
+    x = x.reshape(len(x), 8, 8).astype(np.float32)
+    return (x / 16.0 if x.max() > 1.5 else x), y.astype(int)  # dataset units 0..16 -> 0..1
+
+
+@pytest.fixture(scope="session")
+def validation_png(validation_digits) -> bytes:
+    """The first held-out digit of the sample as a PNG file (pixel = round(x * 255))."""
     from tests.runtime.conftest import digit_png
 
-    d = np.load(digits_project / "validation.npz")
-    x = d[d.files[0]][0].reshape(8, 8)
-    return digit_png(x / 16.0 if x.max() > 1.5 else x)
+    return digit_png(validation_digits[0][0])
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from tests.runtime.test_image_protocols import Container, _docker
+from tests.runtime.test_image_protocols import Container
 
 from .grpc_helpers import check_errors, check_health_metadata_infer
 
@@ -33,11 +33,8 @@ def grpc_container(grpc_image):
 
 
 @pytest.fixture(scope="module")
-def samples(digits_project):
-    d = np.load(digits_project / "validation.npz")
-    x, y = d[d.files[0]], d[d.files[1]]
-    x = x.reshape(len(x), 8, 8).astype(np.float32)
-    return (x / 16.0 if x.max() > 1.5 else x), y.astype(int)
+def samples(validation_digits):
+    return validation_digits
 
 
 def test_grpc_and_http_clients_on_one_port_of_the_real_image(grpc_container, samples):

@@ -3,7 +3,6 @@ its own non-root user), plus $PORT and SIGTERM."""
 from __future__ import annotations
 
 import base64
-import io
 import subprocess
 import time
 import uuid
@@ -76,20 +75,11 @@ def container(image):
 
 
 @pytest.fixture(scope="module")
-def samples(digits_project):
-    d = np.load(digits_project / "validation.npz")
-    x, y = d[d.files[0]], d[d.files[1]]
-    x = x.reshape(len(x), 8, 8)
-    if x.max() > 1.5:  # dataset units 0..16
-        x = x / 16.0
-    from PIL import Image
+def samples(validation_digits):
+    from tests.runtime.conftest import digit_png
 
-    pngs = []
-    for i in range(8):
-        buf = io.BytesIO()
-        Image.fromarray(np.rint(x[i] * 255).astype(np.uint8), "L").save(buf, "PNG")
-        pngs.append(buf.getvalue())
-    return pngs, [int(v) for v in y[:8]]
+    x, y = validation_digits
+    return [digit_png(x[i]) for i in range(8)], [int(v) for v in y[:8]]
 
 
 def test_openwhisk_init_run_and_log_sentinels(container, samples):
