@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import warnings
 from typing import Callable, Optional, Sequence
 
 from mlfn.errors import ModelError
@@ -64,7 +65,8 @@ def convert_selective(model: LoadedModel, representative: Sequence, validation, 
 
     say("Measuring each layer's int8 error with the TFLite quantization debugger")
     try:
-        with quiet_stdout():
+        with quiet_stdout(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the debugger's own deprecation and statistics warnings
             debugger = tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=samples)
             debugger.run()
             float_model = model.converter().convert()
@@ -81,8 +83,11 @@ def convert_selective(model: LoadedModel, representative: Sequence, validation, 
     for k in float_steps(len(layers), max_float_share):
         floated = with_producers(layers, k, cap)
         names = [layer["tensor"] for layer in floated]
-        debugger.options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=names)
-        with quiet_stdout():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            debugger.options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=names)
+        with quiet_stdout(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             content = debugger.get_nondebug_quantized_model()
         converted = scores(validation.y, litert.load_runner(content, "the int8-selective model").predict(validation.x),
                            top_k)
