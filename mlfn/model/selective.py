@@ -53,26 +53,7 @@ def convert_selective(model: LoadedModel, representative: Sequence, validation, 
                          f"{len(model.inputs)}. Use quantize.mode int8, or auto without int8-selective in "
                          "quantize.auto_modes.")
     tf = import_tf()
-    conv = model.converter()
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = representative_dataset(model, representative)
-    if not per_channel:
-        conv._experimental_disable_per_channel = True
-
-    def samples():
-        for i in range(len(representative[0])):
-            yield [representative[0][i:i + 1]]
-
-    say("Measuring each layer's int8 error with the TFLite quantization debugger")
-    try:
-        with quiet_stdout(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the debugger's own deprecation and statistics warnings
-            debugger = tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=samples)
-            debugger.run()
-            float_model = model.converter().convert()
-    except Exception as e:
-        raise ModelError(f"The TFLite quantization debugger failed on {model.source.origin}: "
-                         f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
+    debugger, float_model = _debugger(tf, model, representative, per_channel, say)
     layers = layer_errors(debugger, float_model, representative[0])
     original = scores(validation.y, model.predict(validation.x), top_k)
     report = {"layers": len(layers), "max_float_share": max_float_share, "attempts": [],
@@ -105,6 +86,31 @@ def convert_selective(model: LoadedModel, representative: Sequence, validation, 
     report["float_layers"] = floated
     report.update(_cost(int8_content, content, validation))
     return content, report
+
+
+def _debugger(tf, model: LoadedModel, representative: Sequence, per_channel: bool, say) -> tuple:
+    """(a QuantizationDebugger that has run over the calibration samples, the float32 model)."""
+    conv = model.converter()
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = representative_dataset(model, representative)
+    if not per_channel:
+        conv._experimental_disable_per_channel = True
+
+    def samples():
+        for i in range(len(representative[0])):
+            yield [representative[0][i:i + 1]]
+
+    say("Measuring each layer's int8 error with the TFLite quantization debugger")
+    try:
+        with quiet_stdout(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the debugger's own deprecation and statistics warnings
+            debugger = tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=samples)
+            debugger.run()
+            float_model = model.converter().convert()
+    except Exception as e:
+        raise ModelError(f"The TFLite quantization debugger failed on {model.source.origin}: "
+                         f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
+    return debugger, float_model
 
 
 def with_producers(layers: list, k: int, cap: int) -> list:
