@@ -1,14 +1,17 @@
 """Quantization benchmark: size, accuracy and latency per mode, with pass/fail targets.
 
     python bench/quantize_bench.py                 # digits (trained here) + MobileNetV2
-    python bench/quantize_bench.py --no-mobilenet  # digits only (~30 s)
+    python bench/quantize_bench.py --no-mobilenet  # digits and digits-outliers only (~1 min)
 
 Targets checked (exit code 1 when one is missed):
 - int8 size <= 0.27 x the float32 TFLite model (digits and MobileNetV2), for the
   smaller of per-channel (the default) and per-tensor (quantize.per_channel: false)
   int8; both are reported. Per-channel scale/zero-point tables cost ~12 bytes per output
   channel (~0.4 MB on MobileNetV2, which puts it at ~0.28);
-- digits: int8 top-1 accuracy within 1 point of the Keras model.
+- digits: int8 top-1 accuracy within 1 point of the Keras model;
+- digits-outliers (samples/digits/outliers.py, a model plain int8 breaks): the `auto` pick
+  passes the gate (quantize.max_accuracy_drop 1) and is smaller than float16.
+Rows `int8-selective` and `auto` say how many layers stayed float and which mode auto picked.
 MobileNetV2 is `tf.keras.applications.MobileNetV2(weights=None, input_shape=(224,224,3))`
 calibrated on random data (no weights can be downloaded here): its sizes and latency are
 meaningful, its accuracy is not measured. Runs through `mlfn.model.quantize_model`, the
@@ -29,7 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-MODES = ("none", "dynamic", "float16", "int8", "int16x8")
+MODES = ("none", "dynamic", "float16", "int8", "int8-selective", "int16x8", "auto")
+MAX_DROP = 1.0  # quantize.max_accuracy_drop for the auto and int8-selective rows
 MAX_INT8_RATIO = 0.27
 MAX_DIGITS_DROP = 1.0
 
@@ -47,6 +51,7 @@ def _config(name: str, folder: Path, model: str, rep: str, validation: str | Non
     q = {"representative_data": rep, "representative_samples": 100, "top_k": [1, 3]}
     if validation:
         q["validation_data"] = validation
+        q["max_accuracy_drop"] = MAX_DROP
     return from_dict({"name": name, "model": {"path": model}, "quantize": q}, source=folder / "mlfn.yaml")
 
 
@@ -66,12 +71,16 @@ def _run(cfg, modes) -> list:
         c.quantize.per_channel = per_channel
         t0 = time.perf_counter()
         try:
-            r = quantize_model(c, mode=mode, use_cache=False)
+            r = quantize_model(c, mode=mode, use_cache=False, check_gate=False)
         except MlfnError as e:
             print(f"  {cfg.name} {label}: FAILED: {e}", file=sys.stderr)
             rows.append({"model": cfg.name, "mode": label, "error": str(e)})
             continue
         seconds = time.perf_counter() - t0
+        if r.auto:
+            label = f"auto (picked {r.mode})"
+        elif r.selective:
+            label = f"int8-selective ({len(r.selective['float_layers'])} of {r.selective['layers']} layers float)"
         ev = r.evaluation or {}
         conv, orig = ev.get("converted") or {}, ev.get("original") or {}
         rows.append({"model": cfg.name, "mode": label, "size_bytes": r.size_bytes,
@@ -93,6 +102,17 @@ def _digits(work: Path, modes) -> list:
     _train_digits(folder)
     cfg = _config("digits", folder, "model.keras", "calibration.npy", "validation.npz")
     return _run(cfg, modes)
+
+
+def _outliers(work: Path, modes) -> list:
+    spec = importlib.util.spec_from_file_location("digits_outliers", ROOT / "samples" / "digits" / "outliers.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    folder = work / "outliers"
+    print("digits-outliers: training", file=sys.stderr)
+    mod.train_outlier_model(folder, seed=0)
+    cfg = _config("digits-outliers", folder, "model.keras", "calibration.npy", "validation.npz")
+    return _run(cfg, [m for m in modes if m != "int16x8"])
 
 
 def _mobilenet(work: Path, modes) -> list:
@@ -135,7 +155,8 @@ def checks(rows) -> list:
     """(text, passed) per target. Size: the smaller of the int8 variants must meet the
     target (per-channel is the default; per-tensor is quantize.per_channel: false)."""
     results = []
-    for model in sorted({r["model"] for r in rows}):
+    results += _outlier_checks(rows)
+    for model in sorted({r["model"] for r in rows} - {"digits-outliers"}):
         int8 = [r for r in rows if r["model"] == model and r["mode"].startswith("int8") and not r.get("error")]
         if not int8:
             continue
@@ -153,6 +174,17 @@ def checks(rows) -> list:
     return results
 
 
+def _outlier_checks(rows) -> list:
+    own = {r["mode"].split(" ")[0]: r for r in rows if r["model"] == "digits-outliers" and not r.get("error")}
+    auto, f16 = own.get("auto"), own.get("float16")
+    if not auto or not f16 or auto.get("accuracy_drop") is None:
+        return [("digits-outliers: auto picked a mode", False)] if "auto" in {r["mode"].split(" ")[0] for r in rows
+                                                                             if r["model"] == "digits-outliers"} else []
+    return [(f"digits-outliers: {auto['mode']} drops {auto['accuracy_drop']:.2f} <= {MAX_DROP} points and is "
+             f"{auto['size_bytes'] / 1024:.1f} KB < float16 {f16['size_bytes'] / 1024:.1f} KB",
+             auto["accuracy_drop"] <= MAX_DROP and auto["size_bytes"] < f16["size_bytes"])]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--no-mobilenet", action="store_true", help="skip MobileNetV2 (digits only)")
@@ -164,6 +196,7 @@ def main(argv=None) -> int:
         modes.insert(0, "none")  # the float32 baseline for ratios
     with tempfile.TemporaryDirectory(prefix="mlfn-qbench-") as tmp:
         rows = _digits(Path(tmp), modes)
+        rows += _outliers(Path(tmp), modes)
         if not args.no_mobilenet:
             rows += _mobilenet(Path(tmp), modes)
     print(markdown(rows))

@@ -21,7 +21,9 @@ from typing import Any, Optional
 from mlfn.config_sections import CONFIG_FILE, AuthConfig, JwtConfig, RolloutConfig, check_auth  # noqa: F401
 from mlfn.errors import ConfigError
 
-QUANTIZE_MODES = ("none", "dynamic", "float16", "int8", "int16x8")
+QUANTIZE_MODES = ("none", "dynamic", "float16", "int8", "int8-selective", "int16x8", "auto")
+# What quantize.mode auto tries by default (int16x8 is opt-in: its int16 kernels are slow on CPUs).
+AUTO_MODES = ("int8", "int8-selective", "dynamic", "float16", "none")
 RUNTIME_TARGETS = ("litert", "tflite-runtime")
 TARGETS = ("local", "openwhisk", "knative")
 
@@ -39,7 +41,7 @@ class ModelConfig:
 class QuantizeConfig:
     """How the TFLite converter shrinks the model."""
 
-    mode: str = "dynamic"  # none | dynamic | float16 | int8 | int16x8
+    mode: str = "dynamic"  # none | dynamic | float16 | int8 | int8-selective | int16x8 | auto (smallest that passes the gate)
     target: str = "litert"  # litert | tflite-runtime (2.14-compatible op versions)
     representative_data: Optional[str] = None  # .npy/.npz or a folder of images (int8, int16x8)
     representative_samples: int = 100  # how many calibration samples to use
@@ -52,6 +54,8 @@ class QuantizeConfig:
     max_accuracy_drop: Optional[float] = None  # in accuracy points (0-100); fail when exceeded
     max_mse_increase_pct: Optional[float] = None  # regression models: fail when MSE grows by more than this %
     cache_dir: Optional[str] = None  # default: .mlfn/cache next to mlfn.yaml
+    auto_modes: list = field(default_factory=lambda: list(AUTO_MODES))  # modes auto tries; the smallest passing file wins
+    selective_max_float_share: float = 0.5  # int8-selective: keep at most this share of the layers in float
 
 
 @dataclass
@@ -223,6 +227,14 @@ class Config:
     def validate(self) -> "Config":
         _check_choice(self.quantize.mode, QUANTIZE_MODES, "quantize.mode", self.source)
         _check_choice(self.quantize.target, RUNTIME_TARGETS, "quantize.target", self.source)
+        for m in self.quantize.auto_modes:
+            _check_choice(m, QUANTIZE_MODES[:-1], "quantize.auto_modes", self.source)
+        if not self.quantize.auto_modes:
+            raise ConfigError(f"quantize.auto_modes in {self.source or CONFIG_FILE} is empty; list the modes auto may "
+                              f"pick from ({', '.join(AUTO_MODES)}).")
+        if not 0.0 < self.quantize.selective_max_float_share <= 1.0:
+            raise ConfigError(f"quantize.selective_max_float_share in {self.source or CONFIG_FILE} is "
+                              f"{self.quantize.selective_max_float_share}; use a share above 0 and at most 1.")
         _check_choice(self.build.runtime, RUNTIME_TARGETS, "build.runtime", self.source)
         _check_choice(self.build.builder, ("docker", "oci"), "build.builder", self.source)
         _check_choice(self.deploy.target, TARGETS, "deploy.target", self.source)

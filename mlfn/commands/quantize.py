@@ -5,7 +5,7 @@ import click
 
 from mlfn.commands.options import config_option, output_option
 
-MODES = ["none", "dynamic", "float16", "int8", "int16x8"]
+MODES = ["none", "dynamic", "float16", "int8", "int8-selective", "int16x8", "auto"]  # mlfn.config.QUANTIZE_MODES
 
 
 @click.command()
@@ -37,11 +37,14 @@ def quantize(config_path, mode, out_path, model_name, target, allow_select_tf_op
     Reads model, quantize and pipeline settings from mlfn.yaml. With validation data
     (quantize.validation_data) it measures the original and converted model on the same
     held-out samples; quantize.max_accuracy_drop turns that into a gate (exit code 3).
+    --mode auto picks the smallest mode that passes the gate and says why each smaller
+    one was rejected; int8-selective keeps the layers int8 hurts most in float.
 
     \b
     Examples:
       mlfn quantize                          # quantize.mode from mlfn.yaml -> model.tflite
       mlfn quantize --mode int8 --out digits.tflite
+      mlfn quantize --mode auto              # the smallest mode that passes the gate
       mlfn quantize --compare                # every mode side by side, report.json + chart
       mlfn quantize --target tflite-runtime  # op versions the 2.14 interpreter loads
       mlfn quantize -o json | jq .size_bytes

@@ -7,7 +7,6 @@ instead of failing the comparison.
 """
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,22 +146,25 @@ def _mode_gate(max_drop, accuracy_delta, max_mse_pct, mse_pct) -> Optional[bool]
 def compare_modes(cfg: Config, *, modes: Optional[list] = None, model: Optional[ExtraModel] = None,
                   out_dir: Optional[str] = None, use_cache: bool = True, chart: bool = True,
                   progress: Optional[Callable[[str], None]] = None) -> CompareReport:
-    from mlfn.model.quantize import gate_warnings, quantize_model
+    from mlfn.model.gate import gate_warnings
+    from mlfn.model.quantize import quantize_model
 
     say = progress or (lambda _m: None)
     gate, mse_gate = cfg.quantize.max_accuracy_drop, cfg.quantize.max_mse_increase_pct
-    work = copy.deepcopy(cfg)
-    work.quantize.max_accuracy_drop = None  # measured per mode below, not raised
-    work.quantize.max_mse_increase_pct = None
-    modes = list(modes or QUANTIZE_MODES)
+    modes = list(modes or [m for m in QUANTIZE_MODES if m != "auto"])
     results, skipped, errors = {}, {}, {}
     for mode in modes:
-        if mode in ("int8", "int16x8") and not cfg.quantize.representative_data:
+        if mode in ("int8", "int16x8", "int8-selective") and not cfg.quantize.representative_data:
             skipped[mode] = "needs quantize.representative_data"
             continue
+        if mode in ("int8-selective", "auto") and not (cfg.quantize.validation_data and (
+                gate is not None or mse_gate is not None)):
+            skipped[mode] = "needs quantize.validation_data and quantize.max_accuracy_drop (or max_mse_increase_pct)"
+            continue
         say(f"Mode {mode}")
-        try:
-            results[mode] = quantize_model(work, model=model, mode=mode, use_cache=use_cache, progress=say)
+        try:  # the gate is reported per mode below, not raised
+            results[mode] = quantize_model(cfg, model=model, mode=mode, use_cache=use_cache, progress=say,
+                                           check_gate=False)
         except MlfnError as e:
             if len(modes) == 1:
                 raise

@@ -7,6 +7,7 @@
 | float16  | float16 | float32     | no  |
 | int8     | int8    | int8 (inputs/outputs float32, int8 or uint8) | yes |
 | int16x8  | int8    | int16       | yes |
+| int8-selective | int8, the worst layers float32 | int8, those layers float32 | yes, and validation data (mlfn.model.selective) |
 
 `runtime_target="tflite-runtime"` asks the converter for op versions that the legacy
 tflite-runtime 2.14 interpreter can load (per-tensor rather than per-channel dense layers).
@@ -21,7 +22,7 @@ from mlfn.errors import ModelError
 from mlfn.model.load import LoadedModel, import_tf, quiet_stdout
 
 NEEDS_DATA = ("int8", "int16x8")
-IO_TYPES = {"int8": ("float32", "int8", "uint8"), "int16x8": ("float32", "int16")}
+IO_TYPES = {"int8": ("float32", "int8", "uint8"), "int16x8": ("float32", "int16")}  # int8-selective: float32
 
 
 def check_io_types(mode: str, input_type: str, output_type: str) -> None:
@@ -51,7 +52,7 @@ def convert(model: LoadedModel, mode: str, *, representative: Optional[Sequence]
                 f"Mode {mode} needs calibration data; set quantize.representative_data in mlfn.yaml "
                 "(an .npy/.npz of model inputs, or a folder of images)."
             )
-        conv.representative_dataset = _dataset(model, representative)
+        conv.representative_dataset = representative_dataset(model, representative)
         builtins = (tf.lite.OpsSet.TFLITE_BUILTINS_INT8 if mode == "int8"
                     else tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8)
         conv.inference_input_type = getattr(tf, input_type if input_type != "int16" else "int16")
@@ -82,7 +83,8 @@ def convert(model: LoadedModel, mode: str, *, representative: Optional[Sequence]
         raise conversion_error(e, model.source.origin, allow_select_tf_ops) from None
 
 
-def _dataset(model: LoadedModel, arrays: Sequence):
+def representative_dataset(model: LoadedModel, arrays: Sequence):
+    """The converter's calibration generator over `arrays` (one array per model input)."""
     # by name where order could differ: the TFLite signature lists inputs by name
     keyed = model.saved_model is not None or len(model.inputs) > 1
 

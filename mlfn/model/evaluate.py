@@ -97,10 +97,17 @@ def evaluate(original, tflite: bytes, validation: Optional[ValidationSet], top_k
                 orig.update(latency(lambda s: original.predict(s), sample, runs=max(10, LATENCY_RUNS // 2)))
     report["original"] = orig
     report["converted"] = conv
-    if orig is not None and "accuracy" in orig and "accuracy" in conv:
-        report["accuracy_drop"] = round(orig["accuracy"] - conv["accuracy"], 3)
-    elif orig is not None and "mse" in orig and "mse" in conv:
-        report["mse_increase"] = conv["mse"] - orig["mse"]
-        if orig["mse"] > 0:
-            report["mse_increase_pct"] = round((conv["mse"] / orig["mse"] - 1.0) * 100.0, 4)
+    report.update(quality_change(orig, conv))
     return report
+
+
+def quality_change(orig: Optional[dict], conv: dict) -> dict:
+    """{"accuracy_drop": points} or {"mse_increase": ..., "mse_increase_pct": %} from two `scores`."""
+    if orig is not None and "accuracy" in orig and "accuracy" in conv:
+        return {"accuracy_drop": round(orig["accuracy"] - conv["accuracy"], 3)}
+    out: dict = {}
+    if orig is not None and "mse" in orig and "mse" in conv:
+        out["mse_increase"] = conv["mse"] - orig["mse"]
+        if orig["mse"] > 0:
+            out["mse_increase_pct"] = round((conv["mse"] / orig["mse"] - 1.0) * 100.0, 4)
+    return out

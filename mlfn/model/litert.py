@@ -12,11 +12,13 @@ from mlfn.errors import ModelError
 _NOT_OPS = {"DELEGATE"}
 
 
-def interpreter(model_content: bytes, num_threads: int = 1, delegates: bool = True):
+def interpreter(model_content: bytes, num_threads: int = 1, delegates: bool = True, preserve_all_tensors: bool = False):
+    """preserve_all_tensors keeps every intermediate tensor readable after invoke (slower)."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     kind = OpResolverType.AUTO if delegates else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    return Interpreter(model_content=model_content, num_threads=num_threads, experimental_op_resolver_type=kind)
+    return Interpreter(model_content=model_content, num_threads=num_threads, experimental_op_resolver_type=kind,
+                       experimental_preserve_all_tensors=preserve_all_tensors)
 
 
 def check_tflite(content: bytes, where: str) -> None:

@@ -2,9 +2,12 @@
 
 Steps: resolve the model (local or s3://), look the conversion up in the cache (keyed by
 a hash of the model files and every option that changes the result), otherwise load it
-with TensorFlow, calibrate (int8/int16x8), convert, check that LiteRT loads it (and, for
-`quantize.target: tflite-runtime`, that tflite-runtime 2.14 does too), count ops before
-and after, evaluate on the validation data, and enforce `quantize.max_accuracy_drop`.
+with TensorFlow, calibrate (int8/int16x8/int8-selective), convert, check that LiteRT loads
+it (and, for `quantize.target: tflite-runtime`, that tflite-runtime 2.14 does too), count
+ops before and after, evaluate on the validation data, and enforce
+`quantize.max_accuracy_drop` (mlfn.model.gate). `int8-selective` keeps the layers int8
+hurts most in float (mlfn.model.selective); `auto` converts several modes and keeps the
+smallest that passes the gate (mlfn.model.auto).
 
 Files are written atomically (a temporary sibling, then a rename): a cache entry or an
 output file that exists is complete.
@@ -20,18 +23,20 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from mlfn.config import Config, ExtraModel, QUANTIZE_MODES
-from mlfn.errors import AccuracyGateError, ConfigError, ModelError
+from mlfn.errors import ConfigError, ModelError
 from mlfn.model import litert
+from mlfn.model.gate import enforce_gate, gate_applies, gate_reason, gate_warnings
 from mlfn.model.source import ModelSource, hash_path, resolve_source
 
 CACHE_FORMAT = 1  # bump when the cached files' meaning changes
+CALIBRATED = ("int8", "int16x8", "int8-selective")
 
 
 @dataclass
 class QuantizeResult:
     tflite_path: str  # the converted model (out_path, or its cache entry)
     sha256: str  # of the .tflite file
-    mode: str  # none | dynamic | float16 | int8 | int16x8 | passthrough (a .tflite source)
+    mode: str  # none | dynamic | float16 | int8 | int8-selective | int16x8 | passthrough (a .tflite source)
     size_bytes: int
     original_size_bytes: int
     source: str  # model.path as written (local path or s3:// URL)
@@ -48,6 +53,8 @@ class QuantizeResult:
     per_channel: bool = True  # per-channel weight scales (false: per-tensor, smaller)
     verified: list = field(default_factory=list)  # runtimes that loaded the model
     warnings: list = field(default_factory=list)
+    selective: Optional[dict] = None  # int8-selective: float_layers, attempts, cost (mlfn.model.selective)
+    auto: Optional[dict] = None  # mode auto: {"picked": mode, "candidates": [...]} (mlfn.model.auto)
 
     @property
     def size_ratio(self) -> float:
@@ -129,6 +136,8 @@ class _Plan:
     top_k: list
     max_drop: Optional[float]
     max_mse_pct: Optional[float]
+    auto_modes: list
+    max_float_share: float
     pre: list
     labels: Optional[str]
     base_dir: Path  # custom pre-processing step files are relative to it
@@ -158,14 +167,18 @@ def _plan(cfg: Config, model: Optional[ExtraModel], mode: Optional[str]) -> _Pla
         per_channel=bool(q.per_channel),
         representative=cfg.resolve(q.representative_data), samples=int(q.representative_samples),
         validation=cfg.resolve(q.validation_data), top_k=[int(k) for k in (q.top_k or [1])],
-        max_drop=q.max_accuracy_drop, max_mse_pct=q.max_mse_increase_pct, pre=list(pre or []), labels=cfg.resolve(labels),
+        max_drop=q.max_accuracy_drop, max_mse_pct=q.max_mse_increase_pct, auto_modes=list(q.auto_modes),
+        max_float_share=float(q.selective_max_float_share), pre=list(pre or []), labels=cfg.resolve(labels),
         base_dir=cfg.project_dir,
     )
 
 
 def _conversion_key(plan: _Plan, src: ModelSource) -> str:
-    calibrated = plan.mode in ("int8", "int16x8") and src.format != "tflite"
+    calibrated = plan.mode in CALIBRATED and src.format != "tflite"
     rep_is_dir = bool(plan.representative and Path(plan.representative).is_dir())
+    # int8-selective stops at the first attempt that passes the gate on the validation data
+    selective = plan.mode == "int8-selective" and src.format != "tflite"
+    val_is_dir = bool(plan.validation and Path(plan.validation).is_dir())
     parts = {
         "format": CACHE_FORMAT, "model": src.sha256, "model_format": src.format,
         "signature": plan.signature if src.format == "saved_model" else None,
@@ -176,6 +189,9 @@ def _conversion_key(plan: _Plan, src: ModelSource) -> str:
         "representative": [_data_hash(plan.representative), plan.samples] if calibrated else None,
         "pre": plan.pre if calibrated and rep_is_dir else None,
         "tensorflow": _tf_version() if src.format != "tflite" else None,
+        "selective": [_data_hash(plan.validation), plan.max_drop, plan.max_mse_pct, plan.max_float_share,
+                      plan.pre if val_is_dir else None, _data_hash(plan.labels) if val_is_dir else None]
+        if selective else None,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
@@ -195,26 +211,76 @@ def _read_labels(path: Optional[str]) -> Optional[list]:
 
 def quantize_model(cfg: Config, *, model: Optional[ExtraModel] = None, mode: Optional[str] = None,
                    out_path: Optional[str] = None, use_cache: bool = True,
-                   progress: Optional[Callable[[str], None]] = None) -> QuantizeResult:
+                   progress: Optional[Callable[[str], None]] = None, check_gate: bool = True) -> QuantizeResult:
     """Convert the main model (or `model`, one of `cfg.models`) to .tflite; see the module doc.
 
     Raises ModelError (bad model or data, unsupported ops), ConfigError (bad option) or
-    AccuracyGateError (the converted model lost more than quantize.max_accuracy_drop)."""
+    AccuracyGateError (the converted model lost more than quantize.max_accuracy_drop; with
+    check_gate=False the result is returned instead, as `mlfn quantize --compare` wants)."""
     say = progress or (lambda _msg: None)
     from mlfn.pipelines import validate_pipelines
 
     validate_pipelines(cfg)  # the steps `mlfn build` would reject, before any slow work
     plan = _plan(cfg, model, mode)
+    if plan.mode == "auto":
+        result = _auto(cfg, model, plan, use_cache, say)
+    else:
+        result = _quantize_one(cfg, plan, use_cache, say)
+        if check_gate:
+            sel = result.selective or {}
+            note = (f"int8-selective kept {len(sel['float_layers'])} of {sel['layers']} layers in float (the most "
+                    f"quantize.selective_max_float_share {sel['max_float_share']:g} allows) and still fails."
+                    if sel and not sel.get("passed") else "")
+            enforce_gate(result, plan.max_drop, plan.max_mse_pct, note)
+    if out_path:
+        out = Path(out_path)
+        atomic_write(out, Path(result.tflite_path).read_bytes())
+        result.tflite_path = str(out.resolve())
+    return result
+
+
+def _need_measurement(plan: _Plan, what: str, source) -> None:
+    if not plan.validation:
+        raise ConfigError(f"quantize.mode {what} needs validation data to measure the converted model against the "
+                          f"gate; set quantize.validation_data in {source or 'mlfn.yaml'} (an .npz with x and y, or a "
+                          "folder of labelled images).")
+    if plan.max_drop is None and plan.max_mse_pct is None:
+        raise ConfigError(f"quantize.mode {what} needs a gate to pass; set quantize.max_accuracy_drop (classifiers, "
+                          f"in points) or quantize.max_mse_increase_pct (regression models) in {source or 'mlfn.yaml'}.")
+
+
+def _auto(cfg: Config, model: Optional[ExtraModel], plan: _Plan, use_cache: bool, say) -> QuantizeResult:
+    from mlfn.model.auto import choose_mode
+
+    _need_measurement(plan, "auto", cfg.source)
+
+    def convert(mode: str) -> QuantizeResult:
+        r = _quantize_one(cfg, _plan(cfg, model, mode), use_cache, say)
+        if not gate_applies(plan.max_drop, plan.max_mse_pct, r.evaluation):
+            why = gate_warnings(plan.max_drop, plan.max_mse_pct, r.evaluation) or ["it has no validation metric"]
+            raise ConfigError(f"quantize.mode auto cannot judge {mode}: {why[0]}")
+        return r
+
+    picked, rows = choose_mode(plan.auto_modes, convert,
+                               lambda r: gate_reason(r.mode, plan.max_drop, plan.max_mse_pct, r.evaluation), say)
+    picked.auto = {"picked": picked.mode, "candidates": rows}
+    say(f"auto: picked {picked.mode}")
+    return picked
+
+
+def _quantize_one(cfg: Config, plan: _Plan, use_cache: bool, say) -> QuantizeResult:
+    """One mode's conversion and evaluation, through the cache; the gate is the caller's."""
     from mlfn.model.convert import check_io_types
 
-    if plan.mode in ("int8", "int16x8"):
+    if plan.mode in CALIBRATED:
         check_io_types(plan.mode, plan.input_type, plan.output_type)
     cache = cache_root(cfg)
     src = resolve_source(plan.path, cache, say)
+    if plan.mode == "int8-selective" and src.format != "tflite":
+        _need_measurement(plan, plan.mode, cfg.source)
     _check_data_paths(plan, src)
     key = _conversion_key(plan, src)
     entry, meta_file = cache / f"{key}.tflite", cache / f"{key}.json"
-    warnings: list = []
     loaded = None
     cached = use_cache and entry.is_file() and meta_file.is_file()
     if cached:
@@ -225,12 +291,8 @@ def quantize_model(cfg: Config, *, model: Optional[ExtraModel] = None, mode: Opt
             cached = False  # damaged by hand: convert again
     if not cached:
         loaded, content, meta = _convert(plan, src, say)
-        warnings += meta.get("warnings", [])
         atomic_write(entry, content)
         atomic_write(meta_file, json.dumps(meta, indent=2).encode())
-    else:
-        warnings += meta.get("warnings", [])
-
     if litert.flex_ops(meta["ops_after"]):
         evaluation = None  # LiteRT cannot run Flex ops without TensorFlow: nothing to measure with
     else:
@@ -241,20 +303,16 @@ def quantize_model(cfg: Config, *, model: Optional[ExtraModel] = None, mode: Opt
         ops_before=meta["ops_before"], ops_after=meta["ops_after"], evaluation=evaluation,
         model_name=plan.name, source_format=src.format, target=plan.target,
         input_type=meta.get("input_type", "float32"), output_type=meta.get("output_type", "float32"),
-        select_tf_ops=plan.allow_select, per_channel=plan.per_channel, verified=meta.get("verified", []), warnings=warnings,
+        select_tf_ops=plan.allow_select, per_channel=plan.per_channel, verified=meta.get("verified", []),
+        warnings=list(meta.get("warnings", [])), selective=meta.get("selective"),
     )
     result.warnings += gate_warnings(plan.max_drop, plan.max_mse_pct, evaluation)
-    _gate(plan, result)
-    if out_path:
-        out = Path(out_path)
-        atomic_write(out, content)
-        result.tflite_path = str(out.resolve())
     return result
 
 
 def _check_data_paths(plan: _Plan, src: ModelSource) -> None:
     """Missing data files are reported before the (slow) model load, not after it."""
-    calibrates = plan.mode in ("int8", "int16x8") and src.format != "tflite"
+    calibrates = plan.mode in CALIBRATED and src.format != "tflite"
     if calibrates and not plan.representative:
         raise ModelError(
             f"Mode {plan.mode} needs calibration data; set quantize.representative_data in mlfn.yaml "
@@ -280,29 +338,7 @@ def _convert(plan: _Plan, src: ModelSource, say: Callable[[str], None]):
                 "input_type": ins[0] if ins else "float32", "output_type": outs[0] if outs else "float32"}
         loaded = None
     else:
-        from mlfn.model.convert import convert
-        from mlfn.model.data import load_representative
-        from mlfn.model.load import load_model
-
-        say(f"Loading {src.format} model {src.origin}")
-        loaded = load_model(src, plan.signature)
-        rep = None
-        if plan.mode in ("int8", "int16x8"):
-            if not plan.representative:
-                raise ModelError(
-                    f"Mode {plan.mode} needs calibration data; set quantize.representative_data in mlfn.yaml "
-                    "(an .npy/.npz of model inputs, or a folder of images)."
-                )
-            rep = load_representative(plan.representative, loaded.inputs, plan.samples, plan.pre,
-                                      plan.base_dir, say)
-            say(f"Calibrating on {len(rep[0])} representative sample(s)")
-        content = convert(loaded, plan.mode, representative=rep, input_type=plan.input_type,
-                          output_type=plan.output_type, runtime_target=plan.target,
-                          allow_select_tf_ops=plan.allow_select, per_channel=plan.per_channel,
-                          progress=say)
-        meta = {"mode": plan.mode, "ops_before": loaded.ops(), "ops_after": litert.op_counts(content),
-                "input_type": plan.input_type if plan.mode in ("int8", "int16x8") else "float32",
-                "output_type": plan.output_type if plan.mode in ("int8", "int16x8") else "float32"}
+        loaded, content, meta = _convert_model(plan, src, say)
     verified = []
     flex = litert.flex_ops(meta["ops_after"])
     if flex:
@@ -324,6 +360,43 @@ def _convert(plan: _Plan, src: ModelSource, say: Callable[[str], None]):
     return loaded, content, meta
 
 
+def _convert_model(plan: _Plan, src: ModelSource, say: Callable[[str], None]):
+    """(LoadedModel, tflite bytes, meta) of a SavedModel/Keras source in plan.mode."""
+    from mlfn.model.convert import convert
+    from mlfn.model.data import load_representative
+    from mlfn.model.load import load_model
+
+    say(f"Loading {src.format} model {src.origin}")
+    loaded = load_model(src, plan.signature)
+    rep = None
+    if plan.mode in CALIBRATED:
+        rep = load_representative(plan.representative, loaded.inputs, plan.samples, plan.pre, plan.base_dir, say)
+        say(f"Calibrating on {len(rep[0])} representative sample(s)")
+    meta = {"mode": plan.mode}
+    if plan.mode == "int8-selective":
+        from mlfn.model.selective import convert_selective
+
+        content, meta["selective"] = convert_selective(
+            loaded, rep, _validation_set(plan, loaded.inputs, say), top_k=plan.top_k,
+            max_float_share=plan.max_float_share, per_channel=plan.per_channel, say=say,
+            gate=lambda ev: gate_reason(plan.mode, plan.max_drop, plan.max_mse_pct, ev))
+    else:
+        content = convert(loaded, plan.mode, representative=rep, input_type=plan.input_type,
+                          output_type=plan.output_type, runtime_target=plan.target,
+                          allow_select_tf_ops=plan.allow_select, per_channel=plan.per_channel, progress=say)
+    calibrated = plan.mode in ("int8", "int16x8")
+    meta.update(ops_before=loaded.ops(), ops_after=litert.op_counts(content),
+                input_type=plan.input_type if calibrated else "float32",
+                output_type=plan.output_type if calibrated else "float32")
+    return loaded, content, meta
+
+
+def _validation_set(plan: _Plan, specs: list, say):
+    from mlfn.model.data import load_validation
+
+    return load_validation(plan.validation, specs, plan.pre, plan.base_dir, _read_labels(plan.labels), say)
+
+
 def _evaluation(plan: _Plan, src: ModelSource, key: str, content: bytes, loaded, cache: Path,
                 use_cache: bool, say: Callable[[str], None]) -> Optional[dict]:
     from mlfn.model.evaluate import evaluate
@@ -334,16 +407,12 @@ def _evaluation(plan: _Plan, src: ModelSource, key: str, content: bytes, loaded,
         return json.loads(efile.read_text())
     validation = None
     if plan.validation:
-        from mlfn.model.data import InputSpec, load_validation
-
         if src.format != "tflite" and loaded is None:
             from mlfn.model.load import load_model
 
             say(f"Loading {src.format} model {src.origin} to evaluate it")
             loaded = load_model(src, plan.signature)
-        specs = loaded.inputs if loaded is not None else _tflite_specs(content)
-        validation = load_validation(plan.validation, specs, plan.pre, plan.base_dir,
-                                     _read_labels(plan.labels), say)
+        validation = _validation_set(plan, loaded.inputs if loaded is not None else _tflite_specs(content), say)
     if validation is None:
         # Latency of the converted model only: loading TensorFlow just to time it is not worth it.
         report = evaluate(None, content, None, plan.top_k, sample=_zero_sample(content))
@@ -372,43 +441,3 @@ def _zero_sample(content: bytes) -> list:
     import numpy as np
 
     return [np.zeros([1] + [d or 1 for d in s.shape], dtype=s.dtype) for s in _tflite_specs(content)]
-
-
-def gate_warnings(max_drop: Optional[float], max_mse_pct: Optional[float], evaluation: Optional[dict]) -> list:
-    """Why a configured gate is not checked on this model (a gate never passes silently)."""
-    ev = evaluation or {}
-    out = []
-    measured = "accuracy_drop" in ev or "mse_increase" in ev
-    for key, value, applies in (("max_accuracy_drop", max_drop, "accuracy_drop"),
-                                ("max_mse_increase_pct", max_mse_pct, "mse_increase")):
-        if value is None or applies in ev:
-            continue
-        if not measured:
-            out.append(f"quantize.{key} is not checked: set quantize.validation_data so both models can be measured.")
-        elif applies == "accuracy_drop":
-            out.append("quantize.max_accuracy_drop does not apply: this is a regression model, measured by MSE; "
-                       "set quantize.max_mse_increase_pct instead.")
-        else:
-            out.append("quantize.max_mse_increase_pct does not apply: this is a classifier, measured by accuracy; "
-                       "set quantize.max_accuracy_drop instead.")
-    return out
-
-
-def _gate(plan: _Plan, result: QuantizeResult) -> None:
-    ev = result.evaluation or {}
-    pct = ev.get("mse_increase_pct")
-    if plan.max_mse_pct is not None and pct is not None and pct > plan.max_mse_pct:
-        raise AccuracyGateError(
-            f"The {result.mode} model of {result.source} has MSE {ev['converted']['mse']:.6g} against "
-            f"{ev['original']['mse']:.6g} for the original, {pct:.2f}% more, beyond "
-            f"quantize.max_mse_increase_pct ({plan.max_mse_pct:g})."
-        )
-    if plan.max_drop is None or "accuracy_drop" not in ev:
-        return
-    drop = ev["accuracy_drop"]
-    if drop > plan.max_drop:
-        raise AccuracyGateError(
-            f"The {result.mode} model of {result.source} scores {ev['converted']['accuracy']:.2f}% top-1 "
-            f"against {ev['original']['accuracy']:.2f}% for the original, a drop of {drop:.2f} points, "
-            f"more than quantize.max_accuracy_drop ({plan.max_drop:g}) allows."
-        )

@@ -85,7 +85,35 @@ def render_result(r) -> str:
             lines.append(f"accuracy drop: {ev['accuracy_drop']:.2f} points")
         if "mse_increase_pct" in ev:
             lines.append(f"MSE change: {ev['mse_increase_pct']:+.2f}%")
-    return "\n".join(lines)
+    return "\n".join(lines + selective_lines(r.selective) + auto_lines(r.auto))
+
+
+def selective_lines(sel) -> list:
+    """int8-selective: which layers stay float, their errors, and what that costs against plain int8."""
+    if not sel:
+        return []
+    lines = ["", f"int8-selective: {len(sel['float_layers'])} of {sel['layers']} layers kept in float"
+             + ("" if sel.get("passed") else " (the most allowed; the gate still fails)")]
+    if sel["float_layers"]:
+        rows = [[d["layer"], d["op"], _num(d.get("relative_rmse")), _num(d.get("rmse_over_scale")), d.get("why", "")]
+                for d in sel["float_layers"]]
+        lines.append(table(rows, ["float layer", "op", "RMSE / typical channel", "RMSE / scale", "why"]))
+    lines.append(f"cost against plain int8: {human_bytes(sel['int8_size_bytes'])} -> {human_bytes(sel['size_bytes'])} "
+                 f"({sel['size_cost_bytes']:+d} bytes), p50 latency {_ms(sel.get('int8_latency_ms_p50'))} -> "
+                 f"{_ms(sel.get('latency_ms_p50'))}")
+    return lines
+
+
+def auto_lines(auto) -> list:
+    """mode auto: the pick, and why each other candidate was not picked."""
+    if not auto:
+        return []
+    rows = [[c["mode"], human_bytes(c.get("size_bytes")), c["status"], c["reason"]] for c in auto["candidates"]]
+    return ["", f"auto picked {auto['picked']}:", table(rows, ["mode", "size", "", "why"])]
+
+
+def _num(v) -> str:
+    return "-" if v is None else f"{v:.3g}"
 
 
 def _metric(d: dict) -> str:

@@ -9,7 +9,7 @@ from mlfn.cli import main
 from mlfn.model.compare import compare_modes
 from tests.model.helpers import project
 
-MODES = ["none", "dynamic", "float16", "int8", "int16x8"]
+MODES = ["none", "dynamic", "float16", "int8", "int8-selective", "int16x8"]
 
 
 def test_compare_json_report_and_chart(digits_project, tmp_path):
@@ -48,4 +48,4 @@ def test_compare_skips_calibrated_modes_without_data(digits_project, tmp_path):
     cfg = project(tmp_path / "p", digits_project, mode="dynamic", representative_data=None)
     rep = compare_modes(cfg, chart=False)
     assert [m["mode"] for m in rep.modes] == ["none", "dynamic", "float16"]
-    assert set(rep.skipped) == {"int8", "int16x8"} and rep.chart_path is None
+    assert set(rep.skipped) == {"int8", "int16x8", "int8-selective"} and rep.chart_path is None
