@@ -1,7 +1,8 @@
 """Server-side batching (issue 17): throughput and latency with serving.batching off and on.
 
     python tests/runtime/make_models.py /tmp/m --mobilenet     # digits_int8 + mobilenetv2_int8
-    python bench/batching_bench.py --models /tmp/m [--rounds 3] [--seconds 3] [--json]
+    python bench/batching_bench.py --models /tmp/m [--rounds 3] [--seconds 3] [--latencies 0,2,10] [--json]
+    python bench/batching_bench.py --models /tmp/m --per-row   # the runner alone: ms per row by batch size
 
 Two models, each served by one `python -m mlfn_runtime` subprocess per configuration
 (all started up front and kept running, so the configurations are measured interleaved,
@@ -10,7 +11,8 @@ round by round, under the same machine load):
    gRPC ModelInfer and raw contents (the cheapest encoding: the interpreter dominates);
  - digits: the 8x8 digits model int8 (~0.01 ms per invoke), called with POST /predict
    and a PNG (decode and pre-processing dominate): where batching cannot help.
-Configurations: batching off, and on (max_batch_size 32) with max_latency_ms 0, 2 and 10;
+Configurations: batching off, and on (max_batch_size 32) with each max_latency_ms of
+--latencies (default 0, 2 and 10);
 every other setting at its default (serving.workers 8, interpreter per-thread, so at
 most min(8, CPUs) interpreters). 1, 8 and 32 closed-loop clients (threads, one keep-alive
 connection each) send one-row requests for `--seconds` per cell. Reported per cell: the
@@ -39,7 +41,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "actions"))
 
-CONFIGS = {"off": None, "on 0ms": 0, "on 2ms": 2, "on 10ms": 10}
 CLIENTS = (1, 8, 32)
 DIGITS_PRE = [{"decode_image": {}}, {"convert": {"mode": "L"}}, {"resize": {"width": 8, "height": 8}},
               {"scale": {"factor": 1 / 255}}]
@@ -173,10 +174,11 @@ def bench(args) -> list:
                             lambda port: mobilenet_request(port, "mobilenet")),
               "digits": (args.models / "digits_int8.tflite", DIGITS_PRE, PredictClient,
                          lambda port: digits_png(port, args.models))}
+    configs = {"off": None, **{f"on {ms:g}ms": ms for ms in args.latencies}}
     servers, samples = {}, {}
     try:
         for name, (path, pre, _, _) in models.items():
-            for config, latency in CONFIGS.items():
+            for config, latency in configs.items():
                 fdir = function_dir(tmp / f"{name}-{len(servers)}", path, name, pre, latency)
                 servers[name, config] = serve(fdir)
         requests = {name: m[3](servers[name, "off"][1]) for name, m in models.items()}
@@ -184,7 +186,7 @@ def bench(args) -> list:
             for name, (_, _, client, _) in models.items():
                 request = requests[name]
                 for clients in CLIENTS:
-                    for config in CONFIGS:
+                    for config in configs:
                         port = servers[name, config][1]
                         before = batch_counters(port)
                         r = measure(lambda: client(port, name, request), clients, args.seconds)
@@ -205,13 +207,35 @@ def bench(args) -> list:
             for (name, clients, config), rs in samples.items()]
 
 
+def per_row(models: Path) -> None:
+    """ms per row of one MobileNetV2 invoke at batch 1, 8 and 32 (the runner alone, one thread)."""
+    from mlfn_runtime.interpreter import ModelRunner
+
+    runner = ModelRunner(str(models / "mobilenetv2_int8.tflite"))
+    for batch in (1, 8, 32):
+        x = np.random.default_rng(0).uniform(-1, 1, (batch, 224, 224, 3)).astype(np.float32)
+        runner.predict(x)
+        times = []
+        for _ in range(max(3, 64 // batch)):
+            t0 = time.perf_counter()
+            runner.predict(x)
+            times.append(time.perf_counter() - t0)
+        print(f"batch {batch:2}: {statistics.median(times) * 1000 / batch:.2f} ms per row")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", type=Path, required=True, help="folder from make_models.py OUT --mobilenet")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=float, default=3.0, help="per cell and round")
+    p.add_argument("--latencies", type=lambda t: [float(v) for v in t.split(",")], default=[0, 2, 10],
+                   help="max_latency_ms values to measure with batching on, comma-separated")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--per-row", action="store_true", help="only the runner's ms per row by batch size")
     args = p.parse_args()
+    if args.per_row:
+        per_row(args.models)
+        return 0
     rows = bench(args)
     if args.json:
         print(json.dumps(rows, indent=2))

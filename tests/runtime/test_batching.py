@@ -232,3 +232,22 @@ def test_batching_off_is_the_plain_runner_and_adds_no_metrics(tmp_path, rt_model
     with pytest.raises(InvalidInput):  # the runner's own errors come through unchanged
         fn.models["digits"].batcher.predict(np.zeros((1, 3, 3, 1), np.float32))
     assert json.loads((fdir / "function.json").read_text())["serving"]["batching"]["enabled"] is False
+
+
+def test_sigterm_drain_answers_a_request_waiting_in_its_batch_window(tmp_path, rt_models, digits):
+    import signal
+
+    from .test_drain import runtime_process
+
+    fdir = batching_dir(tmp_path / "fn", rt_models, enabled=False)  # switched on by the environment below
+    png = digit_png(digits[0][0])
+    with runtime_process(fdir, batching_enabled="true", batching_max_latency_ms=800) as (proc, url, _):
+        answer = {}
+        sender = threading.Thread(target=lambda: answer.update(r=requests.post(
+            url + "/predict", data=png, headers={"Content-Type": "image/png"}, timeout=30)))
+        sender.start()
+        time.sleep(0.3)  # the lone request now waits for company in its 800 ms window
+        proc.send_signal(signal.SIGTERM)
+        sender.join(30)
+        assert proc.wait(10) == 0
+    assert answer["r"].status_code == 200 and int(np.argmax(answer["r"].json()["predictions"][0])) == digits[1][0]
