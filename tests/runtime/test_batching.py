@@ -19,6 +19,8 @@ from mlfn_runtime.function import load_function
 from mlfn_runtime.interpreter import ModelRunner
 from mlfn_runtime.serving import Serving
 
+from tests.grpc import grpc_helpers
+
 from .conftest import DIGITS_PRE, b64, digit_png, make_function_dir, running
 
 # a custom last pre-processing step that turns an all-black image into NaNs: the request
@@ -151,7 +153,6 @@ def test_over_http_a_bad_input_fails_alone_and_the_shared_call_is_retried(tmp_pa
 
 
 def test_every_protocol_goes_through_the_batcher(tmp_path, rt_models, digits, reference):
-    grpc_helpers = pytest.importorskip("tests.grpc.grpc_helpers")
     x8, y = digits
     x, expected = reference
     fdir = batching_dir(tmp_path / "fn", rt_models, batch=4, latency_ms=1000, workers=8)
