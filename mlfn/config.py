@@ -101,16 +101,26 @@ class EventsConfig:
 
 
 @dataclass
+class BatchingConfig:
+    """Server-side batching: concurrent requests for one model share one interpreter call."""
+
+    enabled: bool = False  # coalesce concurrent requests; pays only with many concurrent requests per instance (README)
+    max_batch_size: int = 32  # rows per shared interpreter call; a request with more runs alone
+    max_latency_ms: float = 2.0  # longest wait for other requests (0: coalesce only while the interpreters are busy)
+
+
+@dataclass
 class ServingConfig:
     """Behaviour of the server inside the function."""
 
-    max_batch_size: int = 32  # inputs per request, run as one interpreter call
+    max_batch_size: int = 32  # inputs one request may carry, run as one interpreter call (see also batching)
     max_payload_bytes: int = 1048576  # like OpenWhisk's 1 MB invoke payload limit
     interpreter: str = "per-thread"  # per-thread | lock (LiteRT interpreters are not thread-safe)
     num_threads: int = 1  # interpreter threads per invoke
     workers: int = 8  # HTTP handler threads
     grpc: bool = False  # also the OIP v2 gRPC service, over h2c on the same port (mlfn run, Knative; not OpenWhisk)
     events: EventsConfig = field(default_factory=EventsConfig)
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
     # connections and shutdown (actions/README.md, "Connections and deadlines")
     header_timeout_seconds: float = 10.0  # a request's headers must arrive within this
     body_timeout_seconds: float = 30.0  # its body (and the answer's write) within this
@@ -247,6 +257,7 @@ class Config:
             raise ConfigError(f"logging.sink in {self.source or CONFIG_FILE} is {self.logging.sink!r}; "
                               "use an http:// or https:// URL.")
         check_auth(self.auth, self.source)
+        _check_batching(self.serving.batching, self.source)
         names = [self.model_name] + [m.name for m in self.models]
         for i, m in enumerate(self.models):
             if not m.name or not m.path:
@@ -283,6 +294,16 @@ def check_function_name(name: str, where: str) -> None:
         fixed = re.sub(r"[^a-z0-9]+", "-", (name or "").lower()).strip("-")[:63].strip("-") or "my-model"
         raise ConfigError(f"{where} is {name!r}, which cannot name the function's image; use lower-case letters "
                           f"and digits with '-', '_' or '.' between them (at most 63), e.g. {fixed!r}.")
+
+
+def _check_batching(batching: BatchingConfig, source) -> None:
+    where = f"in {source or CONFIG_FILE}"
+    if batching.max_batch_size < 1:
+        raise ConfigError(f"serving.batching.max_batch_size {where} is {batching.max_batch_size}; use at least 1 "
+                          "(rows per shared interpreter call).")
+    if not 0 <= batching.max_latency_ms <= 1000:
+        raise ConfigError(f"serving.batching.max_latency_ms {where} is {batching.max_latency_ms:g}; use a number "
+                          "of milliseconds from 0 to 1000.")
 
 
 def _check_choice(value, choices, key, source):

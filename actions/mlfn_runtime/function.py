@@ -27,6 +27,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from mlfn_runtime.batching import Batcher
 from mlfn_runtime.errors import BatchTooLarge, ConfigurationError, CustomStepError, InvalidInput, NotFound
 from mlfn_runtime.interpreter import ModelRunner, TensorInfo
 from mlfn_runtime.memory_budget import MemoryBudget
@@ -41,12 +42,14 @@ MODEL_VERSION = "1"  # one version per function image; versions live on the plat
 
 @dataclass
 class ModelEntry:
-    """One bundled model: runner + pipelines + identity."""
+    """One bundled model: runner + pipelines + identity. Requests reach the runner
+    through `batcher` (serving.batching; a plain call when it is off)."""
 
     name: str
     runner: ModelRunner
     pre: Pipeline
     post: Pipeline
+    batcher: Batcher
     path: str = ""
     sha256: str = ""
     quantization: str = ""
@@ -126,7 +129,7 @@ class Function:
 
     def _run(self, entry: ModelEntry, items: list) -> list:
         batch = self.preprocess(entry, items)
-        outputs = entry.runner.predict(batch)
+        outputs = entry.batcher.predict(batch)
         return self.postprocess(entry, outputs, len(items))
 
     # ------------------------------------------------------------------ stages
@@ -210,7 +213,7 @@ class Function:
             raise InvalidInput(f"model '{entry.name}' has no input '{unknown[0]}' (inputs: {', '.join(runner.input_names)})")
         feeds = {t.name: self._tensor_input(entry, t, t.name, inputs.get(t.name)) for t in runner.inputs}
         self.check_batch_size(next(iter(feeds.values())).shape[0], "the request")
-        result = runner.predict(feeds)
+        result = entry.batcher.predict(feeds)
         if outputs:
             missing = [o for o in outputs if o not in result]
             if missing:
@@ -282,5 +285,6 @@ def _load_model(m: dict, default_labels, serving: Serving, function_dir: str, pa
     model_path = m["path"] if os.path.isabs(m["path"]) else os.path.join(function_dir, m["path"])
     runner = ModelRunner(path=model_path, num_threads=serving.num_threads, mode=serving.interpreter,
                          max_interpreters=serving.interpreters, name=name)
-    return ModelEntry(name=name, runner=runner, pre=pre, post=post, path=m["path"],
+    batcher = Batcher(runner, serving.batching, max_requests=serving.workers)
+    return ModelEntry(name=name, runner=runner, pre=pre, post=post, batcher=batcher, path=m["path"],
                       sha256=str(m.get("sha256", "")), quantization=str(m.get("quantization", "")))

@@ -177,6 +177,11 @@ class ModelRunner:
             return self._invoke(slot, feeds, n)
 
     @property
+    def max_concurrent_invokes(self) -> int:
+        """How many invokes can run at once: 1 with mode "lock", max_interpreters with "per-thread"."""
+        return 1 if self.mode == "lock" else self.max_interpreters
+
+    @property
     def interpreters(self) -> int:
         """Interpreters created so far (a per-thread pool grows on demand up to max_interpreters)."""
         return self._created

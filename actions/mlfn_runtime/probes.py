@@ -1,7 +1,9 @@
 """Probes: `/healthz` (readiness: 503 while shutting down or without a function),
-`/livez`, and `/metrics` (Prometheus text, `mlfn_runtime.metrics`)."""
+`/livez`, and `/metrics` (Prometheus text, `mlfn_runtime.metrics`, and the batch metrics
+of `mlfn_runtime.batching` when serving.batching is on)."""
 from __future__ import annotations
 
+from mlfn_runtime.batching import render_metrics as batch_metrics
 from mlfn_runtime.http_messages import Response
 
 
@@ -19,4 +21,7 @@ def live(state, req, params) -> Response:
 
 
 def metrics(state, req, params) -> Response:
-    return Response(200, state.metrics.render().encode(), {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+    text = state.metrics.render()
+    if state.function is not None:
+        text += batch_metrics(state.function.models, state.metrics.base)
+    return Response(200, text.encode(), {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})

@@ -7,14 +7,17 @@ Connection and OpenWhisk settings (see actions/README.md, "Connections and deadl
 `idle_timeout_seconds` (keep-alive), `max_connections`, `drain_seconds` (SIGTERM);
 `openwhisk` (serve /init and /run; default: on, off when K_SERVICE says Knative runs us),
 `code_actions` (run code sent to /init; off unless an init token is set too:
-`MLFN_INIT_TOKEN` in the environment or its SHA-256 in `init_token_sha256`)."""
+`MLFN_INIT_TOKEN` in the environment or its SHA-256 in `init_token_sha256`).
+`batching` (server-side batching, `mlfn_runtime.batching.BatchSettings`; its environment
+variables are `MLFN_SERVING_BATCHING_<KEY>`)."""
 from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
+from mlfn_runtime.batching import BatchSettings
 from mlfn_runtime.errors import ConfigurationError
 from mlfn_runtime.interpreter import check_interpreter_mode
 
@@ -39,6 +42,7 @@ class Serving:
     openwhisk: Optional[bool] = None  # None: auto (off on Knative, i.e. when K_SERVICE is set)
     code_actions: bool = False
     init_token_sha256: str = ""
+    batching: BatchSettings = field(default_factory=BatchSettings)
 
     @classmethod
     def from_dict(cls, data: Optional[dict], environ: Optional[dict] = None) -> "Serving":
@@ -48,13 +52,15 @@ class Serving:
         data = dict(data or {})
         env = os.environ if environ is None else environ
         out = cls()
+        batching = data.pop("batching", None)
         for key in vars(out):
-            value = env.get("MLFN_SERVING_" + key.upper())
+            value = None if key == "batching" else env.get("MLFN_SERVING_" + key.upper())
             if value:
                 data[key] = _from_env(key, value, getattr(out, key))
         for key, value in data.items():
             if hasattr(out, key):  # newer build sides may add keys; ignore what this runtime does not know
                 setattr(out, key, _checked(key, value, getattr(out, key)))
+        out.batching = BatchSettings.from_dict(batching, env, FUNCTION_FILE)
         check_interpreter_mode(out.interpreter, f"serving.interpreter in {FUNCTION_FILE}")
         if out.init_token_sha256 and not _is_sha256(out.init_token_sha256):
             raise ConfigurationError(f"serving.init_token_sha256 in {FUNCTION_FILE} must be 64 hex digits (a SHA-256).")

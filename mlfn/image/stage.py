@@ -24,7 +24,7 @@ from mlfn.errors import ConfigError
 from mlfn.pipelines import file_params, load_pipelines, pipeline_entries, step_items, validate_pipelines
 
 FUNCTION_JSON = "function.json"
-LATER_SERVING_KEYS = ("events", "grpc", "header_timeout_seconds", "body_timeout_seconds", "idle_timeout_seconds",
+LATER_SERVING_KEYS = ("events", "batching", "grpc", "header_timeout_seconds", "body_timeout_seconds", "idle_timeout_seconds",
                       "max_connections", "drain_seconds", "openwhisk", "code_actions", "init_token_sha256")
 
 

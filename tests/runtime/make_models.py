@@ -1,7 +1,7 @@
 """Tiny .tflite models for the runtime tests, built with TensorFlow in a subprocess so
 the test process itself never imports TensorFlow (like the function image).
 
-    python tests/runtime/make_models.py OUT_DIR [--bench]
+    python tests/runtime/make_models.py OUT_DIR [--bench] [--mobilenet]
 
 Writes:
 - digits_float.tflite: [N,8,8,1] float32 -> [N,10] logits (a logistic regression trained
@@ -12,6 +12,9 @@ Writes:
 - digits.npz: x (N,8,8) floats 0..1, y labels
 - with --bench, conv.tflite: 4 conv layers at 96x96x3 (random weights), a compute-heavy
   model for bench/runtime_bench.py --runner-model
+- with --mobilenet, mobilenetv2_int8.tflite: MobileNetV2(weights=None, 224x224x3), int8
+  weights and activations with float32 input and output (calibrated on random data), for
+  bench/batching_bench.py and bench/grpc_bench.py --model
 """
 import os
 import sys
@@ -19,7 +22,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-def main(out, bench=False):
+def main(out, bench=False, mobilenet=False):
     import numpy as np
     import tensorflow as tf
     from sklearn.datasets import load_digits
@@ -70,6 +73,24 @@ def main(out, bench=False):
         with open(os.path.join(out, "conv.tflite"), "wb") as f:
             f.write(tf.lite.TFLiteConverter.from_keras_model(conv).convert())
 
+    if mobilenet:
+        write_mobilenet(os.path.join(out, "mobilenetv2_int8.tflite"))
+
+
+def write_mobilenet(path):
+    import numpy as np
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(0)
+    model = tf.keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3))
+    rng = np.random.default_rng(0)
+    calibration = rng.uniform(-1, 1, size=(8, 1, 224, 224, 3)).astype(np.float32)
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([x] for x in calibration)
+    with open(path, "wb") as f:
+        f.write(conv.convert())
+
 
 if __name__ == "__main__":
-    main(sys.argv[1], bench="--bench" in sys.argv[2:])
+    main(sys.argv[1], bench="--bench" in sys.argv[2:], mobilenet="--mobilenet" in sys.argv[2:])
