@@ -77,10 +77,19 @@ def first_answer(image: str, cmd: list, probe, timeout: float = 120) -> float:
 
 
 def run_probe(png: bytes, path: str = "/run", body_key: str = "value"):
+    """A probe for `first_answer`: on /run, the OpenWhisk invoker's /init first (once; the
+    runtime answers /run before /init with 403), then the request; True on label "7"."""
     body = {"image": base64.b64encode(png).decode()}
     body = {body_key: body} if body_key else body
+    initialized = path != "/run"
 
     def probe(url: str) -> bool:
+        nonlocal initialized
+        if not initialized:
+            init = requests.post(url + "/init", json={"value": {"name": "digits", "env": {}}}, timeout=5)
+            initialized = init.status_code == 200
+            if not initialized:
+                return False
         r = requests.post(url + path, json=body, timeout=5)
         if r.status_code != 200:
             return False
