@@ -52,10 +52,11 @@ warnings weakref xml xml.etree xml.etree.ElementPath xml.etree.ElementTree xml.p
 xml.parsers.expat zipfile zipimport
 """.split())
 
-# Imported by computed name, which modulefinder cannot follow: Python's start-up (site,
-# sitecustomize), sysconfig's `_sysconfigdata_*`, the `re` internals' deprecated aliases,
-# and stringprep (the idna codec: socket encodes every host name with it).
-BY_NAME = frozenset("site _sitebuiltins sitecustomize sre_compile sre_constants sre_parse stringprep".split())
+# Imported by computed name or from C, which modulefinder cannot follow: Python's start-up
+# (site, sitecustomize), sysconfig's `_sysconfigdata_*`, the `re` internals' deprecated
+# aliases, stringprep (the idna codec: socket encodes every host name with it), resource
+# (os.wait3/os.wait4 build their rusage with it), and the codecs (encodings.*).
+BY_NAME = frozenset("site _sitebuiltins sitecustomize sre_compile sre_constants sre_parse stringprep resource".split())
 BY_NAME_PREFIXES = ("_sysconfigdata_", "encodings.")
 # Small pure modules a custom step may well import although nothing else does.
 CUSTOM_STEP_SAFETY = frozenset(

@@ -106,6 +106,18 @@ for name in sorted(left - {"__main__"}):
         importlib.import_module(name)
     except BaseException as e:
         failed[name] = repr(e)
+# what Python imports by computed name or from C (stdlib_keep.BY_NAME): exercised, not just imported
+import socket, sysconfig
+try:
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.wait4(pid, 0)  # builds its rusage with `resource`
+    socket.getaddrinfo("localhost", 80)  # encodes the host name with the idna codec (stringprep)
+    sysconfig.get_config_vars()  # _sysconfigdata_*
+    "naïve".encode("punycode"), b"\\x41".decode("unicode_escape")
+except BaseException as e:
+    failed["by name"] = repr(e)
 print(json.dumps({"failed": failed, "numpy": numpy.__file__, "numpy_version": numpy.__version__,
                   "stdlib_sources": len(sources), "stdlib_left": len(left), "modules": len(sys.modules)}))
 '''
