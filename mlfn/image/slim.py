@@ -1,9 +1,9 @@
 """Smaller image trees, same behaviour: sourceless bytecode, stripped shared objects, and
 the size report per package that `mlfn build --output json` shows.
 
-Sourceless bytecode: each module's `.pyc` (unchecked-hash, deterministic) is written in
-its legacy place beside the source (`os.pyc` next to `os.py`, as `compileall -b` does)
-and the `.py` is then removed. CPython imports such a module with its sourceless loader
+Sourceless bytecode: each module's `.pyc` (unchecked-hash, deterministic, without column
+tables) is written in its legacy place beside the source (`os.pyc` next to `os.py`, as
+`compileall -b` does) and the `.py` is then removed. CPython imports such a module with its sourceless loader
 (and finds its standard library by `os.pyc`), so the image ships one copy of each module
 instead of two. Tracebacks keep file names and line numbers but show no source lines.
 """
@@ -40,10 +40,14 @@ def compile_sourceless(path: Path, ddir: str, optimize: int = 0) -> None:
     Runs `python -I -m compileall -b` in a fresh process (marshal output depends on
     reference counts, so a busy process is not reproducible). Needs Python 3.11 (the
     image's bytecode version); on another version the tree is left as it is.
-    optimize=2 compiles as `python -OO` does: no docstrings, no asserts."""
+    optimize=2 compiles as `python -OO` does: no docstrings, no asserts.
+
+    `-X no_debug_ranges`: the bytecode carries line numbers but not the column
+    positions a traceback underlines with ^^^ (PEP 657). Those tables hardly compress:
+    numpy's bytecode gzips 28% smaller without them."""
     if sys.version_info[:2] != (3, 11) or not Path(path).is_dir():
         return
-    cmd = [sys.executable, "-I", "-m", "compileall", "-b", "-q", "-q", "-j", "1", "-d", ddir, "-o", str(optimize),
+    cmd = [sys.executable, "-X", "no_debug_ranges", "-I", "-m", "compileall", "-b", "-q", "-q", "-j", "1", "-d", ddir, "-o", str(optimize),
            "--invalidation-mode", "unchecked-hash", str(path)]
     env = {"PYTHONHASHSEED": "0", "PATH": os.environ.get("PATH", "")}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
