@@ -182,7 +182,8 @@ def subset_lapack(root: Path, say=lambda m: None) -> int:
             out.unlink(missing_ok=True)
             say(f"Keeping the full LAPACK (linking the subset failed: {proc.stderr.strip()[-200:] or 'symbols missing'})")
     elif lapack.is_file():
-        say("Keeping the full LAPACK (binutils' ld and nm are needed to link the subset numpy uses)")
+        why = "binutils' ld and nm are needed to link" if archive.is_file() else "no liblapack-dev archive to link"
+        say(f"Keeping the full LAPACK ({why} the subset numpy uses)")
     for rel in LAPACK_DEV:
         p = root / rel
         if p.is_dir() and not p.is_symlink():

@@ -236,3 +236,36 @@ def _pruned_by_stdlib_keep(name: str) -> bool:
     rel = "usr/lib/python3.11/" + origin.relative_to(stdlib).as_posix()
     return not any(fnmatch.fnmatchcase(rel, pattern) or rel.startswith(pattern + "/") or fnmatch.fnmatchcase(
         rel.rsplit(".", 1)[0] + ".py", pattern) for pattern in [*PRUNE, *PRUNE_GLOBS])
+
+
+def test_stdlib_keep_keeps_what_the_runtime_reaches_and_prunes_the_rest(tmp_path):
+    from mlfn.image.stdlib_keep import keeps, module_name, prune_stdlib
+
+    assert [keeps(m) for m in ("json", "http.server", "email.parser", "encodings.cp1252", "resource", "zoneinfo")] == [
+        True] * 6
+    assert [keeps(m) for m in ("asyncio", "pdb", "smtplib", "encodings.shift_jis", "_codecs_jp", "ssl")] == [False] * 6
+    assert module_name("email/parser.pyc") == "email.parser" and module_name("json/__init__.pyc") == "json"
+    assert module_name("lib-dynload/_json.cpython-311-x86_64-linux-gnu.so") == "_json"
+    for rel in ("json/__init__.pyc", "json/decoder.pyc", "asyncio/__init__.pyc", "asyncio/events.pyc", "pdb.pyc",
+                "lib-dynload/_json.cpython-311-x86_64-linux-gnu.so", "lib-dynload/_codecs_jp.cpython-311-x86_64-linux-gnu.so",
+                "LICENSE.txt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x" * 10)
+    assert prune_stdlib(tmp_path) == 50
+    left = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
+    assert left == ["json", "json/__init__.pyc", "json/decoder.pyc", "lib-dynload",
+                    "lib-dynload/_json.cpython-311-x86_64-linux-gnu.so"]
+
+
+def test_lapack_stays_whole_without_the_archive_and_the_dev_files_go(tmp_path):
+    from mlfn.image.slim import LAPACK, LAPACK_DEV, subset_lapack
+
+    (tmp_path / LAPACK).parent.mkdir(parents=True)
+    (tmp_path / LAPACK).write_bytes(b"\x7fELF full lapack")
+    for rel in LAPACK_DEV[1:3]:  # liblapack.a and the liblapack.so dev link; no PIC archive
+        (tmp_path / rel).write_bytes(b"dev")
+    said = []
+    assert subset_lapack(tmp_path, said.append) == 0
+    assert (tmp_path / LAPACK).read_bytes() == b"\x7fELF full lapack"
+    assert not any((tmp_path / rel).exists() for rel in LAPACK_DEV)
+    assert said and "full LAPACK" in said[0]
