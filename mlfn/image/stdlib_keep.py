@@ -119,6 +119,30 @@ def stdlib_modules(stdlib: Path) -> list:
 
 
 
+def pruned_imports(folder: Path) -> list:
+    """(file relative to `folder`, module) for each stdlib module a `.py` file under
+    `folder` (custom steps, build.custom_files) imports and mlfn's base leaves out.
+    Imports inside functions and `try` count too: what is listed may be optional."""
+    import ast
+
+    found = []
+    for path in sorted(Path(folder).rglob("*.py")):
+        try:
+            tree = ast.parse(path.read_text(errors="replace"))
+        except SyntaxError:
+            continue  # the runtime reports it when it loads the step
+        names = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names.add(node.module)
+        for name in sorted(names):
+            if name.split(".")[0] in sys.stdlib_module_names and name != "os.path" and not keeps(name):
+                found.append((path.relative_to(folder).as_posix(), name))
+    return found
+
+
 def stdlib_finder(stdlib: str, trees: Iterable[str]):
     """A modulefinder.ModuleFinder that has followed every import of every module under
     `trees` (import roots; sourceless .pyc trees too) inside the standard library folder

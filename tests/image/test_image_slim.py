@@ -269,3 +269,15 @@ def test_lapack_stays_whole_without_the_archive_and_the_dev_files_go(tmp_path):
     assert (tmp_path / LAPACK).read_bytes() == b"\x7fELF full lapack"
     assert not any((tmp_path / rel).exists() for rel in LAPACK_DEV)
     assert said and "full LAPACK" in said[0]
+
+
+def test_a_custom_file_importing_a_pruned_stdlib_module_is_named(tmp_path):
+    from mlfn.image.stdlib_keep import pruned_imports
+
+    (tmp_path / "steps").mkdir()
+    (tmp_path / "steps" / "post.py").write_text(
+        "import json, asyncio\nimport xml.dom.minidom\nfrom email import parser\nfrom . import sibling\n"
+        "import numpy, os.path, logging.handlers\n\ndef f(x):\n    import smtplib\n    return x\n")
+    (tmp_path / "broken.py").write_text("def (:\n")
+    assert pruned_imports(tmp_path) == [("steps/post.py", m) for m in (
+        "asyncio", "logging.handlers", "smtplib", "xml.dom.minidom")]
