@@ -31,6 +31,7 @@ from mlfn import __version__
 from mlfn.image.base_image import NONROOT_UID, compile_tree
 from mlfn.image.deps import deps_key, ensure_deps, requirements_for
 from mlfn.image.stage import FUNCTION_JSON, pipeline_hash, stage_function
+from mlfn.image.stdlib_keep import pruned_imports
 from mlfn.image.tarball import created_timestamp, source_date_epoch, tree_hash
 
 # (layer name, folder in the context, destination in the image)
@@ -185,6 +186,11 @@ def prepare_context(cfg, *, base_id: str = "", progress: Optional[Callable[[str]
     function_dir = path.parent / "function" if path.name == "build" else path.with_name(path.name + "-function")
 
     function_dir = stage_function(cfg, function_dir, progress=progress, quantize=quantize)
+    if "numpy" in (base_packages or {}):  # mlfn's base: its standard library is pruned
+        for file, module in pruned_imports(function_dir):
+            say(f"Warning: {file} imports {module}, which the standard library of {cfg.build.base_image} leaves out "
+                "(mlfn/image/stdlib_keep.py); unless that import is optional, set build.base_image to a full "
+                "Python 3.11 image such as python:3.11-slim.")
     doc = json.loads((function_dir / FUNCTION_JSON).read_text())
     reqs = requirements_for(cfg, base_packages or {})
     site = ensure_deps(reqs, progress=progress)

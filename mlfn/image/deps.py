@@ -33,7 +33,7 @@ from mlfn.errors import BuildError
 
 PYTHON_VERSION = "3.11"
 PLATFORMS = ["manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_27_x86_64", "manylinux_2_28_x86_64"]
-DEPS_FORMAT = 6  # bump when pruning/compiling changes, to invalidate caches
+DEPS_FORMAT = 7  # bump when pruning/compiling changes, to invalidate caches
 
 # Relative paths (fnmatch patterns, matched against the POSIX path in the target dir)
 # removed after install. Verified: the interpreter still loads and runs a model.

@@ -33,6 +33,12 @@ def test_no_import_keeps_a_reproducible_rootfs_in_the_cache(tmp_path, monkeypatc
     assert {"usr/lib/python3.11/json/__init__.pyc", "usr/lib/python3/dist-packages/numpy/__init__.pyc"} <= names
     assert not [n for n in names if n.startswith(("usr/lib/python3.11/", "usr/lib/python3/")) and n.endswith(".py")]
     assert members["usr/lib/x86_64-linux-gnu/liblapack.so.3"].linkname == "lapack/liblapack.so.3"
+    # LAPACK: only what numpy links (slim.subset_lapack, with binutils); liblapack-dev's files gone
+    if shutil.which("ld") and shutil.which("nm"):
+        assert members["usr/lib/x86_64-linux-gnu/lapack/liblapack.so.3.11.0"].size < 2_000_000  # the full one: 7.3 MB
+    assert not [n for n in names if n.endswith((".a", ".pc")) or n.startswith("usr/include/")]
+    # the standard library pruned to what the runtime can reach (stdlib_keep.py)
+    assert "usr/lib/python3.11/http/server.pyc" in names and "usr/lib/python3.11/asyncio/__init__.pyc" not in names
     first = doc["rootfs_sha256"]
 
     again = CliRunner().invoke(main, ["base", "build", "--tag", "mlfnb-test/base:nodaemon", "--no-import", "-o", "json"])

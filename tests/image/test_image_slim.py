@@ -91,8 +91,39 @@ importlib.import_module("ai_edge_litert.interpreter")
 import numpy
 stdlib = os.path.dirname(os.__file__)
 sources = [os.path.join(d, f) for d, _, fs in os.walk(stdlib) for f in fs if f.endswith(".py")]
+# every standard-library module left in the image (sourceless .pyc and lib-dynload)
+left = set()
+for d, _, fs in os.walk(stdlib):
+    for f in fs:
+        rel = os.path.relpath(os.path.join(d, f), stdlib)
+        if rel.startswith("lib-dynload" + os.sep):
+            left.add(f.split(".")[0])
+        elif rel.endswith(".pyc"):
+            name = rel[:-4].replace(os.sep, ".")
+            left.add(name[:-9] if name.endswith(".__init__") else name)
+for name in sorted(left - {"__main__"}):
+    try:
+        importlib.import_module(name)
+    except BaseException as e:
+        failed[name] = repr(e)
+# what Python imports by computed name or from C (stdlib_keep.BY_NAME): exercised, not just imported
+import socket, sysconfig
+try:
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.wait4(pid, 0)  # builds its rusage with `resource`
+    socket.getaddrinfo("localhost", 80)  # encodes the host name with the idna codec (stringprep)
+    sysconfig.get_config_vars()  # _sysconfigdata_*
+    "naïve".encode("punycode"), b"\\x41".decode("unicode_escape")
+except BaseException as e:
+    failed["by name"] = repr(e)
+import numpy.core.numeric, PIL.Image  # json.dumps, as os and posixpath are frozen into python3.11
+columns = [any(c is not None for p in f.__code__.co_positions() for c in p[2:])
+           for f in (json.dumps, numpy.core.numeric.ones, PIL.Image.open)]
 print(json.dumps({"failed": failed, "numpy": numpy.__file__, "numpy_version": numpy.__version__,
-                  "stdlib_sources": len(sources), "modules": len(sys.modules)}))
+                  "stdlib_sources": len(sources), "stdlib_left": len(left), "modules": len(sys.modules),
+                  "stdlib_docstrings": json.dumps.__doc__ is not None, "column_tables": columns}))
 '''
 
 FEATURE_MODULES = {"mlfn_runtime.grpc_service", "mlfn_runtime.h2c", "mlfn_runtime.h2c_frames", "mlfn_runtime.oip_grpc",
@@ -118,8 +149,12 @@ def test_every_module_the_runtime_can_reach_imports_in_the_image(digits_image, d
         assert report["numpy"].startswith("/usr/lib/python3/dist-packages/numpy/")
         assert report["numpy_version"] == provided["numpy"]
         assert report["stdlib_sources"] == 0
+        assert 200 < report["stdlib_left"] < 400  # pruned to what the runtime can reach (stdlib_keep.py)
+        assert report["stdlib_docstrings"] is False  # compiled as -OO
         deps = next(layer for layer in digits_image.layers if layer["name"] == "deps")
         assert "numpy" not in deps["packages"] and {"ai_edge_litert", "PIL"} <= set(deps["packages"])
+    # library bytecode without column tables (slim.compile_sourceless): stdlib, numpy, Pillow
+    assert report["column_tables"] == [not provided.get("numpy"), False, False]  # a foreign base: its own stdlib
 
 
 @pytest.mark.docker
@@ -136,3 +171,113 @@ def test_the_slim_image_answers_right_under_a_read_only_root(digits_image, digit
         r = requests.post(url + "/run", json={"value": {"image": base64.b64encode(png).decode()}}, timeout=30)
     assert r.status_code == 200, r.text
     assert r.json()["predictions"][0]["label"] == "7"
+
+
+@pytest.mark.docker
+@pytest.mark.skipif(sys.version_info[:2] != (3, 11), reason="reads the image's Python 3.11 bytecode")
+def test_no_stdlib_module_the_image_code_reaches_is_pruned(digits_image, docker_client, tmp_path):
+    """modulefinder over the image's own trees (runtime, Debian's numpy, the deps; plus the
+    feature packages h2/protobuf/cryptography as installed beside mlfn, which images with
+    serving.grpc or auth.jwt carry): every stdlib module it reaches and cannot find in the
+    image must be one the base left out before issue 17's pruning (keeps() says kept)."""
+    import importlib.util
+    import io
+    import shutil
+    import tarfile
+
+    from mlfn.image.stdlib_keep import stdlib_finder
+
+    container = docker_client.containers.create(digits_image.image, labels={"dev.mlfn.test": "build"})
+    try:
+        for folder in ("/usr/lib/python3.11", "/usr/lib/python3/dist-packages", "/opt/mlfn"):
+            stream, _ = container.get_archive(folder)
+            with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+                tar.extractall(tmp_path / folder.strip("/").replace("/", "_"), filter="data")
+    finally:
+        container.remove(force=True)
+    builtins = docker_client.containers.run(
+        digits_image.image, ["python3", "-c", "import sys; print(*sys.builtin_module_names)"], remove=True,
+        labels={"dev.mlfn.test": "build"}).decode().split()
+    for name in ("h2", "hpack", "hyperframe", "google.protobuf", "cryptography", "cffi"):
+        spec = importlib.util.find_spec(name)  # copied: the rest of this site-packages is no image's
+        if spec and spec.submodule_search_locations:
+            shutil.copytree(spec.submodule_search_locations[0], tmp_path.joinpath("features", *name.split(".")),
+                            ignore=shutil.ignore_patterns("__pycache__"))
+    trees = [tmp_path / "opt_mlfn/mlfn/runtime", tmp_path / "opt_mlfn/mlfn/deps",
+             tmp_path / "usr_lib_python3_dist-packages/dist-packages", tmp_path / "features"]
+    finder = stdlib_finder(str(tmp_path / "usr_lib_python3.11/python3.11"), trees)
+    pruned = [name for name in sorted(finder.badmodules) if name not in builtins and _pruned_by_stdlib_keep(name)]
+    assert finder.modules and len(finder.modules) > 300
+    assert pruned == [], f"reached but pruned (regenerate stdlib_keep.REACHABLE): {pruned}"
+
+
+def _pruned_by_stdlib_keep(name: str) -> bool:
+    """True when `name` is a stdlib module (of this Python 3.11) that stdlib_keep drops by
+    mistake: not one it leaves out on purpose (LEFT_OUT), nor one the base never carried
+    (its PRUNE lists, Windows-only modules)."""
+    import fnmatch
+    import importlib.util
+    import sysconfig
+    from pathlib import Path
+
+    from mlfn.image.base_image import PRUNE, PRUNE_GLOBS
+    from mlfn.image.stdlib_keep import LEFT_OUT, keeps
+
+    if name.split(".")[0] not in sys.stdlib_module_names or keeps(name) or name in LEFT_OUT:
+        return False
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):  # `from package import attribute`, not a module
+        return False
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    origin = Path(spec.origin) if spec and spec.origin and spec.origin not in ("built-in", "frozen") else None
+    if origin is None or stdlib not in origin.parents or "site-packages" in origin.parts:
+        return False  # built in, Windows-only, or shimmed by a package (setuptools' distutils)
+    rel = "usr/lib/python3.11/" + origin.relative_to(stdlib).as_posix()
+    return not any(fnmatch.fnmatchcase(rel, pattern) or rel.startswith(pattern + "/") or fnmatch.fnmatchcase(
+        rel.rsplit(".", 1)[0] + ".py", pattern) for pattern in [*PRUNE, *PRUNE_GLOBS])
+
+
+def test_stdlib_keep_keeps_what_the_runtime_reaches_and_prunes_the_rest(tmp_path):
+    from mlfn.image.stdlib_keep import keeps, module_name, prune_stdlib
+
+    assert [keeps(m) for m in ("json", "http.server", "email.parser", "encodings.cp1252", "resource", "zoneinfo")] == [
+        True] * 6
+    assert [keeps(m) for m in ("asyncio", "pdb", "smtplib", "encodings.shift_jis", "_codecs_jp", "ssl")] == [False] * 6
+    assert module_name("email/parser.pyc") == "email.parser" and module_name("json/__init__.pyc") == "json"
+    assert module_name("lib-dynload/_json.cpython-311-x86_64-linux-gnu.so") == "_json"
+    for rel in ("json/__init__.pyc", "json/decoder.pyc", "asyncio/__init__.pyc", "asyncio/events.pyc", "pdb.pyc",
+                "lib-dynload/_json.cpython-311-x86_64-linux-gnu.so", "lib-dynload/_codecs_jp.cpython-311-x86_64-linux-gnu.so",
+                "LICENSE.txt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x" * 10)
+    assert prune_stdlib(tmp_path) == 50
+    left = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
+    assert left == ["json", "json/__init__.pyc", "json/decoder.pyc", "lib-dynload",
+                    "lib-dynload/_json.cpython-311-x86_64-linux-gnu.so"]
+
+
+def test_lapack_stays_whole_without_the_archive_and_the_dev_files_go(tmp_path):
+    from mlfn.image.slim import LAPACK, LAPACK_DEV, subset_lapack
+
+    (tmp_path / LAPACK).parent.mkdir(parents=True)
+    (tmp_path / LAPACK).write_bytes(b"\x7fELF full lapack")
+    for rel in LAPACK_DEV[1:3]:  # liblapack.a and the liblapack.so dev link; no PIC archive
+        (tmp_path / rel).write_bytes(b"dev")
+    said = []
+    assert subset_lapack(tmp_path, said.append) == 0
+    assert (tmp_path / LAPACK).read_bytes() == b"\x7fELF full lapack"
+    assert not any((tmp_path / rel).exists() for rel in LAPACK_DEV)
+    assert said and "full LAPACK" in said[0]
+
+
+def test_a_custom_file_importing_a_pruned_stdlib_module_is_named(tmp_path):
+    from mlfn.image.stdlib_keep import pruned_imports
+
+    (tmp_path / "steps").mkdir()
+    (tmp_path / "steps" / "post.py").write_text(
+        "import json, asyncio\nimport xml.dom.minidom\nfrom email import parser\nfrom . import sibling\n"
+        "import numpy, os.path, logging.handlers\n\ndef f(x):\n    import smtplib\n    return x\n")
+    (tmp_path / "broken.py").write_text("def (:\n")
+    assert pruned_imports(tmp_path) == [("steps/post.py", m) for m in (
+        "asyncio", "logging.handlers", "smtplib", "xml.dom.minidom")]
