@@ -12,7 +12,8 @@ say() { printf '==> %s\n' "$*" >&2; }
 
 need_pkgs=()
 # python3-venv: Debian's python3 has no ensurepip without it, so `python3 -m venv` would fail
-for p in python3-venv docker.io mmdebstrap skopeo umoci docker-registry; do
+# binutils: ld and nm link the base image's LAPACK down to what numpy calls (6 MB less)
+for p in python3-venv binutils docker.io mmdebstrap skopeo umoci docker-registry; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
