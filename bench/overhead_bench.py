@@ -62,11 +62,13 @@ class Server:
     """One container of the image: mlfn (optionally with a runtime mounted) or the plain server."""
 
     def __init__(self, label: str, image: str, port: int, cpus: str, runtime: str | None = None,
-                 plain: bool = False):
+                 plain: bool = False, env: tuple = ()):
         self.label, self.port = label, port
         args = ["run", "-d", "--name", f"mlfnovh-{label}-{uuid.uuid4().hex[:6]}", "-p", f"127.0.0.1:{port}:8080"]
         if cpus:
             args += ["--cpus", cpus]
+        for kv in env:
+            args += ["-e", kv]
         if runtime:
             args += ["-v", f"{Path(runtime).resolve()}:/opt/mlfn/runtime/mlfn_runtime:ro"]
         if plain:
@@ -183,7 +185,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--image", help="the digits function image (default: train and build the sample)")
     ap.add_argument("--runtime", action="append", default=[], metavar="LABEL=DIR",
-                    help="an mlfn variant with this mlfn_runtime folder mounted over the image's (repeatable)")
+                    help="an mlfn variant with this mlfn_runtime folder mounted over the image's "
+                         "(repeatable; an empty DIR: the image's own runtime)")
+    ap.add_argument("--env", action="append", default=[], metavar="LABEL:KEY=VALUE",
+                    help="an environment variable for the variant LABEL, e.g. mlfn:MLFN_SERVING_WORKERS=32")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--cpus", default="", help="docker --cpus for every container (default: no limit)")
@@ -205,7 +210,8 @@ def main(argv=None) -> int:
         try:
             servers.append(Server("plain", a.image, free_port(), a.cpus, plain=True))
             for label, runtime in variants:
-                servers.append(Server(label, a.image, free_port(), a.cpus, runtime=runtime))
+                env = tuple(e.split(":", 1)[1] for e in a.env if e.split(":", 1)[0] == label)
+                servers.append(Server(label, a.image, free_port(), a.cpus, runtime=runtime or None, env=env))
             answers = {s.label: s.answer(body) for s in servers}
             if len(set(answers.values())) != 1:
                 raise SystemExit(f"the servers answer differently: {answers}")

@@ -186,10 +186,11 @@ class Function:
     def postprocess(entry: ModelEntry, outputs: dict, n: int) -> list:
         names = list(outputs)
         preds = []
+        as_json = (lambda p: p) if entry.post.answers_json else jsonable
         for i in range(n):
             row = outputs[names[0]][i] if len(names) == 1 else {k: outputs[k][i] for k in names}
             try:
-                preds.append(jsonable(entry.post(row)))
+                preds.append(as_json(entry.post(row)))
             except CustomStepError as e:
                 raise CustomStepError(f"prediction {i}: {e}", e.status) from None
             except TypeError as e:  # a custom post step returned what JSON cannot hold

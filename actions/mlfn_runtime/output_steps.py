@@ -15,8 +15,8 @@ class Softmax(Step):
 
     def __call__(self, x):
         x = _scores(x)
-        e = np.exp(x - np.max(x, axis=-1, keepdims=True))
-        return e / np.sum(e, axis=-1, keepdims=True)
+        e = np.exp(x - x.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
 
 
 class Sigmoid(Step):
@@ -31,7 +31,7 @@ class Sigmoid(Step):
 class Argmax(Step):
     """The best class: `{"index", "label", "score"}`."""
 
-    name, stages = "argmax", (POST,)
+    name, stages, answers_json = "argmax", (POST,), True
     params = {"labels": Param(string)}
 
     def setup(self):
@@ -46,7 +46,7 @@ class Argmax(Step):
 class TopK(Step):
     """The k best classes with labels: `{"label", "index", "score", "top_k": [...]}`."""
 
-    name, stages = "top_k", (POST,)
+    name, stages, answers_json = "top_k", (POST,), True
     params = {"k": Param(positive_int, default=5), "labels": Param(string)}
 
     def setup(self):

@@ -149,6 +149,11 @@ class Pipeline:
     def __len__(self):
         return len(self.steps)
 
+    @property
+    def answers_json(self) -> bool:
+        """Whether what this pipeline returns is JSON as it is (its last step says so)."""
+        return bool(self.steps) and self.steps[-1].answers_json
+
     def __call__(self, x: Any, skip_image_steps: bool = False) -> Any:
         """Run every step on one item; at the end of a pre-processing pipeline an image
         becomes a float32 array (implied to_array)."""
