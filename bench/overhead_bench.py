@@ -9,8 +9,9 @@
 Without --image the digits sample is trained and built first (bench/runtime_bench.py).
 Every server answers the same request: POST /predict with the digits sample's digit-3.png
 (Content-Type: image/png); the answers are checked to be byte-identical before measuring.
-In each of --rounds interleaved rounds (the order rotates), every server gets, with wrk
-(one thread, keep-alive, C code: a fraction of a core) for --seconds each:
+In each of --rounds interleaved rounds (the order of the servers rotates; at each load the
+servers run back to back), every server gets, with wrk (one thread, keep-alive, C code: a
+fraction of a core) for --seconds each:
  - 1 client: warm p50/p99 latency;
  - 8 and 32 concurrent keep-alive clients: req/s and p50/p99;
  - server CPU per request at each load, from the container's cgroup CPU counter before and
@@ -140,11 +141,12 @@ def wrk_run(server: Server, clients: int, seconds: float, script: Path) -> dict:
 
 def measure(servers: list, rounds: int, seconds: float, script: Path) -> dict:
     raw = {s.label: {c: [] for c in LOADS} for s in servers}
+    for s in servers:
+        wrk_run(s, 32, 2, script)  # warm every thread's interpreter and the caches
     for rnd in range(rounds):
         order = servers[rnd % len(servers):] + servers[:rnd % len(servers)]
-        for s in order:
-            wrk_run(s, 8, 1.0, script)  # warm every thread's interpreter and the caches
-            for c in LOADS:
+        for c in LOADS:  # the servers back to back at each load: the machine's load drifts slowly
+            for s in order:
                 raw[s.label][c].append(wrk_run(s, c, seconds, script))
         print(f"round {rnd + 1}/{rounds}: " + ", ".join(
             f"{s.label} {raw[s.label][32][-1]['rps']:.0f} req/s@32" for s in servers), file=sys.stderr, flush=True)
