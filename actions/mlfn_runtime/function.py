@@ -177,6 +177,8 @@ class Function:
                 raise InvalidInput(f"'{label}' must be numeric, got {a.dtype}")
             where = f"input '{t.name}' of model '{entry.name}'"
             arrays.append(as_input_dtype(fit_shape(a, t, label, entry.name), t.client_dtype, label, where))
+        if len(arrays) == 1:  # one input: a view with the batch dimension (np.stack costs more than the row)
+            return arrays[0][None]
         shapes = {a.shape for a in arrays}
         if len(shapes) > 1:
             raise InvalidInput(f"inputs of one request must have the same shape after pre-processing, got {sorted(shapes)}")
