@@ -175,8 +175,10 @@ class Function:
             a = np.asarray(r)
             if a.dtype.kind not in "biuf":
                 raise InvalidInput(f"'{label}' must be numeric, got {a.dtype}")
-            where = f"input '{t.name}' of model '{entry.name}'"
-            arrays.append(as_input_dtype(fit_shape(a, t, label, entry.name), t.client_dtype, label, where))
+            a = fit_shape(a, t, label, entry.name)
+            if a.dtype != t.client_dtype:  # the message is only built when a conversion is checked
+                a = as_input_dtype(a, t.client_dtype, label, f"input '{t.name}' of model '{entry.name}'")
+            arrays.append(a)
         if len(arrays) == 1:  # one input: a view with the batch dimension (np.stack costs more than the row)
             return arrays[0][None]
         shapes = {a.shape for a in arrays}

@@ -57,7 +57,8 @@ class TopK(Step):
         k = min(self.k, x.size)
         idx = np.argpartition(-x, k - 1)[:k] if k < x.size else np.arange(x.size)
         idx = idx[np.argsort(-x[idx], kind="stable")]
-        top = [{"label": self.pipeline.label(self.names, int(i)), "index": int(i), "score": float(x[i])} for i in idx]
+        scores = x.tolist()  # Python floats at once, not one numpy scalar per entry
+        top = [{"label": self.pipeline.label(self.names, i), "index": i, "score": scores[i]} for i in idx.tolist()]
         return {**top[0], "top_k": top}
 
 
