@@ -69,21 +69,20 @@ class Connections:
             self._changed.notify_all()
 
     def track(self, handler, idle: bool) -> None:
-        with self._changed:
-            self.handlers[handler] = idle
+        # twice per request: a dict store is atomic under the GIL, so no lock here; drain()
+        # copies the dict in one C call (list(...)) before it looks at it
+        self.handlers[handler] = idle
         if idle and self.draining:
             _shutdown(handler.connection, socket.SHUT_RD)
 
     def untrack(self, handler) -> None:
-        with self._changed:
-            self.handlers.pop(handler, None)
+        self.handlers.pop(handler, None)
 
     def drain(self, seconds: float) -> int:
         """Close idle connections, wait up to `seconds` for busy ones to finish, then shut
         the rest down; returns how many had to be cut off."""
         self.draining = True
-        with self._changed:
-            idle = [h for h, is_idle in self.handlers.items() if is_idle]
+        idle = [h for h, is_idle in list(self.handlers.items()) if is_idle]
         for h in idle:
             _shutdown(h.connection, socket.SHUT_RD)
         end = time.monotonic() + seconds

@@ -175,8 +175,12 @@ class Function:
             a = np.asarray(r)
             if a.dtype.kind not in "biuf":
                 raise InvalidInput(f"'{label}' must be numeric, got {a.dtype}")
-            where = f"input '{t.name}' of model '{entry.name}'"
-            arrays.append(as_input_dtype(fit_shape(a, t, label, entry.name), t.client_dtype, label, where))
+            a = fit_shape(a, t, label, entry.name)
+            if a.dtype != t.client_dtype:  # the message is only built when a conversion is checked
+                a = as_input_dtype(a, t.client_dtype, label, f"input '{t.name}' of model '{entry.name}'")
+            arrays.append(a)
+        if len(arrays) == 1:  # one input: a view with the batch dimension (np.stack costs more than the row)
+            return arrays[0][None]
         shapes = {a.shape for a in arrays}
         if len(shapes) > 1:
             raise InvalidInput(f"inputs of one request must have the same shape after pre-processing, got {sorted(shapes)}")
@@ -186,10 +190,11 @@ class Function:
     def postprocess(entry: ModelEntry, outputs: dict, n: int) -> list:
         names = list(outputs)
         preds = []
+        as_json = (lambda p: p) if entry.post.answers_json else jsonable
         for i in range(n):
             row = outputs[names[0]][i] if len(names) == 1 else {k: outputs[k][i] for k in names}
             try:
-                preds.append(jsonable(entry.post(row)))
+                preds.append(as_json(entry.post(row)))
             except CustomStepError as e:
                 raise CustomStepError(f"prediction {i}: {e}", e.status) from None
             except TypeError as e:  # a custom post step returned what JSON cannot hold

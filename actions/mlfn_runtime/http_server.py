@@ -19,6 +19,7 @@ connections, cuts off what remains at the deadline and exits 0.
 """
 from __future__ import annotations
 
+import email.utils
 import io
 import os
 import signal
@@ -216,18 +217,40 @@ class Handler(BaseHTTPRequestHandler):
             headers.setdefault("Content-Type", "application/json")
         try:
             self.connection.settimeout(self.state.serving.body_timeout_seconds)  # a client that does not read
-            self.send_response(resp.status)
-            for k, v in headers.items():
-                self.send_header(k, v)
-            self.send_header("Content-Length", str(len(data)))
-            if self.close_connection:
-                self.send_header("Connection", "close")
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(data)
+            self.wfile.write(self._head(resp.status, headers, len(data)) + (data if self.command != "HEAD" else b""))
         except OSError:  # the client went away (reset, broken pipe, ...)
             self.close_connection = True
         return resp
+
+    def _head(self, status: int, headers: dict, length: int) -> bytes:
+        """Status line and headers, as send_response/send_header write them, in one piece with
+        the body (one send, one packet: the stdlib's two writes cost a syscall and a segment)."""
+        self.log_request(status)
+        if self.request_version == "HTTP/0.9":
+            return b""
+        lines = [f"{self.protocol_version} {status} {self.responses.get(status, ('',))[0]}\r\n"
+                 f"Server: {self.server_version}\r\nDate: {_http_date()}\r\n"]
+        for k, v in headers.items():
+            lines.append(f"{k}: {v}\r\n")
+            if k.lower() == "connection" and v.lower() == "close":
+                self.close_connection = True
+        lines.append(f"Content-Length: {length}\r\n")
+        if self.close_connection:
+            lines.append("Connection: close\r\n")
+        lines.append("\r\n")
+        return "".join(lines).encode("latin-1", "strict")
+
+
+_date = [(0, "")]  # (second, its HTTP date), replaced whole: formatted once a second, not once a request
+
+
+def _http_date() -> str:
+    now = int(time.time())
+    second, text = _date[0]
+    if second != now:
+        text = email.utils.formatdate(now, usegmt=True)
+        _date[0] = (now, text)
+    return text
 
 
 class Server(ThreadingHTTPServer):

@@ -99,7 +99,7 @@ class Slot:
 
     def __init__(self, interpreter, inputs):
         self.interpreter = interpreter
-        self.batch = {t.index: None for t in inputs}
+        self.batch = None  # the input shapes, in model input order, its tensors are allocated for
         self.resizable = True
 
 
@@ -140,9 +140,12 @@ class ModelRunner:
                     self.aliases[t.name] = public
                     t.name, t.position = public, pos
                 infos.sort(key=lambda t: t.position)
-        first.batch = {t.index: None for t in self.inputs}
+        first.batch = None
         self._lock = threading.Lock()
-        self._pool: "queue.LifoQueue[Slot]" = queue.LifoQueue()
+        self._first = first  # the shared slot of mode "lock"
+        # free slots of mode "per-thread": SimpleQueue is C code, so taking and returning a
+        # slot (twice per request) costs no Python-level Condition and no notify under load
+        self._pool: "queue.SimpleQueue[Slot]" = queue.SimpleQueue()
         self._pool.put(first)
         self._created = 1
         self._create_lock = threading.Lock()
@@ -173,8 +176,11 @@ class ModelRunner:
         arrays = self._arrange(inputs)
         n = arrays[0].shape[0] if arrays[0].ndim else 1
         feeds = [self._to_tensor(t, a) for t, a in zip(self.inputs, arrays)]
-        with self.lease() as slot:
+        slot = self._acquire()  # lease() without the generator's cost on every request
+        try:
             return self._invoke(slot, feeds, n)
+        finally:
+            self._release(slot)
 
     @property
     def max_concurrent_invokes(self) -> int:
@@ -201,7 +207,7 @@ class ModelRunner:
     def _acquire(self) -> Slot:
         if self.mode == "lock":
             self._lock.acquire()
-            return self._pool.queue[0]
+            return self._first
         try:
             return self._pool.get_nowait()
         except queue.Empty:
@@ -242,7 +248,7 @@ class ModelRunner:
     def _to_tensor(self, t: TensorInfo, a: np.ndarray) -> np.ndarray:
         want = t.shape[1:]
         got = a.shape[1:]
-        if len(want) != len(got) or any(w not in (-1, g) for w, g in zip(want, got)):
+        if want != got and (len(want) != len(got) or any(w not in (-1, g) for w, g in zip(want, got))):
             raise InvalidInput(
                 f"input '{t.name}' of model '{self.name}' must have shape {_shape(t.shape)}, got {_shape(a.shape)}"
             )
@@ -267,17 +273,18 @@ class ModelRunner:
         interp = slot.interpreter
         if n != 1 and not slot.resizable:
             return self._invoke_rows(slot, feeds, n)
-        if any(slot.batch.get(t.index) != f.shape for t, f in zip(self.inputs, feeds)):
+        shapes = tuple([f.shape for f in feeds])
+        if slot.batch != shapes:
             try:
                 for t, f in zip(self.inputs, feeds):
                     interp.resize_tensor_input(t.index, list(f.shape), strict=False)
                 interp.allocate_tensors()
-                slot.batch = {t.index: f.shape for t, f in zip(self.inputs, feeds)}
+                slot.batch = shapes
             except (ValueError, RuntimeError):
                 if n == 1:
                     raise
                 slot.resizable = False
-                slot.batch = {t.index: None for t in self.inputs}
+                slot.batch = None
                 return self._invoke_rows(slot, feeds, n)
         for t, f in zip(self.inputs, feeds):
             interp.set_tensor(t.index, f)

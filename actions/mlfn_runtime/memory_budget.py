@@ -87,6 +87,7 @@ class MemoryBudget:
         self.capacity = capacity
         self.limit = limit if limit is not None else capacity
         self.in_use = 0
+        self.waiting = 0  # requests waiting for room: only then does a release wake anyone
         self._cond = threading.Condition()
 
     @classmethod
@@ -113,7 +114,15 @@ class MemoryBudget:
                 f"{what} needs about {nbytes // MIB} MiB to decode, more than the {self.capacity // MIB} MiB "
                 f"this function has for images (memory limit {self.limit // MIB} MiB); send a smaller image")
         with self._cond:
-            if not self._cond.wait_for(lambda: self.in_use + nbytes <= self.capacity, WAIT_SECONDS):
+            if self.in_use + nbytes > self.capacity:
+                self.waiting += 1
+                try:
+                    fits = self._cond.wait_for(lambda: self.in_use + nbytes <= self.capacity, WAIT_SECONDS)
+                finally:
+                    self.waiting -= 1
+            else:
+                fits = True
+            if not fits:
                 raise PayloadTooLarge(
                     f"{what} needs about {nbytes // MIB} MiB to decode and other requests hold "
                     f"{self.in_use // MIB} of the {self.capacity // MIB} MiB for images; retry, or send a smaller image")
@@ -123,4 +132,5 @@ class MemoryBudget:
         finally:
             with self._cond:
                 self.in_use -= nbytes
-                self._cond.notify_all()
+                if self.waiting:
+                    self._cond.notify_all()

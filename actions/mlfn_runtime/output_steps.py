@@ -15,8 +15,8 @@ class Softmax(Step):
 
     def __call__(self, x):
         x = _scores(x)
-        e = np.exp(x - np.max(x, axis=-1, keepdims=True))
-        return e / np.sum(e, axis=-1, keepdims=True)
+        e = np.exp(x - x.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
 
 
 class Sigmoid(Step):
@@ -31,7 +31,7 @@ class Sigmoid(Step):
 class Argmax(Step):
     """The best class: `{"index", "label", "score"}`."""
 
-    name, stages = "argmax", (POST,)
+    name, stages, answers_json = "argmax", (POST,), True
     params = {"labels": Param(string)}
 
     def setup(self):
@@ -46,7 +46,7 @@ class Argmax(Step):
 class TopK(Step):
     """The k best classes with labels: `{"label", "index", "score", "top_k": [...]}`."""
 
-    name, stages = "top_k", (POST,)
+    name, stages, answers_json = "top_k", (POST,), True
     params = {"k": Param(positive_int, default=5), "labels": Param(string)}
 
     def setup(self):
@@ -57,7 +57,8 @@ class TopK(Step):
         k = min(self.k, x.size)
         idx = np.argpartition(-x, k - 1)[:k] if k < x.size else np.arange(x.size)
         idx = idx[np.argsort(-x[idx], kind="stable")]
-        top = [{"label": self.pipeline.label(self.names, int(i)), "index": int(i), "score": float(x[i])} for i in idx]
+        scores = x.tolist()  # Python floats at once, not one numpy scalar per entry
+        top = [{"label": self.pipeline.label(self.names, i), "index": i, "score": scores[i]} for i in idx.tolist()]
         return {**top[0], "top_k": top}
 
 

@@ -34,6 +34,7 @@ STEPS: dict = {cls.name: cls for cls in (
 )}
 PRE_STEPS = tuple(n for n, c in STEPS.items() if PRE in c.stages)
 POST_STEPS = tuple(n for n, c in STEPS.items() if POST in c.stages)
+PEAKS_KEPT = 256  # image sizes whose peak_bytes a pipeline remembers
 
 
 # --------------------------------------------------------------------------- validation
@@ -102,6 +103,7 @@ class Pipeline:
         self.stage = stage
         self.default_labels = labels
         self._labels_cache: dict = {}
+        self._peaks: dict = {}  # (size, mode) -> peak_bytes
         self.spec = list(steps or [])
         self.steps: list = []
         layout = "nhwc"
@@ -132,6 +134,16 @@ class Pipeline:
         the decoded pixels, what each image step holds while it runs, then the float32
         array (and an array step's input, output and temporary); 10% more for the
         allocator's rounding (measured within 10% for PNG and JPEG, RGB(A), LA and L)."""
+        key = (size, mode)
+        known = self._peaks.get(key)
+        if known is not None:
+            return known
+        peak = self._peak_bytes(size, mode)
+        if len(self._peaks) < PEAKS_KEPT:  # requests mostly send a few sizes: computed once each
+            self._peaks[key] = peak
+        return peak
+
+    def _peak_bytes(self, size: tuple, mode: str) -> int:
         peak = image_bytes(size, mode)
         for step in self.steps[1:]:
             if not step.image:
@@ -148,6 +160,11 @@ class Pipeline:
 
     def __len__(self):
         return len(self.steps)
+
+    @property
+    def answers_json(self) -> bool:
+        """Whether what this pipeline returns is JSON as it is (its last step says so)."""
+        return bool(self.steps) and self.steps[-1].answers_json
 
     def __call__(self, x: Any, skip_image_steps: bool = False) -> Any:
         """Run every step on one item; at the end of a pre-processing pipeline an image

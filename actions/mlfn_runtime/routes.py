@@ -112,8 +112,25 @@ def _not_found(state, req, params):
 UNKNOWN = Route(ANY, "", "unknown", _not_found)
 
 
+def _static_routes() -> dict:
+    """path -> route for the routes without parameters that no earlier route matches first:
+    their requests (/predict, /run, /healthz, ...) are found by one lookup, not a regex scan."""
+    out: dict = {}
+    for i, route in enumerate(ROUTES):
+        if "{" not in route.pattern and "[" not in route.pattern and route.pattern not in out \
+                and not any(r.regex.fullmatch(route.pattern) for r in ROUTES[:i]):
+            out[route.pattern] = route
+    return out
+
+
+STATIC = _static_routes()
+
+
 def match(method: str, path: str) -> tuple:
     """(route, path parameters) for a request; the handler of a 404/405 route raises."""
+    route = STATIC.get(path)
+    if route is not None:
+        return (route, {}) if method in route.methods else (_refuse(route, method), {})
     for route in ROUTES:
         m = route.regex.fullmatch(path)
         if m is None:

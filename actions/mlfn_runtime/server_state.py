@@ -5,7 +5,7 @@ slots that bound the requests doing work at once (serving.workers)."""
 from __future__ import annotations
 
 import os
-import threading
+import queue
 
 from mlfn_runtime.auth import Guard
 from mlfn_runtime.errors import NotReady
@@ -32,7 +32,7 @@ class ServerState:
         self.auth = Guard.from_function(function, self.metrics)
         self.draining = False
         # serving.workers bounds the requests doing work at once (serving.max_connections the connections)
-        self.slots = threading.BoundedSemaphore(self.serving.workers)
+        self.slots = WorkerSlots(self.serving.workers)
 
     @property
     def ready(self) -> bool:
@@ -43,3 +43,28 @@ class ServerState:
         if self.function is None:
             raise NotReady("this image holds no model (no function.json); initialize it with code via /init")
         return self.function
+
+
+class WorkerSlots:
+    """At most `n` holders at once (`with slots:` or acquire/release): a semaphore whose
+    tokens sit in a C-implemented SimpleQueue, so a request takes and returns its slot
+    without Python-level locks (threading.BoundedSemaphore's Condition and notify cost
+    more than the rest of dispatching when many connections wait for few workers)."""
+
+    def __init__(self, n: int):
+        self._tokens: "queue.SimpleQueue[int]" = queue.SimpleQueue()
+        for i in range(n):
+            self._tokens.put(i)
+
+    def acquire(self) -> None:
+        self._tokens.get()
+
+    def release(self) -> None:
+        self._tokens.put(0)
+
+    def __enter__(self):
+        self._tokens.get()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._tokens.put(0)

@@ -23,6 +23,7 @@ class Step:
     name = ""
     stages: tuple = (PRE, POST)
     image = False  # works on Pillow images (pre-processing before to_array)
+    answers_json = False  # returns only JSON values (dict, list, str, int, float, bool, None): no jsonable pass
     params: dict = {}
 
     def __init__(self, params: dict, pipeline):

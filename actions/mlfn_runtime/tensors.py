@@ -42,7 +42,7 @@ def is_encoded_image(v) -> bool:
 
 
 def check_finite(arr: np.ndarray, where: str) -> None:
-    if arr.dtype.kind == "c" or (arr.dtype.kind == "f" and not np.all(np.isfinite(arr))):
+    if arr.dtype.kind == "c" or (arr.dtype.kind == "f" and not np.isfinite(arr).all()):
         raise InvalidInput(f"{where} holds NaN or infinite values")
 
 

@@ -311,3 +311,40 @@ def test_probes_and_metrics_answer_while_every_worker_is_busy(tmp_path, rt_model
         assert requests.get(url + "/v2", timeout=10).status_code == 200
         assert time.perf_counter() - t0 > 0.5  # waited for the one worker
         busy.join(10)
+
+
+def test_static_paths_find_the_route_the_table_order_gives():
+    """routes.STATIC (one lookup) answers like the first matching pattern of routes.ROUTES."""
+    from mlfn_runtime import routes
+
+    assert {"/predict", "/run", "/init", "/healthz", "/metrics", "/"} <= set(routes.STATIC)
+    for path in routes.STATIC:
+        first = next(r for r in routes.ROUTES if r.regex.fullmatch(path))
+        for method in routes.ANY:
+            route, params = routes.match(method, path)
+            assert params == {} and route.endpoint == first.endpoint
+            assert (route is first) == (method in first.methods)  # else the 405 stand-in
+
+
+def test_the_response_head_is_well_formed_and_head_requests_get_no_body(digits_server, digits):
+    host, port = digits_server.split("//")[1].split(":")
+    body = json.dumps({"image": b64(digit_png(digits[0][0]))}).encode()
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body) + body + b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n"
+                  b"Connection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, rest = data.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin-1").split("\r\n")
+    assert lines[0] == "HTTP/1.1 200 OK"
+    fields = dict(line.split(": ", 1) for line in lines[1:])
+    assert len(fields) == len(lines) - 1  # no header twice
+    assert fields["Server"] == "mlfn" and fields["Date"].endswith(" GMT") and fields["Content-Type"] == "application/json"
+    length = int(fields["Content-Length"])
+    assert json.loads(rest[:length])["model"] == "digits"
+    head2, after = rest[length:].split(b"\r\n\r\n", 1)
+    lines2 = head2.decode("latin-1").split("\r\n")
+    assert lines2[0] == "HTTP/1.1 200 OK" and "Connection: close" in lines2
+    assert int(dict(line.split(": ", 1) for line in lines2[1:])["Content-Length"]) > 0 and after == b""
