@@ -51,7 +51,7 @@ from typing import Mapping, Optional
 import numpy as np
 
 from mlfn_runtime.errors import ConfigurationError
-from mlfn_runtime.metrics import _labels
+from mlfn_runtime.metrics import label_set
 
 ENV_PREFIX = "MLFN_SERVING_BATCHING_"
 MAX_LATENCY_MS = 1000.0
@@ -144,12 +144,12 @@ class BatchStats:
         hist, acc = [], 0
         for le, n in zip(ROW_BUCKETS, counts):
             acc += n
-            hist.append(f"mlfn_batch_rows_bucket{_labels(lab + [('le', str(le))])} {acc}")
-        hist += [f"mlfn_batch_rows_bucket{_labels(lab + [('le', '+Inf')])} {calls}",
-                 f"mlfn_batch_rows_sum{_labels(lab)} {rows}", f"mlfn_batch_rows_count{_labels(lab)} {calls}"]
+            hist.append(f"mlfn_batch_rows_bucket{label_set(lab + [('le', str(le))])} {acc}")
+        hist += [f"mlfn_batch_rows_bucket{label_set(lab + [('le', '+Inf')])} {calls}",
+                 f"mlfn_batch_rows_sum{label_set(lab)} {rows}", f"mlfn_batch_rows_count{label_set(lab)} {calls}"]
         return {"mlfn_batch_rows": hist,
-                "mlfn_batch_requests_total": [f"mlfn_batch_requests_total{_labels(lab)} {requests}"],
-                "mlfn_batch_retries_total": [f"mlfn_batch_retries_total{_labels(lab)} {retries}"]}
+                "mlfn_batch_requests_total": [f"mlfn_batch_requests_total{label_set(lab)} {requests}"],
+                "mlfn_batch_retries_total": [f"mlfn_batch_retries_total{label_set(lab)} {retries}"]}
 
 
 class _Request:

@@ -25,7 +25,7 @@ def _escape(v: str) -> str:
     return str(v).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-def _labels(pairs) -> str:
+def label_set(pairs) -> str:
     pairs = [(k, v) for k, v in pairs if v is not None]
     return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in pairs) + "}" if pairs else ""
 
@@ -79,11 +79,11 @@ class Metrics:
                                           ("throttled", "Requests refused past the rate limit"))):
             out += [f"# HELP mlfn_caller_{name}_total {what}, by caller (API key id or jwt:subject).",
                     f"# TYPE mlfn_caller_{name}_total counter"]
-            out += [f"mlfn_caller_{name}_total{_labels(base + [('caller', k)])} {v[i]}"
+            out += [f"mlfn_caller_{name}_total{label_set(base + [('caller', k)])} {v[i]}"
                     for k, v in sorted(callers.items())]
         out += ["# HELP mlfn_auth_denied_total Requests refused before a caller was known, by status.",
                 "# TYPE mlfn_auth_denied_total counter"]
-        out += [f"mlfn_auth_denied_total{_labels(base + [('status', str(k))])} {v}" for k, v in sorted(denied.items())]
+        out += [f"mlfn_auth_denied_total{label_set(base + [('status', str(k))])} {v}" for k, v in sorted(denied.items())]
         return out
 
     def start(self) -> None:
@@ -114,7 +114,7 @@ class Metrics:
             inflight, cold = self.inflight, self.cold_starts
             payload_events = dict(self.payload_events)
         for (model, endpoint, status), h in hist.items():
-            out.append(f"mlfn_requests_total{_labels(base + [('model', model), ('endpoint', endpoint), ('status', status)])} {h[-1]}")
+            out.append(f"mlfn_requests_total{label_set(base + [('model', model), ('endpoint', endpoint), ('status', status)])} {h[-1]}")
         out += [
             "# HELP mlfn_request_duration_seconds Request latency, by model, endpoint and HTTP status.",
             "# TYPE mlfn_request_duration_seconds histogram",
@@ -124,27 +124,27 @@ class Metrics:
             acc = 0
             for le, n in zip(BUCKETS, h):
                 acc += n
-                out.append(f"mlfn_request_duration_seconds_bucket{_labels(lab + [('le', _num(le))])} {acc}")
-            out.append(f"mlfn_request_duration_seconds_bucket{_labels(lab + [('le', '+Inf')])} {h[-1]}")
-            out.append(f"mlfn_request_duration_seconds_sum{_labels(lab)} {h[-2]!r}")
-            out.append(f"mlfn_request_duration_seconds_count{_labels(lab)} {h[-1]}")
+                out.append(f"mlfn_request_duration_seconds_bucket{label_set(lab + [('le', _num(le))])} {acc}")
+            out.append(f"mlfn_request_duration_seconds_bucket{label_set(lab + [('le', '+Inf')])} {h[-1]}")
+            out.append(f"mlfn_request_duration_seconds_sum{label_set(lab)} {h[-2]!r}")
+            out.append(f"mlfn_request_duration_seconds_count{label_set(lab)} {h[-1]}")
         out += ["# HELP mlfn_model_load_seconds Time to load each model into the interpreter.",
                 "# TYPE mlfn_model_load_seconds gauge"]
         for model, s in self.load_seconds.items():
-            out.append(f"mlfn_model_load_seconds{_labels(base + [('model', model)])} {s!r}")
+            out.append(f"mlfn_model_load_seconds{label_set(base + [('model', model)])} {s!r}")
         if self.startup_seconds is not None:
             out += ["# HELP mlfn_startup_seconds Process start until ready to serve.",
                     "# TYPE mlfn_startup_seconds gauge",
-                    f"mlfn_startup_seconds{_labels(base)} {self.startup_seconds!r}"]
+                    f"mlfn_startup_seconds{label_set(base)} {self.startup_seconds!r}"]
         out += ["# HELP mlfn_cold_starts_total Cold starts served by this process (1 after its first request).",
                 "# TYPE mlfn_cold_starts_total counter",
-                f"mlfn_cold_starts_total{_labels(base)} {cold}",
+                f"mlfn_cold_starts_total{label_set(base)} {cold}",
                 "# HELP mlfn_inflight_requests Requests being served now.",
                 "# TYPE mlfn_inflight_requests gauge",
-                f"mlfn_inflight_requests{_labels(base)} {inflight}"]
+                f"mlfn_inflight_requests{label_set(base)} {inflight}"]
         for what, text in (("sent", "delivered to logging.sink"), ("dropped", "dropped (queue full or sink unreachable)")):
             out += [f"# HELP mlfn_payload_events_{what}_total Payload-logging events {text}.",
                     f"# TYPE mlfn_payload_events_{what}_total counter",
-                    f"mlfn_payload_events_{what}_total{_labels(base)} {payload_events[what]}"]
+                    f"mlfn_payload_events_{what}_total{label_set(base)} {payload_events[what]}"]
         out += self._render_callers(base)
         return "\n".join(out) + "\n"
