@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import TYPE_CHECKING, Mapping, Optional
 from urllib.parse import parse_qsl
 
-from mlfn_runtime import api_keys
 from mlfn_runtime.http_messages import Response
 from mlfn_runtime.rate_limit import RateLimiter
+
+if TYPE_CHECKING:
+    from mlfn_runtime import api_keys
 
 DEFAULT_KEYS_FILE = "/var/run/mlfn/auth/keys.json"
 MAX_CREDENTIAL = 8192
@@ -88,9 +90,15 @@ class Guard:
         self.metrics = metrics
         self.under_knative = bool((os.environ if environ is None else environ).get("K_SERVICE"))
         self.limiter = RateLimiter()
-        self.keys_file = api_keys.WatchedFile(settings.keys_file, api_keys.parse_key_set, settings.reload_seconds,
-                                              api_keys.KeySet())
-        self.inline = api_keys.InlineKeySets()
+        # api_keys (hashing, the watched file) is imported only when auth is on, or when an
+        # activation carries a key set: a function without auth does not pay for it at start-up
+        self.keys_file: "Optional[api_keys.WatchedFile]" = None
+        if settings.enabled:
+            from mlfn_runtime import api_keys
+
+            self.keys_file = api_keys.WatchedFile(settings.keys_file, api_keys.parse_key_set,
+                                                  settings.reload_seconds, api_keys.KeySet())
+        self._inline: "Optional[api_keys.InlineKeySets]" = None  # made on the first activation's key set
         self.jwt = None
         self._platform_jwt: Optional[tuple] = None  # (the key set's jwt settings, their verifier)
         if settings.enabled and settings.jwt:
@@ -149,6 +157,8 @@ class Guard:
         needed = self.route_scope(scope)
         if needed is None:
             return None
+        from mlfn_runtime import api_keys
+
         try:
             caller, rate, burst = self._identify(headers, key_set or self.keys_file.current())
             missing = [m for m in models or ("*",) if not api_keys.scope_allows(caller.scopes, m, needed)]
@@ -170,11 +180,17 @@ class Guard:
         if raw is None:
             return None
         try:
-            return self.inline.parse(raw)
+            if self._inline is None:
+                from mlfn_runtime.api_keys import InlineKeySets
+
+                self._inline = InlineKeySets()
+            return self._inline.parse(raw)
         except ValueError:
             raise Denied(500, f"the '{OPENWHISK_KEYS_PARAM}' parameter is not a valid key set", {}) from None
 
     def _identify(self, headers: Mapping, key_set: api_keys.KeySet) -> tuple:
+        from mlfn_runtime import api_keys
+
         credential = _credential(headers)
         if self.jwt is not None and credential.count(".") == 2 and not credential.startswith(api_keys.KEY_PREFIX):
             from mlfn_runtime.jwt_verify import TokenError

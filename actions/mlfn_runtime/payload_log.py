@@ -13,14 +13,11 @@ sent as its content type, size and image shape only; the response always in full
 from __future__ import annotations
 
 import base64
-import datetime
 import http.client
 import io
 import queue
-import random
 import threading
 import time
-import uuid
 from typing import Optional
 from urllib.parse import urlsplit
 
@@ -56,8 +53,11 @@ class PayloadLog:
         """Queue the request/response pair of one served request (sampled; never blocks)."""
         if not self.enabled or endpoint not in LOGGED_ENDPOINTS:
             return
-        if self.settings.sample_rate < 1.0 and random.random() >= self.settings.sample_rate:
-            return
+        if self.settings.sample_rate < 1.0:
+            import random  # only a sampled payload log needs it (not imported at start-up)
+
+            if random.random() >= self.settings.sample_rate:
+                return
         self._ensure_sender()
         try:
             self._queue.put_nowait((endpoint, req, resp))
@@ -95,6 +95,8 @@ class PayloadLog:
             time.sleep(0.0005)
 
     def _events(self, request_id: str, endpoint: str, req, resp) -> list:
+        import datetime  # in the sender thread: not on the start-up path
+
         common = {
             "ce-specversion": "1.0", "ce-id": request_id, "ce-source": f"/mlfn/{self.function_name}",
             "ce-time": datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z"),
@@ -131,7 +133,11 @@ def request_id(req) -> str:
                 return event_id
         except (UnicodeDecodeError, ValueError, AttributeError):
             pass
-    return req.headers.get("X-Request-Id") or str(uuid.uuid4())
+    if req.headers.get("X-Request-Id"):
+        return req.headers["X-Request-Id"]
+    import uuid  # 2-3 ms to import: only when an id must be made up
+
+    return str(uuid.uuid4())
 
 
 def request_metadata(content_type: str, body: bytes) -> dict:

@@ -6,14 +6,19 @@ handler `(state, request, params) -> Response` of one protocol module, how large
 it reads (`body`), whether it counts against `serving.workers` (`limited`: probes
 and metrics answer even when every worker is busy), and `admit(state)`, run before the
 body is read, which raises to refuse the request without reading its body. The first route whose pattern
-matches the path answers: a method it does not take is a 405, no match a 404."""
+matches the path answers: a method it does not take is a 405, no match a 404.
+
+The protocols a function rarely speaks (CloudEvents, Open Inference Protocol, TensorFlow
+Serving, the OpenAPI document) are named here by module and imported on their first
+request (`_lazy`), not at start-up: a cold start imports only /predict, /run and the probes."""
 from __future__ import annotations
 
+import importlib
 import re
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from mlfn_runtime import cloudevents_route, oip, openapi, predict_route, probes, tfserving, whisk_action
+from mlfn_runtime import predict_route, probes, whisk_action
 from mlfn_runtime.errors import MethodNotAllowed, NotFound
 from mlfn_runtime.http_messages import Response
 from mlfn_runtime.serving import Serving
@@ -68,8 +73,23 @@ class Route:
         return {NO_BODY: 0, PAYLOAD: max_payload, ACTIVATION: max_payload + whisk_action.RUN_ENVELOPE}[self.body]
 
 
+def _lazy(module: str, name: str) -> Callable:
+    """The handler `name` of `mlfn_runtime.<module>`, imported when its route is first used."""
+    handler: list = []
+
+    def handle(state, req, params) -> Response:
+        if not handler:
+            handler.append(getattr(importlib.import_module("mlfn_runtime." + module), name))
+        return handler[0](state, req, params)
+
+    handle.__qualname__ = handle.__name__ = f"{module}.{name}"
+    return handle
+
+
 def _openapi(state, req, params) -> Response:
     """GET /openapi.json: this table, the models and the security in force (mlfn_runtime.openapi)."""
+    from mlfn_runtime import openapi
+
     return Response(200, openapi.build_document(state.function, state.auth, ROUTES))
 
 
@@ -78,25 +98,25 @@ ROUTES = (
     Route(POST, "/init", "init", whisk_action.init_route, INIT, admit=whisk_action.admit_init),
     Route(POST, "/run", "run", whisk_action.run_route, ACTIVATION, admit=whisk_action.admit_run),
     Route(POST, "/predict", "predict", predict_route.predict, PAYLOAD),
-    Route(POST, "/", "predict", cloudevents_route.root, PAYLOAD),  # an event (ce-* headers) or a predict body
-    Route(POST, "/events", "events", cloudevents_route.event, PAYLOAD),
+    Route(POST, "/", "predict", _lazy("cloudevents_route", "root"), PAYLOAD),  # an event (ce-* headers) or a predict body
+    Route(POST, "/events", "events", _lazy("cloudevents_route", "event"), PAYLOAD),
     Route(GET, "/healthz", "health", probes.health, limited=False),
     Route(GET, "/readyz", "health", probes.health, limited=False),
     Route(GET, "/health", "health", probes.health, limited=False),
     Route(GET, "/livez", "health", probes.live, limited=False),
     Route(("GET",), "/metrics", "metrics", probes.metrics, limited=False),
     Route(GET, "/openapi.json", "openapi", _openapi, limited=False),
-    Route(("GET",), "/v2", "v2_server", oip.server_metadata),
-    Route(GET, "/v2/health/live", "v2_live", oip.live, limited=False),
-    Route(GET, "/v2/health/ready", "v2_ready", oip.ready, limited=False),
-    Route(("GET",), "/v2" + MODEL, "v2_metadata", oip.model_metadata),
-    Route(GET, "/v2" + MODEL + "/ready", "v2_model_ready", oip.model_ready, limited=False),
-    Route(POST, "/v2" + MODEL + "/infer", "v2_infer", oip.infer, PAYLOAD),
-    Route(ANY, "/v2/{rest*}", "v2_unknown", oip.unknown),
-    Route(("GET",), "/v1" + MODEL, "v1_status", tfserving.status),
-    Route(("GET",), "/v1" + MODEL + "/metadata", "v1_metadata", tfserving.metadata),
-    Route(POST, "/v1" + MODEL + ":predict", "v1_predict", tfserving.predict, PAYLOAD),
-    Route(ANY, "/v1/models/{rest*}", "v1_unknown", tfserving.unknown),
+    Route(("GET",), "/v2", "v2_server", _lazy("oip", "server_metadata")),
+    Route(GET, "/v2/health/live", "v2_live", _lazy("oip", "live"), limited=False),
+    Route(GET, "/v2/health/ready", "v2_ready", _lazy("oip", "ready"), limited=False),
+    Route(("GET",), "/v2" + MODEL, "v2_metadata", _lazy("oip", "model_metadata")),
+    Route(GET, "/v2" + MODEL + "/ready", "v2_model_ready", _lazy("oip", "model_ready"), limited=False),
+    Route(POST, "/v2" + MODEL + "/infer", "v2_infer", _lazy("oip", "infer"), PAYLOAD),
+    Route(ANY, "/v2/{rest*}", "v2_unknown", _lazy("oip", "unknown")),
+    Route(("GET",), "/v1" + MODEL, "v1_status", _lazy("tfserving", "status")),
+    Route(("GET",), "/v1" + MODEL + "/metadata", "v1_metadata", _lazy("tfserving", "metadata")),
+    Route(POST, "/v1" + MODEL + ":predict", "v1_predict", _lazy("tfserving", "predict"), PAYLOAD),
+    Route(ANY, "/v1/models/{rest*}", "v1_unknown", _lazy("tfserving", "unknown")),
 )
 
 # endpoint label -> auth scope (mlfn_runtime.auth); an endpoint not listed needs "metadata"

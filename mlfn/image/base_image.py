@@ -47,7 +47,7 @@ SUITE = "bookworm"
 # liblapack-dev: its PIC archive, from which numpy's LAPACK subset is linked (slim.subset_lapack)
 PACKAGES = ["python3.11-minimal", "libpython3.11-stdlib", "libstdc++6", "libgcc-s1", "zlib1g", "python3-numpy", "liblapack-dev"]
 # Bumped when the base's layout changes: a cached base of another format is rebuilt.
-BASE_FORMAT = 3
+BASE_FORMAT = 4
 FORMAT_LABEL = "dev.mlfn.base.format"
 PACKAGES_LABEL = "dev.mlfn.base.python-packages"  # "numpy==1.24.2": what the dependency layer can leave out
 SIZES_LABEL = "dev.mlfn.base.sizes"  # "python=BYTES stdlib=BYTES numpy=BYTES ...", see rootfs_sizes

@@ -11,7 +11,7 @@ import pytest
 
 from mlfn.image.base_image import PACKAGES_LABEL, python_packages
 from mlfn.image.deps import requirements_for
-from mlfn.image.slim import add_package_sizes, compile_sourceless, package_sizes
+from mlfn.image.slim import NUMPY_INIT_EDITS, NUMPY_LAZY, add_package_sizes, compile_sourceless, lazy_numpy_submodules, package_sizes
 
 
 def _cfg(pre, runtime="litert"):
@@ -281,3 +281,46 @@ def test_a_custom_file_importing_a_pruned_stdlib_module_is_named(tmp_path):
     (tmp_path / "broken.py").write_text("def (:\n")
     assert pruned_imports(tmp_path) == [("steps/post.py", m) for m in (
         "asyncio", "logging.handlers", "smtplib", "xml.dom.minidom")]
+
+
+def test_numpy_edits_need_the_exact_numpy_they_were_written_for(tmp_path):
+    from mlfn.errors import BuildError
+
+    init = tmp_path / "__init__.py"
+    known = "".join(old for old, _ in NUMPY_INIT_EDITS)
+    init.write_text(known)
+    lazy_numpy_submodules(init)
+    assert "from . import random" not in init.read_text() and "import_module('numpy.' + attr)" in init.read_text()
+    init.write_text(known.replace("    from . import ma\n", ""))  # another numpy: the build stops, file untouched
+    with pytest.raises(BuildError, match="__init__.py does not hold `from . import fft"):
+        lazy_numpy_submodules(init)
+    assert init.read_text() == known.replace("    from . import ma\n", "")
+
+
+LAZY_NUMPY = """
+import json, sys
+import mlfn_runtime.http_server, mlfn_runtime.function, ai_edge_litert.interpreter, PIL.Image
+import numpy as np
+at_start = [m for m in %r if "numpy." + m in sys.modules]
+from numpy import ma
+star = {}
+exec("from numpy import *", star)
+print(json.dumps({"at_start": at_start, "random": int(np.random.default_rng(0).integers(10, 11)),
+                  "ma": int(ma.masked_array([1, 2], [0, 1]).sum()), "fft": np.fft.fft([1, 0]).real.tolist(),
+                  "polynomial": float(np.polynomial.Polynomial([1, 2])(2)),
+                  "ctypeslib": np.ctypeslib.as_ctypes_type(np.int32).__name__,
+                  "star": all(star[m] is getattr(np, m) for m in ("fft", "random", "ctypeslib", "ma")),
+                  "dir": sorted(set(%r) - set(dir(np)))}))
+""" % (NUMPY_LAZY, NUMPY_LAZY)
+
+
+@pytest.mark.docker
+def test_the_base_numpy_imports_its_unused_subpackages_on_first_use(digits_image, docker_client):
+    base = docker_client.images.get(digits_image.labels.get("org.opencontainers.image.base.name") or "mlfn-base:3.11")
+    if not python_packages(base.labels).get("numpy"):
+        pytest.skip("a foreign base: its numpy is not mlfn's")
+    out = docker_client.containers.run(digits_image.image, ["python3", "-c", LAZY_NUMPY], remove=True,
+                                       read_only=True, labels={"dev.mlfn.test": "build"})
+    report = json.loads(out.decode().strip().splitlines()[-1])
+    assert report == {"at_start": [], "random": 10, "ma": 1, "fft": [1.0, 1.0], "polynomial": 5.0,
+                      "ctypeslib": "c_int", "star": True, "dir": []}

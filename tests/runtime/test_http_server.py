@@ -348,3 +348,39 @@ def test_the_response_head_is_well_formed_and_head_requests_get_no_body(digits_s
     lines2 = head2.decode("latin-1").split("\r\n")
     assert lines2[0] == "HTTP/1.1 200 OK" and "Connection: close" in lines2
     assert int(dict(line.split(": ", 1) for line in lines2[1:])["Content-Length"]) > 0 and after == b""
+
+
+LAZY_MODULES = ("mlfn_runtime.cloudevents_route", "mlfn_runtime.oip", "mlfn_runtime.tfserving",
+                "mlfn_runtime.openapi", "mlfn_runtime.api_keys", "uuid")
+COLD_START = '''
+import json, sys, threading, urllib.request
+from mlfn_runtime import make_server
+srv = make_server(sys.argv[1], "127.0.0.1", 0)
+threading.Thread(target=srv.serve_forever, daemon=True).start()
+lazy = json.loads(sys.argv[2])
+started = [m for m in lazy if m in sys.modules]
+url = f"http://127.0.0.1:{srv.port}"
+answers = {}
+for path in ("/v2/health/ready", "/v1/models/digits", "/openapi.json"):
+    with urllib.request.urlopen(url + path) as r:
+        answers[path] = r.status
+req = urllib.request.Request(url + "/events", data=b'{"instances": [[0]]}', method="POST", headers={
+    "ce-specversion": "1.0", "ce-id": "1", "ce-source": "/t", "ce-type": "t", "Content-Type": "application/json"})
+try:
+    urllib.request.urlopen(req)
+except urllib.error.HTTPError as e:
+    answers["/events"] = e.code
+print(json.dumps({"started": started, "answers": answers, "after": [m for m in lazy if m in sys.modules]}))
+'''
+
+
+def test_start_up_imports_no_protocol_a_request_has_not_used_yet(digits_dir):
+    """A cold start loads /predict, /run and the probes only; the other protocols (and auth's
+    key handling) are imported by their first request, which they answer as usual."""
+    out = subprocess.run([sys.executable, "-c", COLD_START, str(digits_dir), json.dumps(LAZY_MODULES)],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["started"] == []
+    assert report["answers"] == {"/v2/health/ready": 200, "/v1/models/digits": 200, "/openapi.json": 200,
+                                 "/events": 400}
+    assert set(report["after"]) == set(LAZY_MODULES) - {"mlfn_runtime.api_keys"}
