@@ -71,7 +71,7 @@ class BatchSettings:
     """`serving.batching` of function.json. `max_batch_size` is rows per coalesced
     interpreter call, not `serving.max_batch_size` (inputs one request may carry)."""
 
-    enabled: bool = False
+    enabled: bool = True  # the build side's default too (mlfn.config.BatchingConfig): function.json omits it
     max_batch_size: int = 32
     max_latency_ms: float = 2.0
 
