@@ -50,8 +50,9 @@ def function_dir(root: Path, model: Path, name: str, pre: list, latency_ms) -> P
     (root / "models" / name).mkdir(parents=True)
     shutil.copy(model, root / "models" / name / "model.tflite")
     serving = {"max_payload_bytes": 64 << 20}
-    if latency_ms is not None:
-        serving["batching"] = {"enabled": True, "max_batch_size": 32, "max_latency_ms": latency_ms}
+    # off is written out: batching is on by default
+    serving["batching"] = ({"enabled": False} if latency_ms is None else
+                           {"enabled": True, "max_batch_size": 32, "max_latency_ms": latency_ms})
     spec = {"name": name, "runtime": "litert", "serving": serving,
             "models": [{"name": name, "path": f"models/{name}/model.tflite", "pre": pre, "post": []}]}
     (root / "function.json").write_text(json.dumps(spec))

@@ -104,7 +104,7 @@ class EventsConfig:
 class BatchingConfig:
     """Server-side batching: concurrent requests for one model share one interpreter call."""
 
-    enabled: bool = False  # coalesce concurrent requests; pays only with many concurrent requests per instance (README)
+    enabled: bool = True  # coalesce concurrent requests (a lone request never waits; README, "Server-side batching")
     max_batch_size: int = 32  # rows per shared interpreter call; a request with more runs alone
     max_latency_ms: float = 2.0  # longest wait for other requests (0: coalesce only while the interpreters are busy)
 

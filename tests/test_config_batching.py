@@ -15,8 +15,21 @@ from mlfn.project import render_config
 
 def test_defaults_leave_function_json_as_it_was():
     cfg = from_dict({"name": "digits"})
-    assert cfg.serving.batching.enabled is False and cfg.serving.batching.max_latency_ms == 2.0
+    assert cfg.serving.batching.enabled is True and cfg.serving.batching.max_latency_ms == 2.0
     assert "batching" not in function_document(cfg, [])["serving"]
+    off = function_document(from_dict({"name": "digits", "serving": {"batching": {"enabled": False}}}), [])
+    assert off["serving"]["batching"]["enabled"] is False  # switched off, it is written out
+
+
+def test_function_json_without_batching_means_the_build_side_default():
+    from mlfn.config import BatchingConfig
+    from mlfn_runtime.batching import BatchSettings
+    from mlfn_runtime.serving import Serving
+
+    runtime = Serving.from_dict({}, environ={}).batching
+    assert (runtime.enabled, runtime.max_batch_size, runtime.max_latency_ms) == (
+        BatchingConfig().enabled, BatchingConfig().max_batch_size, BatchingConfig().max_latency_ms)
+    assert runtime == BatchSettings()
 
 
 def test_the_runtime_reads_what_the_build_side_writes(tmp_path):
@@ -48,8 +61,8 @@ def test_bad_values_name_the_key(data, needle):
 
 def test_environment_overrides_name_the_variable(tmp_path, monkeypatch):
     (tmp_path / "mlfn.yaml").write_text("name: digits\n")
-    monkeypatch.setenv("MLFN_SERVING__BATCHING__ENABLED", "true")
-    assert load_config(str(tmp_path)).serving.batching.enabled is True
+    monkeypatch.setenv("MLFN_SERVING__BATCHING__ENABLED", "false")
+    assert load_config(str(tmp_path)).serving.batching.enabled is False
     monkeypatch.setenv("MLFN_SERVING__BATCHING__MAX_LATENCY_MS", "5000")
     with pytest.raises(ConfigError, match="MLFN_SERVING__BATCHING__MAX_LATENCY_MS"):
         load_config(str(tmp_path))
@@ -58,6 +71,6 @@ def test_environment_overrides_name_the_variable(tmp_path, monkeypatch):
 def test_mlfn_init_documents_the_keys():
     text = render_config(from_dict({}))
     section = text[text.index("  batching:"):]
-    for key in ("enabled: false", "max_batch_size: 32", "max_latency_ms: 2.0"):
+    for key in ("enabled: true", "max_batch_size: 32", "max_latency_ms: 2.0"):
         assert f"    {key}  # " in section
     assert "inputs one request may carry" in text  # serving.max_batch_size says how it differs

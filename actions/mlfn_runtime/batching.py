@@ -2,7 +2,8 @@
 share one interpreter call, as TF Serving's batching, Triton's dynamic batcher and
 MLServer's adaptive batching do.
 
-    batcher = Batcher(runner, BatchSettings(enabled=True, max_batch_size=32, max_latency_ms=2), max_requests=8)
+    batcher = Batcher(runner, BatchSettings(enabled=True, max_batch_size=32, max_latency_ms=2), max_requests=8,
+                      in_flight=function_in_flight)
     outputs = batcher.predict(inputs)   # what runner.predict(inputs) returns, for these rows only
 
 Where it sits: `Function.predict` and `Function.infer` call `ModelEntry.batcher.predict`
@@ -16,13 +17,18 @@ How a batch forms (leader and followers, no thread of its own):
   batch dimension, dtype) when the group has room for its rows (`max_batch_size` rows per
   call); otherwise it opens a new group and leads it. Inputs that cannot be stacked
   (another trailing shape or dtype) have another key, so they go in another group.
-- The leader waits until its group holds `max_batch_size` rows, or `max_latency_ms` passed
-  since it opened the group, or no other request can come: every request in flight is in
-  this batcher (`max_requests`, serving.workers: each request holds a worker slot while it
-  waits). Then it waits until an interpreter is free (a semaphore of the runner's
-  `max_concurrent_invokes`). The group takes joiners all that time: under load a
-  batch grows while the interpreters are busy, and an idle server adds at most
-  `max_latency_ms` to a request. With `max_latency_ms: 0` only that queueing coalesces.
+- The leader waits only while another request may still join: it flushes at once when
+  every request in flight in the server (admitted, not yet answered: `RequestsInFlight`,
+  the `mlfn_inflight_requests` gauge) is already inside a batcher, or as many are as there
+  are worker slots (`max_requests`, serving.workers: each holds its slot while it waits).
+  Otherwise it waits until its group holds `max_batch_size` rows, or `max_latency_ms`
+  passed since it opened the group, or those others arrived or were answered. So a lone
+  request does not wait at all; requests arriving together (decoded and pre-processed in
+  their own threads) wait at most the window for each other. Then the leader waits until
+  an interpreter is free (a semaphore of the runner's `max_concurrent_invokes`). The group
+  takes joiners all that time: under load a batch grows while the interpreters are busy.
+  With `max_latency_ms: 0` only that queueing coalesces. (Called outside a server, with
+  no request admitted, every call runs at once.)
 - The leader closes the group, concatenates the members' arrays along the batch
   dimension, calls `runner.predict` once, and hands each member its rows of every output.
 - A request with more rows than `max_batch_size` runs alone (through the same semaphore).
@@ -51,6 +57,7 @@ from typing import Mapping, Optional
 import numpy as np
 
 from mlfn_runtime.errors import ConfigurationError
+from mlfn_runtime.in_flight import RequestsInFlight
 from mlfn_runtime.metrics import label_set
 
 ENV_PREFIX = "MLFN_SERVING_BATCHING_"
@@ -64,7 +71,7 @@ class BatchSettings:
     """`serving.batching` of function.json. `max_batch_size` is rows per coalesced
     interpreter call, not `serving.max_batch_size` (inputs one request may carry)."""
 
-    enabled: bool = False
+    enabled: bool = True  # the build side's default too (mlfn.config.BatchingConfig): function.json omits it
     max_batch_size: int = 32
     max_latency_ms: float = 2.0
 
@@ -210,16 +217,17 @@ def _split(outputs: dict, members: list) -> Optional[list]:
 class Batcher:
     """Coalesces concurrent `predict` calls for one model (see the module docstring)."""
 
-    def __init__(self, runner, settings: BatchSettings, max_requests: int):
-        """`max_requests`: how many requests can be in flight at once (serving.workers)."""
+    def __init__(self, runner, settings: BatchSettings, max_requests: int, in_flight: RequestsInFlight):
+        """`max_requests`: how many requests can be in flight at once (serving.workers);
+        `in_flight`: the server's requests in flight, shared by every batcher of the function
+        (its lock guards the groups too)."""
         self.runner = runner
         self.settings = settings
         self.max_requests = max_requests
+        self.in_flight = in_flight
         self.stats = BatchStats()
-        self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)  # a group filled up or was superseded
+        self._changed = in_flight.changed  # requests came or went, a group filled up or was superseded
         self._open: dict = {}  # stack key -> the group that takes joiners
-        self._inside = 0  # requests in predict (queued, leading or running)
         self._free = threading.BoundedSemaphore(runner.max_concurrent_invokes)
 
     def predict(self, inputs) -> dict:
@@ -227,32 +235,39 @@ class Batcher:
         if not self.settings.enabled:
             return self.runner.predict(inputs)
         key, rows = stack_key(inputs)
-        if key is None or rows > self.settings.max_batch_size:
-            with self._free:
-                outputs = self.runner.predict(inputs)
-            self.stats.count_call(rows, 1)
-            return outputs
         request = _Request(inputs, rows)
         try:
+            if key is None or rows > self.settings.max_batch_size:
+                with self._changed:
+                    self._count_in()
+                with self._free:
+                    request.outputs = self.runner.predict(inputs)
+                self.stats.count_call(rows, 1)
+                return request.outputs
             group = self._join(key, request)
             if group is None:
                 request.done.wait()
             else:
                 self._lead(group)
         finally:
-            with self._lock:
-                self._inside -= 1
+            with self._changed:
+                self.in_flight.batched -= 1
         if request.error is not None:
             raise request.error
         return request.outputs
 
+    def _count_in(self) -> None:
+        """(Caller holds the lock.) Count the caller inside a batcher; wake the leaders
+        if nobody else can come now."""
+        self.in_flight.batched += 1
+        if self.in_flight.nobody_else_can_come(self.max_requests):
+            self._changed.notify_all()
+
     def _join(self, key: tuple, request: _Request) -> Optional[_Group]:
         """Join the open group of `key` (None) or open a new one and return it to lead."""
         limit = self.settings.max_batch_size
-        with self._lock:
-            self._inside += 1
-            if self._inside >= self.max_requests:  # nobody else can come: the leaders can go
-                self._changed.notify_all()
+        with self._changed:
+            self._count_in()  # notified waiters wake only once this request is in a group
             group = self._open.get(key)
             if group is not None and group.rows + request.rows <= limit:
                 group.members.append(request)
@@ -271,17 +286,18 @@ class Batcher:
             return group
 
     def _lead(self, group: _Group) -> None:
-        """Wait for the group to fill or its latency window to pass, then for an
-        interpreter; close the group, run it and answer every member."""
+        """Wait while the group is open, has room and another request in flight may still
+        join it, at most the latency window; then wait for an interpreter, close the group,
+        run it and answer every member."""
         deadline = group.opened + self.settings.max_latency_ms / 1000.0
-        with self._lock:
-            while self._open.get(group.key) is group and self._inside < self.max_requests:
+        with self._changed:
+            while self._open.get(group.key) is group and not self.in_flight.nobody_else_can_come(self.max_requests):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
                 self._changed.wait(left)
         with self._free:
-            with self._lock:
+            with self._changed:
                 if self._open.get(group.key) is group:
                     del self._open[group.key]
                 members = list(group.members)

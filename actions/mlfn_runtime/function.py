@@ -29,6 +29,7 @@ import numpy as np
 
 from mlfn_runtime.batching import Batcher
 from mlfn_runtime.errors import BatchTooLarge, ConfigurationError, CustomStepError, InvalidInput, NotFound
+from mlfn_runtime.in_flight import RequestsInFlight
 from mlfn_runtime.interpreter import ModelRunner, TensorInfo
 from mlfn_runtime.memory_budget import MemoryBudget
 from mlfn_runtime.pipeline import POST, PRE, Pipeline
@@ -69,6 +70,7 @@ class ModelEntry:
 class Function:
     name: str
     models: dict  # name -> ModelEntry, in function.json order (the first is the default)
+    in_flight: RequestsInFlight  # the server's requests in flight; every model's batcher reads it
     serving: Serving = field(default_factory=Serving)
     base_dir: str = "."
     load_seconds: float = 0.0
@@ -252,15 +254,16 @@ def load_function(function_dir: str, memory: Optional[MemoryBudget] = None) -> F
     if not isinstance(models_spec, list) or not models_spec:
         raise ConfigurationError(f"{path} must list at least one model under 'models'.")
     models: dict = {}
+    in_flight = RequestsInFlight()
     for i, m in enumerate(models_spec):
         if not isinstance(m, dict) or not m.get("name") or not m.get("path"):
             raise ConfigurationError(f"models[{i}] in {path} needs a 'name' and a 'path'.")
         if str(m["name"]) in models:
             raise ConfigurationError(f"model name '{m['name']}' appears twice in {path}.")
-        entry = _load_model(m, spec.get("labels"), serving, function_dir, path)
+        entry = _load_model(m, spec.get("labels"), serving, function_dir, path, in_flight)
         models[entry.name] = entry
     return Function(
-        name=str(spec.get("name") or next(iter(models))), models=models, serving=serving,
+        name=str(spec.get("name") or next(iter(models))), models=models, in_flight=in_flight, serving=serving,
         base_dir=function_dir, load_seconds=time.perf_counter() - t0, auth=spec.get("auth") or {},
         memory=memory or MemoryBudget.for_this_process(serving),
     )
@@ -279,7 +282,8 @@ def _read_spec(path: str, function_dir: str) -> dict:
     return spec
 
 
-def _load_model(m: dict, default_labels, serving: Serving, function_dir: str, path: str) -> ModelEntry:
+def _load_model(m: dict, default_labels, serving: Serving, function_dir: str, path: str,
+                in_flight: RequestsInFlight) -> ModelEntry:
     name = str(m["name"])
     try:
         labels = m.get("labels") or default_labels
@@ -290,6 +294,6 @@ def _load_model(m: dict, default_labels, serving: Serving, function_dir: str, pa
     model_path = m["path"] if os.path.isabs(m["path"]) else os.path.join(function_dir, m["path"])
     runner = ModelRunner(path=model_path, num_threads=serving.num_threads, mode=serving.interpreter,
                          max_interpreters=serving.interpreters, name=name)
-    batcher = Batcher(runner, serving.batching, max_requests=serving.workers)
+    batcher = Batcher(runner, serving.batching, max_requests=serving.workers, in_flight=in_flight)
     return ModelEntry(name=name, runner=runner, pre=pre, post=post, batcher=batcher, path=m["path"],
                       sha256=str(m.get("sha256", "")), quantization=str(m.get("quantization", "")))

@@ -18,6 +18,8 @@ from __future__ import annotations
 import threading
 from bisect import bisect_left
 
+from mlfn_runtime.in_flight import RequestsInFlight
+
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -35,14 +37,15 @@ def _num(v: float) -> str:
 
 
 class Metrics:
-    def __init__(self, service: str | None = None, revision: str | None = None):
+    def __init__(self, in_flight: RequestsInFlight, service: str | None = None, revision: str | None = None):
+        """`in_flight`: the server's requests in flight (the function's, which its batchers read)."""
+        self.in_flight = in_flight
         self.base = [(k, v) for k, v in (("service", service), ("revision", revision)) if v]
         self._lock = threading.Lock()
         self._hist: dict = {}  # (model, endpoint, status) -> [bucket counts..., sum, count]
         self.load_seconds: dict = {}
         self.startup_seconds: float | None = None
         self.cold_starts = 0
-        self.inflight = 0
         self.payload_events = {"sent": 0, "dropped": 0}
         self._callers: dict = {}  # caller id -> [requests, errors, throttled]
         self._denied: dict = {}  # status -> count
@@ -86,16 +89,20 @@ class Metrics:
         out += [f"mlfn_auth_denied_total{label_set(base + [('status', str(k))])} {v}" for k, v in sorted(denied.items())]
         return out
 
+    @property
+    def inflight(self) -> int:
+        return self.in_flight.admitted
+
     def start(self) -> None:
+        self.in_flight.start()
         with self._lock:
-            self.inflight += 1
             if self.cold_starts == 0:
                 self.cold_starts = 1
 
     def observe(self, model: str, endpoint: str, status: int, seconds: float) -> None:
         key = (model or "", endpoint, str(status))
+        self.in_flight.finish()
         with self._lock:
-            self.inflight -= 1
             h = self._hist.get(key)
             if h is None:
                 h = self._hist[key] = [0] * (len(BUCKETS) + 2)

@@ -10,6 +10,7 @@ import queue
 from mlfn_runtime.auth import Guard
 from mlfn_runtime.errors import NotReady
 from mlfn_runtime.event_settings import read_settings
+from mlfn_runtime.in_flight import RequestsInFlight
 from mlfn_runtime.metrics import Metrics
 from mlfn_runtime.payload_log import PayloadLog
 from mlfn_runtime.serving import INIT_TOKEN_ENV, Serving
@@ -22,7 +23,8 @@ class ServerState:
         self.serving = function.serving if function is not None else Serving.from_dict(None)
         # serving holds the init token's hash; code actions (and what they start) cannot read the token
         os.environ.pop(INIT_TOKEN_ENV, None)
-        self.metrics = Metrics(os.environ.get("K_SERVICE"), os.environ.get("K_REVISION"))
+        in_flight = function.in_flight if function is not None else RequestsInFlight()  # the batchers read it
+        self.metrics = Metrics(in_flight, os.environ.get("K_SERVICE"), os.environ.get("K_REVISION"))
         if function is not None:
             for name, m in function.models.items():
                 self.metrics.load_seconds[name] = m.runner.load_seconds
