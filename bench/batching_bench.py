@@ -32,7 +32,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -40,6 +39,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "actions"))
+
+from closed_loop import closed_loop  # noqa: E402
 
 CLIENTS = (1, 8, 32)
 DIGITS_PRE = [{"decode_image": {}}, {"convert": {"mode": "L"}}, {"resize": {"width": 8, "height": 8}},
@@ -145,28 +146,7 @@ def measure(make, clients: int, seconds: float) -> dict:
     for w in workers:
         w()
     stop = time.perf_counter() + seconds
-    times: list = []
-    lock = threading.Lock()
-
-    def run(w):
-        mine = []
-        while time.perf_counter() < stop:
-            t0 = time.perf_counter()
-            w()
-            mine.append(time.perf_counter() - t0)
-        with lock:
-            times.extend(mine)
-
-    threads = [threading.Thread(target=run, args=(w,)) for w in workers]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
-    times.sort()
-    return {"rps": len(times) / wall, "p50_ms": statistics.median(times) * 1000,
-            "p99_ms": times[min(len(times) - 1, int(len(times) * 0.99))] * 1000}
+    return closed_loop(workers, lambda done: time.perf_counter() < stop)
 
 
 def bench(args) -> list:

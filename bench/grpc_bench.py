@@ -23,11 +23,9 @@ import json
 import os
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -35,6 +33,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "actions"))
+
+from closed_loop import closed_loop  # noqa: E402
 
 
 def function_dir(root: Path, model: Path, name: str) -> Path:
@@ -190,29 +190,8 @@ def measure(make, clients: int, calls: int) -> dict:
     for w in workers:
         for _ in range(3):
             w()  # warm-up
-    times: list = []
-    lock = threading.Lock()
-
-    def run(w):
-        mine = []
-        for _ in range(calls):
-            t0 = time.perf_counter()
-            w()
-            mine.append(time.perf_counter() - t0)
-        with lock:
-            times.extend(mine)
-
-    threads = [threading.Thread(target=run, args=(w,)) for w in workers]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
-    times.sort()
-    return {"p50_ms": round(statistics.median(times) * 1000, 2),
-            "p99_ms": round(times[min(len(times) - 1, int(len(times) * 0.99))] * 1000, 2),
-            "rps": round(len(times) / wall, 1)}
+    r = closed_loop(workers, lambda done: done < calls)
+    return {"p50_ms": round(r["p50_ms"], 2), "p99_ms": round(r["p99_ms"], 2), "rps": round(r["rps"], 1)}
 
 
 def bench_model(path: Path, name: str, calls: int, batches=(1, 32), with_grpcio=False) -> list:
