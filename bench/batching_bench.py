@@ -24,12 +24,9 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import re
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "actions"))
 
 from closed_loop import closed_loop  # noqa: E402
+from function_process import serve  # noqa: E402
 
 CLIENTS = (1, 8, 32)
 DIGITS_PRE = [{"decode_image": {}}, {"convert": {"mode": "L"}}, {"resize": {"width": 8, "height": 8}},
@@ -58,27 +56,6 @@ def function_dir(root: Path, model: Path, name: str, pre: list, latency_ms) -> P
             "models": [{"name": name, "path": f"models/{name}/model.tflite", "pre": pre, "post": []}]}
     (root / "function.json").write_text(json.dumps(spec))
     return root
-
-
-def serve(fdir: Path) -> tuple:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "actions"))
-    for key in [k for k in env if k.startswith("MLFN_SERVING_")]:
-        del env[key]
-    proc = subprocess.Popen([sys.executable, "-m", "mlfn_runtime", "--function-dir", str(fdir), "--host", "127.0.0.1",
-                             "--port", str(port)], env=env, stderr=subprocess.DEVNULL)
-    for _ in range(300):
-        try:
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            c.request("GET", "/v2/health/ready")
-            if c.getresponse().status == 200:
-                return proc, port
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("the function did not start")
 
 
 class GrpcClient:

@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "actions"))
 
 from closed_loop import closed_loop  # noqa: E402
+from function_process import serve  # noqa: E402
 
 
 def function_dir(root: Path, model: Path, name: str) -> Path:
@@ -46,25 +47,6 @@ def function_dir(root: Path, model: Path, name: str) -> Path:
             "serving": {"max_batch_size": 32, "max_payload_bytes": 64 << 20, "workers": 8}}
     (root / "function.json").write_text(json.dumps(spec))
     return root
-
-
-def serve(fdir: Path) -> tuple:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "actions"))
-    proc = subprocess.Popen([sys.executable, "-m", "mlfn_runtime", "--function-dir", str(fdir), "--host", "127.0.0.1",
-                             "--port", str(port)], env=env, stderr=subprocess.DEVNULL)
-    for _ in range(300):
-        try:
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            c.request("GET", "/v2/health/ready")
-            if c.getresponse().status == 200:
-                return proc, port
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("the function did not start")
 
 
 def serve_grpcio(fdir: str, port: int) -> None:
