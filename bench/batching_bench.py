@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT / "actions"))
 
 from closed_loop import closed_loop  # noqa: E402
 from function_process import serve  # noqa: E402
+from grpc_bench import GrpcClient  # noqa: E402
 
 CLIENTS = (1, 8, 32)
 DIGITS_PRE = [{"decode_image": {}}, {"convert": {"mode": "L"}}, {"resize": {"width": 8, "height": 8}},
@@ -56,22 +57,6 @@ def function_dir(root: Path, model: Path, name: str, pre: list, latency_ms) -> P
             "models": [{"name": name, "path": f"models/{name}/model.tflite", "pre": pre, "post": []}]}
     (root / "function.json").write_text(json.dumps(spec))
     return root
-
-
-class GrpcClient:
-    def __init__(self, port: int, model: str, request):
-        import grpc
-
-        from mlfn_runtime.oip_grpc import RPCS
-
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}", [("grpc.max_receive_message_length", 64 << 20)])
-        self.stub = self.channel.unary_unary("/inference.GRPCInferenceService/ModelInfer",
-                                             request_serializer=lambda m: m.SerializeToString(),
-                                             response_deserializer=RPCS["ModelInfer"][1].FromString)
-        self.request = request
-
-    def __call__(self):
-        self.stub(self.request, timeout=120)
 
 
 class PredictClient:

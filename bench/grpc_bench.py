@@ -151,7 +151,7 @@ class GrpcClient:
         self.request = request
 
     def __call__(self):
-        self.stub(self.request, timeout=60)
+        self.stub(self.request, timeout=120)
 
 
 def requests_for(model, name, dims, batch) -> dict:

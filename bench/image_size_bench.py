@@ -232,8 +232,6 @@ def main() -> int:
 
 
 def registry_part(a, project: Path, image: str, png: bytes) -> dict:
-    import image_bench
-
     state = Path(tempfile.mkdtemp(prefix="mlfn-bench-registry-"))
     registry = sh("sh", str(ROOT / "scripts" / "registry.sh"), "start", str(state))
     try:
