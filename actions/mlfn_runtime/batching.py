@@ -59,6 +59,7 @@ import numpy as np
 from mlfn_runtime.errors import ConfigurationError
 from mlfn_runtime.in_flight import RequestsInFlight
 from mlfn_runtime.metrics import label_set
+from mlfn_runtime.slots import WorkerSlots
 
 ENV_PREFIX = "MLFN_SERVING_BATCHING_"
 MAX_LATENCY_MS = 1000.0
@@ -168,7 +169,7 @@ class _Request:
         self.inputs, self.rows = inputs, rows
         self.outputs: Optional[dict] = None
         self.error: Optional[BaseException] = None
-        self.done = threading.Event()
+        self.done: Optional[threading.Event] = None  # set by the leader; made when the request joins a group
 
 
 class _Group:
@@ -228,7 +229,7 @@ class Batcher:
         self.stats = BatchStats()
         self._changed = in_flight.changed  # requests came or went, a group filled up or was superseded
         self._open: dict = {}  # stack key -> the group that takes joiners
-        self._free = threading.BoundedSemaphore(runner.max_concurrent_invokes)
+        self._free = WorkerSlots(runner.max_concurrent_invokes)  # interpreter calls at once
 
     def predict(self, inputs) -> dict:
         """`runner.predict(inputs)`, possibly computed in one call with other requests' rows."""
@@ -270,6 +271,7 @@ class Batcher:
             self._count_in()  # notified waiters wake only once this request is in a group
             group = self._open.get(key)
             if group is not None and group.rows + request.rows <= limit:
+                request.done = threading.Event()
                 group.members.append(request)
                 group.rows += request.rows
                 if group.rows >= limit:
@@ -307,7 +309,8 @@ class Batcher:
                 for m in members:
                     if m.outputs is None and m.error is None:  # only if _run itself was interrupted
                         m.error = RuntimeError("the batch this request was part of was interrupted")
-                    m.done.set()
+                    if m.done is not None:
+                        m.done.set()
 
     def _run(self, members: list) -> None:
         """One interpreter call for every member; each alone when that call fails."""

@@ -5,7 +5,6 @@ slots that bound the requests doing work at once (serving.workers)."""
 from __future__ import annotations
 
 import os
-import queue
 
 from mlfn_runtime.auth import Guard
 from mlfn_runtime.errors import NotReady
@@ -14,6 +13,7 @@ from mlfn_runtime.in_flight import RequestsInFlight
 from mlfn_runtime.metrics import Metrics
 from mlfn_runtime.payload_log import PayloadLog
 from mlfn_runtime.serving import INIT_TOKEN_ENV, Serving
+from mlfn_runtime.slots import WorkerSlots
 from mlfn_runtime.whisk_action import WhiskAction
 
 
@@ -45,28 +45,3 @@ class ServerState:
         if self.function is None:
             raise NotReady("this image holds no model (no function.json); initialize it with code via /init")
         return self.function
-
-
-class WorkerSlots:
-    """At most `n` holders at once (`with slots:` or acquire/release): a semaphore whose
-    tokens sit in a C-implemented SimpleQueue, so a request takes and returns its slot
-    without Python-level locks (threading.BoundedSemaphore's Condition and notify cost
-    more than the rest of dispatching when many connections wait for few workers)."""
-
-    def __init__(self, n: int):
-        self._tokens: "queue.SimpleQueue[int]" = queue.SimpleQueue()
-        for i in range(n):
-            self._tokens.put(i)
-
-    def acquire(self) -> None:
-        self._tokens.get()
-
-    def release(self) -> None:
-        self._tokens.put(0)
-
-    def __enter__(self):
-        self._tokens.get()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._tokens.put(0)
