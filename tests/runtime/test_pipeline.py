@@ -266,3 +266,12 @@ def test_decode_image_b64_that_is_not_text_is_invalid_input(value):
     """{"b64": <not a string>} is the client's mistake (400), not an AttributeError (500)."""
     with pytest.raises(InvalidInput, match="'b64' must be base64 text"):
         Pipeline(["decode_image"], stage="pre")({"b64": value})
+
+
+@pytest.mark.parametrize("classes", [10, 256, 257, 1000])
+def test_top_k_orders_by_score_below_and_above_the_python_sort_limit(classes):
+    scores = np.random.default_rng(classes).permutation(classes).astype(np.float32) / classes
+    out = Pipeline([{"top_k": {"k": 5}}], stage="post")(scores[None, :])
+    expected = np.argsort(-scores, kind="stable")[:5].tolist()
+    assert [t["index"] for t in out["top_k"]] == expected
+    assert [t["score"] for t in out["top_k"]] == [float(scores[i]) for i in expected]
