@@ -261,6 +261,17 @@ def test_a_max_image_pixels_env_that_is_not_a_count_exits_with_one_sentence(digi
     assert r.returncode == 2 and "MLFN_MAX_IMAGE_PIXELS is 'lots'" in r.stderr and "Traceback" not in r.stderr
 
 
+def metrics_once_answered(url: str) -> str:
+    """/metrics once the earlier request is counted: the server counts a request after its
+    answer is written, so the client can ask before that thread got there (at most 2 s)."""
+    deadline = time.monotonic() + 2.0
+    while True:
+        metrics = requests.get(url + "/metrics", timeout=5).text
+        if "mlfn_inflight_requests 1\n" in metrics or time.monotonic() > deadline:
+            return metrics
+        time.sleep(0.01)
+
+
 def test_a_custom_post_step_returning_what_json_cannot_hold_is_a_500_that_says_so(tmp_path, rt_models, digits):
     """Was a TypeError in the response encoder: the connection dropped with no answer."""
     files = {"post.py": "def classes(y):\n    return {'classes': {int(y.argmax())}}\n"}
@@ -271,7 +282,7 @@ def test_a_custom_post_step_returning_what_json_cannot_hold_is_a_500_that_says_s
         r = requests.post(url + "/predict", json={"image": b64(digit_png(digits[0][0]))}, timeout=10)
         assert r.status_code == 500
         assert "post-processing of model 'd' returned set" in r.json()["error"] and "JSON cannot hold" in r.json()["error"]
-        metrics = requests.get(url + "/metrics", timeout=5).text
+        metrics = metrics_once_answered(url)
         assert "mlfn_inflight_requests 1\n" in metrics  # this /metrics request only
         assert 'endpoint="predict",status="500"} 1' in metrics
 
@@ -286,7 +297,7 @@ def test_a_result_json_cannot_hold_is_a_500_and_is_counted(digits_dir):
     with running(function=fn) as (url, _):
         r = requests.post(url + "/predict", json={"inputs": [[0]]}, timeout=10)
         assert r.status_code == 500 and "cannot be encoded as JSON" in r.json()["error"]
-        metrics = requests.get(url + "/metrics", timeout=5).text
+        metrics = metrics_once_answered(url)
         assert "mlfn_inflight_requests 1\n" in metrics  # this /metrics request only
         assert 'model="digits",endpoint="predict",status="500"} 1' in metrics
 
