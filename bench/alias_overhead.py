@@ -12,7 +12,6 @@ of a version, a 100% alias and a 50/50 alias, and prints p50/p95/mean and the ov
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -22,6 +21,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench_action import action_image_and_payload  # noqa: E402
 
 
 def percentile(xs, p):
@@ -60,13 +61,7 @@ def main(argv=None) -> int:
     from mlfn.targets.openwhisk.target import openwhisk_target
     from mlfn.targets.openwhisk.wskprops import GUEST_AUTH, WskProps
 
-    image = a.image
-    if not image:
-        sys.path.insert(0, str(ROOT))
-        from tests.targets.openwhisk.action.build import build_action_image
-
-        image = build_action_image(a.base, "mlfnow-bench-action:1")
-    payload = json.loads(Path(a.payload).read_text()) if a.payload else {"x": [1, 2, 3]}
+    image, payload = action_image_and_payload(a.image, a.payload, a.base)
 
     server = controller = None
     if a.apihost:

@@ -16,7 +16,6 @@ of the 90/10 alias; failures and latency.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import threading
@@ -25,6 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench_action import action_image_and_payload  # noqa: E402
 
 
 def percentile(xs, p):
@@ -163,13 +164,7 @@ def main(argv=None) -> int:
     from mlfn.targets.openwhisk.target import openwhisk_target
     from mlfn.targets.openwhisk.wskprops import GUEST_AUTH, WskProps
 
-    image = a.image
-    if not image:
-        sys.path.insert(0, str(ROOT))
-        from tests.targets.openwhisk.action.build import build_action_image
-
-        image = build_action_image(a.base, "mlfnow-bench-action:1")
-    payload = json.loads(Path(a.payload).read_text()) if a.payload else {"x": [1, 2, 3]}
+    image, payload = action_image_and_payload(a.image, a.payload, a.base)
     home = Path(tempfile.mkdtemp(prefix="mlfn-bench-"))
     server, controller = make_server(home, port=0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
