@@ -67,14 +67,20 @@ def test_bad_trigger_options_fail_before_building(project, rest_api, monkeypatch
     assert r.exit_code == 2 and needle in r.stderr and "Traceback" not in r.output
 
 
+def _feed_package(server, project) -> str:
+    """A package `<project>-feeds` holding a `kafka` feed action; returns the package name."""
+    feed_pkg = f"{project.name}-feeds"
+    requests.put(_api(server, f"packages/{feed_pkg}"), json={}, auth=AUTH, timeout=10).raise_for_status()
+    requests.put(_api(server, f"actions/{feed_pkg}/kafka"), json={"exec": {"kind": "blackbox", "image": ACTION_IMAGE}},
+                 auth=AUTH, timeout=10).raise_for_status()
+    return feed_pkg
+
+
 def test_a_feed_that_fails_leaves_no_trigger(project, rest_api, monkeypatch):
     """The controller without Docker cannot run the feed action: the trigger is removed again."""
     port = rest_api.server_address[1]
     monkeypatch.chdir(project.dir)
-    feed_pkg = f"{project.name}-feeds"
-    requests.put(_api(rest_api, f"packages/{feed_pkg}"), json={}, auth=AUTH, timeout=10).raise_for_status()
-    requests.put(_api(rest_api, f"actions/{feed_pkg}/kafka"), json={"exec": {"kind": "blackbox", "image": ACTION_IMAGE}},
-                 auth=AUTH, timeout=10).raise_for_status()
+    feed_pkg = _feed_package(rest_api, project)
     r = run(["deploy", "--trigger", f"{project.name}-k", "--feed", f"/guest/{feed_pkg}/kafka"], port, ok=False)
     assert r.exit_code == 1 and f"The feed action /guest/{feed_pkg}/kafka refused CREATE" in r.stderr
     assert GUEST_AUTH.split(":")[1] not in r.output
@@ -85,10 +91,7 @@ def test_a_feed_that_fails_leaves_no_trigger(project, rest_api, monkeypatch):
 def test_feed_trigger_invokes_the_feed_action_on_create_and_delete(project, local_api, monkeypatch):
     port = local_api.server_address[1]
     monkeypatch.chdir(project.dir)
-    feed_pkg = f"{project.name}-feeds"
-    requests.put(_api(local_api, f"packages/{feed_pkg}"), json={}, auth=AUTH, timeout=10).raise_for_status()
-    requests.put(_api(local_api, f"actions/{feed_pkg}/kafka"), json={"exec": {"kind": "blackbox", "image": ACTION_IMAGE}},
-                 auth=AUTH, timeout=10).raise_for_status()
+    feed_pkg = _feed_package(local_api, project)
     trig = f"{project.name}-k"
     r = run(["deploy", "--trigger", trig, "--feed", f"/guest/{feed_pkg}/kafka", "--feed-param", "topic=images",
              "-o", "json"], port)
